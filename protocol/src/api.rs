@@ -1,0 +1,186 @@
+//! JSON bodies of the HTTP API (`/api/…`) used by the pages and by scripts.
+
+use serde::{Deserialize, Serialize};
+
+/// Error body of every failed API call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `invalid_credentials`.
+    pub code: String,
+    /// Human-readable message (English); never contains internal detail.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Cardholder,
+    Staff,
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub username: String,
+    pub role: Role,
+    /// The terminal this browser is paired with, if any.
+    pub terminal: Option<PairedTerminal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairedTerminal {
+    pub terminal_id: String,
+    pub name: String,
+}
+
+/// What the user asks about a card (the request of S400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    Balance,
+    Transactions,
+    Details,
+}
+
+/// The submitted form: the card number the module filled in, the read that proves it, the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub card_number: String,
+    #[serde(default)]
+    pub read_id: Option<String>,
+    pub request: RequestKind,
+}
+
+/// How much of the card the caller may see, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disclosure {
+    /// Tapped on this terminal, bound to the user, or staff: everything the role allows.
+    Full,
+    /// A typed number, or a card neither tapped nor bound: the masked summary only.
+    Masked,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryResult {
+    pub disclosure: Disclosure,
+    /// Always masked: first 6 and last 4 digits.
+    pub masked_number: String,
+    pub brand: String,
+    pub request: RequestKind,
+    /// Present only with [`Disclosure::Full`].
+    pub details: Option<CardDetails>,
+    pub balance: Option<Balance>,
+    pub transactions: Option<Vec<Transaction>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardDetails {
+    pub holder_name: String,
+    pub card_type: String,
+    pub issuer: String,
+    /// YYMM
+    pub expiry: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// Minor units (fen / cents).
+    pub available_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub at: String,
+    pub description: String,
+    /// Minor units; negative for debits.
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// One terminal as admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSummary {
+    pub terminal_id: String,
+    pub name: String,
+    pub permitted: bool,
+    pub revoked: bool,
+    pub enrolled: bool,
+    pub online: bool,
+    pub backend: Option<String>,
+    pub policy: Option<super::agent::LocalPolicyReport>,
+    pub readers: Vec<super::agent::ReaderInfo>,
+    pub pairings: Vec<PairingSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairingSummary {
+    pub pairing_id: String,
+    pub created_at: String,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTerminal {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedTerminal {
+    pub terminal_id: String,
+    pub enrolment_code: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPermission {
+    pub permitted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub audit_id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+}
+
+/// `POST /api/agent/enrol`: the agent registers its public key with a one-time code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolRequest {
+    pub enrolment_code: String,
+    pub public_key: crate::HexBytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolResponse {
+    pub terminal_id: String,
+    pub terminal_name: String,
+    /// The server's Ed25519 public key; the agent pins it.
+    pub server_public_key: crate::HexBytes,
+}
+
+/// `POST /api/agent/pairing`: the agent asks for a one-time pairing link, signed with its key over
+/// [`crate::envelope::pairing_message`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairingRequest {
+    pub terminal_id: String,
+    pub issued_at_ms: i64,
+    pub signature: crate::HexBytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairingLink {
+    pub url: String,
+    pub expires_at: String,
+}
