@@ -1,1 +1,1 @@
-//! placeholder
+//! ISO 7816 APDUs, BER-TLV, EMV read, simulator.

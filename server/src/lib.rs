@@ -1,0 +1,1 @@
+//! The cardbridge server library.
