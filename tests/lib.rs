@@ -1,1 +1,359 @@
-//! Shared helpers of the end-to-end suites.
+//! Shared helpers of the integration and end-to-end suites: a fresh database per test (SQLite or
+//! PostgreSQL), an in-process server on a free port, in-process agents, page sockets, browsers.
+//!
+//! Nothing here sleeps for readiness: every wait polls a condition or an event with a deadline.
+
+pub mod browser;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardbridge::state::AppState;
+use cardbridge::store::{Role, Store};
+use cardbridge::{Application, Config};
+use futures_util::{SinkExt, StreamExt};
+use protocol::page::{PageToServer, ServerToPage};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The default deadline of every wait in the suites.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests sits in the workspace").to_path_buf()
+}
+
+/// Poll `check` until it returns `Some` or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------- databases
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that exists for one test only.
+pub struct TestDb {
+    pub url: String,
+    pub engine: Engine,
+    _dir: Option<tempfile::TempDir>,
+    pg_admin: Option<(String, String)>,
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+impl TestDb {
+    pub async fn new(engine: Engine) -> Option<TestDb> {
+        match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("cardbridge.db").display());
+                Some(TestDb { url, engine, _dir: Some(dir), pg_admin: None })
+            }
+            Engine::Postgres => TestDb::postgres().await,
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` (with a note) where PostgreSQL is not configured.
+    /// Under `CI=true` PostgreSQL is required and its absence fails the test.
+    async fn postgres() -> Option<TestDb> {
+        let admin_url = match std::env::var("CARDBRIDGE_TEST_PG_URL") {
+            Ok(u) => u,
+            Err(_) if ci() => panic!("CARDBRIDGE_TEST_PG_URL is not set; under CI=true the PostgreSQL suite is required (run `cargo xtask test`)"),
+            Err(_) => {
+                eprintln!("note: CARDBRIDGE_TEST_PG_URL not set, skipping the PostgreSQL variant (run `cargo xtask test`)");
+                return None;
+            }
+        };
+        use sqlx::Connection;
+        let mut conn = match sqlx::PgConnection::connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => panic!("PostgreSQL at CARDBRIDGE_TEST_PG_URL is not reachable: {e}"),
+        };
+        let name = format!("cb_test_{}", cardbridge::util::random_token(9).to_lowercase().replace(['-', '_'], "x"));
+        sqlx::query(&format!("create database {name}")).execute(&mut conn).await.expect("create database");
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url.clone());
+        let url = format!("{base}/{name}");
+        Some(TestDb { url, engine: Engine::Postgres, _dir: None, pg_admin: Some((admin_url, name)) })
+    }
+
+    /// Drop the PostgreSQL database (SQLite's directory goes with the value).
+    pub async fn cleanup(self) {
+        if let Some((admin_url, name)) = &self.pg_admin {
+            use sqlx::Connection;
+            if let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await {
+                let _ = sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&mut conn).await;
+            }
+        }
+    }
+}
+
+/// Generate one test per database engine from an `async fn(Engine)`.
+#[macro_export]
+macro_rules! both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::Engine::Sqlite).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::Engine::Postgres).await } )* }
+    };
+}
+
+// ---------------------------------------------------------------- the server
+
+pub struct TestApp {
+    pub base: String,
+    pub host: String,
+    pub state: AppState,
+    pub db: Option<TestDb>,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct AppOptions {
+    pub demo: bool,
+    pub command_timeout_ms: u64,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions { demo: true, command_timeout_ms: 5_000 }
+    }
+}
+
+/// Start a server on a free port over a fresh database of `engine`; `None` where that engine is
+/// not available outside CI.
+pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
+    let db = TestDb::new(engine).await?;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        data_dir: data_dir.path().to_path_buf(),
+        www_dir: workspace_root().join("www"),
+        demo: options.demo,
+        command_timeout_ms: options.command_timeout_ms,
+        ..Config::default()
+    };
+    let app = Application::build(config).await.expect("server builds");
+    let addr = app.local_addr();
+    let state = app.state();
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    Some(TestApp {
+        base: format!("http://{addr}"),
+        host: addr.to_string(),
+        state,
+        db: Some(db),
+        data_dir,
+        shutdown: Some(tx),
+        served: Some(served),
+    })
+}
+
+impl TestApp {
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Stop the server and drop its database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
+        }
+        if let Some(db) = self.db.take() {
+            db.cleanup().await;
+        }
+    }
+
+    /// An HTTP client with its own cookie jar (one "browser").
+    pub fn browser(&self) -> Browser {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Browser { client, jar, base: self.base.clone(), host: self.host.clone() }
+    }
+
+    pub async fn add_user(&self, name: &str, password: &str, role: Role) {
+        let hash = cardbridge::auth::hash_password(password).unwrap();
+        self.store().create_user(name, &hash, role).await.expect("user created");
+    }
+
+    pub async fn seed_demo(&self) {
+        cardbridge::seed::seed_demo(self.store(), &self.state.secrets).await.expect("demo data");
+    }
+
+    /// Create a terminal and enrol an in-process agent with the virtual reader; returns when the
+    /// agent is online.
+    pub async fn start_terminal(&self, name: &str) -> TestAgent {
+        let created = cardbridge::terminals::create(self.store(), name, "test").await.expect("terminal");
+        let dir = tempfile::tempdir().expect("temp dir");
+        cardbridge_agent::enrol(&self.base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
+        let agent = TestAgent::start(dir, created.terminal_id).await;
+        let hub = self.state.hub.clone();
+        let id = agent.terminal_id.clone();
+        eventually("the agent to come online", || {
+            let online = hub.agent_status(&id).is_some();
+            async move { online.then_some(()) }
+        })
+        .await;
+        agent
+    }
+}
+
+// ---------------------------------------------------------------- agents
+
+pub struct TestAgent {
+    pub terminal_id: String,
+    pub state_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestAgent {
+    pub async fn start(state_dir: tempfile::TempDir, terminal_id: String) -> TestAgent {
+        let config = cardbridge_agent::AgentConfig::load(state_dir.path()).expect("agent config");
+        let backend = cardbridge_agent::backend::open("virtual", None).expect("virtual backend");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(cardbridge_agent::run(config, backend, async {
+            let _ = rx.await;
+        }));
+        TestAgent { terminal_id, state_dir, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- browsers (HTTP level)
+
+/// One HTTP "browser": a client with its own cookies.
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub jar: Arc<reqwest::cookie::Jar>,
+    pub base: String,
+    pub host: String,
+}
+
+impl Browser {
+    pub async fn login(&self, user: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/login", self.base))
+            .header("origin", &self.base)
+            .json(&protocol::api::LoginRequest { username: user.into(), password: password.into() })
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    /// Follow the agent's one-time pairing link, binding this browser to its terminal.
+    pub async fn pair_with(&self, agent: &TestAgent) -> reqwest::StatusCode {
+        let link = cardbridge_agent::request_pairing(agent.state_dir.path()).await.expect("pairing link");
+        self.client.get(&link.url).send().await.expect("pairing").status()
+    }
+
+    pub fn cookie_header(&self) -> String {
+        use reqwest::cookie::CookieStore;
+        let url: url::Url = self.base.parse().unwrap();
+        self.jar.cookies(&url).and_then(|h| h.to_str().ok().map(str::to_string)).unwrap_or_default()
+    }
+
+    /// Open `/ws/page` as the page module would, with this browser's cookies and `origin`.
+    pub async fn page_socket(&self, origin: &str) -> Result<PageSocket, tokio_tungstenite::tungstenite::Error> {
+        let mut request = format!("ws://{}/ws/page", self.host).into_client_request()?;
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        let cookies = self.cookie_header();
+        if !cookies.is_empty() {
+            request.headers_mut().insert("cookie", cookies.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(PageSocket { ws })
+    }
+}
+
+pub struct PageSocket {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl PageSocket {
+    pub async fn send(&mut self, message: &PageToServer) {
+        self.ws.send(Message::Text(protocol::encode(message).into())).await.expect("page frame sent");
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.to_string().into())).await.expect("page frame sent");
+    }
+
+    /// The next server frame, or `None` if the socket closed.
+    pub async fn next(&mut self) -> Option<ServerToPage> {
+        loop {
+            match tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("a page frame within the deadline") {
+                Some(Ok(Message::Text(text))) => return Some(protocol::decode(&text).expect("a valid page frame")),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Read frames until one matches; panics on close or deadline.
+    pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&ServerToPage) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = tokio::time::timeout(remaining, self.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            match frame {
+                Some(frame) => {
+                    if let Some(v) = pick(&frame) {
+                        return v;
+                    }
+                }
+                None => panic!("page socket closed while waiting for {what}"),
+            }
+        }
+    }
+}

@@ -1,1 +1,23 @@
-//! ISO 7816 APDUs, BER-TLV, EMV read, simulator.
+//! ISO 7816 APDUs, BER-TLV, the EMV/PBOC card-number read, and the card simulator
+//!
+//! # Layout
+//!
+//! - [`apdu`]: command APDUs, status words, and [`apdu::exchange`], the one place that follows
+//!   `61xx` and `6Cxx`.
+//! - [`batch`]: groups of APDUs run in one agent round trip; the agent runs them with
+//!   [`batch::execute`].
+//! - [`tlv`]: the BER-TLV decoder (hostile input is an error, never a panic).
+//! - [`pan`]: the card-number newtype; Debug and Display are masked.
+//! - [`emv`]: the server-side read as a state machine emitting batches ([`emv::ReadSession`]).
+//! - [`sim`]: simulated cards speaking real APDUs: replays of recorded cards, small card models,
+//!   and a wrapper that misbehaves.
+//!
+//! Architecture invariant: this crate does no I/O besides the simulator's optional delays; the
+//! transport is always a `transmit` function handed in by the caller.
+
+pub mod apdu;
+pub mod batch;
+pub mod emv;
+pub mod pan;
+pub mod sim;
+pub mod tlv;

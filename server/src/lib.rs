@@ -1,1 +1,28 @@
-//! The cardbridge server library.
+//! The cardbridge server: lets a bank's server read smart cards at any PC through the browser.
+//!
+//! # Layout
+//!
+//! - [`http`]: axum routes (login, admin, agent enrolment and pairing, the data query, static
+//!   pages) and the two WebSockets, `/ws/agent` and `/ws/page`; [`http::Application`] binds and runs.
+//! - [`hub`]: connected agents and pages, command signing and reply correlation.
+//! - [`reader`]: the receiver module (Q-S1) — permission and consent checks, the EMV read through
+//!   the agent, and delivery of the number to the page.
+//! - [`data`]: the data service (Q-S5) with its disclosure rules.
+//! - [`store`]: the sqlx store facade (SQLite or PostgreSQL) and the hash-chained audit log.
+//! - [`auth`], [`secrets`], [`config`], [`terminals`], [`seed`]: the rest of the plumbing.
+
+pub mod auth;
+pub mod config;
+pub mod data;
+pub mod http;
+pub mod hub;
+pub mod reader;
+pub mod secrets;
+pub mod seed;
+pub mod state;
+pub mod store;
+pub mod terminals;
+pub mod util;
+
+pub use config::Config;
+pub use http::Application;

@@ -1,1 +1,153 @@
-fn main() {}
+//! The `cardbridge` command: serve, migrate, seed demo data, manage users and terminals.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cardbridge::store::{Role, Store};
+use cardbridge::{Application, Config};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cardbridge", version, about = "Read smart cards at any PC through the browser")]
+struct Cli {
+    /// TOML configuration file (defaults, then this file, then CARDBRIDGE_* variables).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Insert demo users, bank cards, accounts and transactions.
+    SeedDemo,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage terminals.
+    Terminal {
+        #[command(subcommand)]
+        command: TerminalCommand,
+    },
+    /// Check the audit log's hash chain.
+    AuditVerify,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["cardholder", "staff", "admin"])]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TerminalCommand {
+    /// Create a terminal; prints its id and one-time enrolment code.
+    Add { name: String },
+    /// Switch a terminal's permission on.
+    Permit { terminal_id: String },
+    /// Switch a terminal's permission off.
+    Forbid { terminal_id: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            tracing::info!(address = %app.local_addr(), "cardbridge listening");
+            app.run_until(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+        }
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::SeedDemo => {
+            let store = open_store(&config).await?;
+            let secrets = cardbridge::secrets::Secrets::load_or_create(&config.data_dir)?;
+            cardbridge::seed::seed_demo(&store, &secrets).await?;
+            println!("demo data in place; logins:");
+            for (name, password, role) in cardbridge::seed::DEMO_USERS {
+                println!("  {:<10} {:<10} password {password}", role.as_str(), name);
+            }
+            Ok(())
+        }
+        Command::User { command: UserCommand::Add { name, role } } => {
+            let store = open_store(&config).await?;
+            let role = Role::parse(&role).context("unknown role")?;
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(password.chars().count() >= 8, "the password must have at least 8 characters");
+            let hash = cardbridge::auth::hash_password(password)?;
+            let user = store.create_user(&name.trim().to_lowercase(), &hash, role).await.map_err(|e| match e {
+                cardbridge::store::StoreError::Conflict(_) => anyhow::anyhow!("user {name} exists already"),
+                other => other.into(),
+            })?;
+            store.audit("cli", "user.add", &user.user_id, role.as_str()).await?;
+            println!("{}", user.user_id);
+            Ok(())
+        }
+        Command::Terminal { command } => {
+            let store = open_store(&config).await?;
+            match command {
+                TerminalCommand::Add { name } => {
+                    let created = cardbridge::terminals::create(&store, &name, "cli").await.map_err(|e| match e {
+                        cardbridge::store::StoreError::Conflict(_) => anyhow::anyhow!("a terminal named {name} exists already"),
+                        other => other.into(),
+                    })?;
+                    println!("terminal_id     {}", created.terminal_id);
+                    println!("enrolment_code  {}", created.enrolment_code);
+                    println!("expires_at      {} UTC", cardbridge::util::format_ms(created.expires_at));
+                }
+                TerminalCommand::Permit { terminal_id } => {
+                    cardbridge::terminals::set_permitted(&store, &terminal_id, true, "cli").await.context("no such terminal")?;
+                    println!("terminal {terminal_id} permitted");
+                }
+                TerminalCommand::Forbid { terminal_id } => {
+                    cardbridge::terminals::set_permitted(&store, &terminal_id, false, "cli").await.context("no such terminal")?;
+                    println!("terminal {terminal_id} forbidden");
+                }
+            }
+            Ok(())
+        }
+        Command::AuditVerify => {
+            let store = open_store(&config).await?;
+            match store.verify_audit_chain().await? {
+                Ok(n) => {
+                    println!("audit chain intact: {n} events");
+                    Ok(())
+                }
+                Err(id) => anyhow::bail!("audit chain broken at event {id}"),
+            }
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    Ok(store)
+}

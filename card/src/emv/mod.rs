@@ -1,0 +1,595 @@
+//! The server-side card-number read: a state machine that emits APDU batches so a read costs at most 3 agent round trips
+//!
+//! # Rounds
+//!
+//! 1. Directories and UID: `[SELECT PPSE]`, `[SELECT PSE, READ RECORD SFI 1 records 1..=8]`,
+//!    `[FF CA 00 00 00]`, each a `Sequence` group.
+//! 2. `FirstSuccess [SELECT candidate…]`: PPSE entries, else PSE entries, sorted by priority
+//!    (tag 87, lowest first, entries without priority after), then the known-AID list.
+//! 3. `Sequence [GPO]` with the PDOL filled from [`Terminal`], plus speculative record reads for
+//!    SFI 1 to 4: `Sequence [record 1]` and `Sequence [records 2..=8]` per SFI. Splitting off
+//!    record 1 keeps files whose AFL range starts at record 2 (the Mastercard M/Chip test card)
+//!    inside the budget at the cost of one failing READ RECORD per such file.
+//!
+//! The PAN is taken from tag 5A, else track 2 equivalent 57, else 9F6B, looking in the GPO
+//! response and then in the records the AFL names, in AFL order.
+//!
+//! # When a read takes more than 3 round trips
+//!
+//! - The PSE FCI names a directory SFI other than 1 (tag 88) and the PPSE listed nothing: one
+//!   extra round reads that directory.
+//! - The PAN is not in the GPO response nor in any AFL record read speculatively, and the AFL
+//!   names records not yet read (an SFI above 4, a record above 8, or a range starting at record 3
+//!   or later): one extra round reads exactly those records.
+//!
+//! Every card in the simulator catalogue reads in at most 3 (tested). Records read
+//! speculatively but not named by the AFL are a last resort, used only after the AFL records.
+
+mod card_data;
+mod terminal;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::apdu::{Apdu, ExchangeError, StatusWord, Transmit};
+use crate::batch::{self, Batch, Group};
+use crate::pan::{self, Pan};
+use crate::tlv::{self, Tlv};
+
+pub use card_data::{AflEntry, Candidate};
+pub use terminal::Terminal;
+
+use card_data::{Fci, GpoData};
+
+/// The round-trip budget every catalogue card meets.
+pub const TARGET_ROUND_TRIPS: usize = 3;
+/// Hard limit: the budget plus the two documented extra rounds.
+pub const MAX_ROUND_TRIPS: usize = 5;
+
+const PPSE: &[u8] = b"2PAY.SYS.DDF01";
+const PSE: &[u8] = b"1PAY.SYS.DDF01";
+/// Records read from a payment system directory file.
+const DIRECTORY_RECORDS: u8 = 8;
+/// Short files read speculatively alongside GPO.
+const SPECULATIVE_SFIS: std::ops::RangeInclusive<u8> = 1..=4;
+/// Records per short file read speculatively alongside GPO.
+const SPECULATIVE_RECORDS: u8 = 8;
+/// Most records a fourth round reads (a hostile AFL can name 30 × 255).
+const MAX_EXTRA_RECORDS: usize = 64;
+
+/// Applications tried when no directory lists any (or none of those listed can be selected),
+/// in this order: UnionPay first.
+pub const KNOWN_AIDS: &[&str] = &[
+    "A000000333010101",     // UnionPay debit
+    "A000000333010102",     // UnionPay credit
+    "A000000333010103",     // UnionPay quasi-credit
+    "A000000333010106",     // UnionPay electronic cash
+    "A0000000031010",       // Visa credit/debit
+    "A0000000032010",       // Visa Electron
+    "A0000000032020",       // V PAY
+    "A0000000041010",       // Mastercard
+    "A0000000043060",       // Maestro
+    "A0000000042203",       // Mastercard US debit
+    "A00000002501",         // American Express
+    "A0000000651010",       // JCB
+    "A0000001523010",       // Discover / Diners Club
+    "A0000001524010",       // Discover common debit
+    "A0000005241010",       // RuPay
+    "A0000006581010",       // Mir
+    "A0000002771010",       // Interac
+    "A0000003591010028001", // girocard
+];
+
+/// What a card read found.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CardIdentity {
+    /// A payment card: its number, expiry (YYMM) if the card gives one, the application read.
+    Bank {
+        pan: Pan,
+        expiry: Option<String>,
+        aid: Vec<u8>,
+        label: Option<String>,
+    },
+    /// A card with no payment application that answered the reader's UID command.
+    Uid { uid: Vec<u8> },
+}
+
+/// The number and the UID are both identifiers: Debug masks them.
+impl fmt::Debug for CardIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CardIdentity::Bank {
+                pan,
+                expiry,
+                aid,
+                label,
+            } => f
+                .debug_struct("Bank")
+                .field("pan", pan)
+                .field("expiry", expiry)
+                .field("aid", &hex::encode_upper(aid))
+                .field("label", label)
+                .finish(),
+            CardIdentity::Uid { uid } => f
+                .debug_struct("Uid")
+                .field("uid", &pan::mask(&hex::encode_upper(uid)))
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Next {
+    /// Run this batch on the card and pass the responses to [`ReadSession::advance`].
+    Send(Batch),
+    Done(CardIdentity),
+}
+
+/// Why a read gave no identity. Messages never contain card data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("card has no payment application this reader can select and no UID")]
+    NoApplication,
+    #[error("payment application gave no card number")]
+    NoCardNumber,
+    #[error("malformed card data: {0}")]
+    Malformed(String),
+    #[error("unexpected response: {0}")]
+    UnexpectedResponse(String),
+    #[error("card read needs more than {MAX_ROUND_TRIPS} round trips")]
+    TooManyRoundTrips,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadCardError<E> {
+    #[error("card exchange failed: {0}")]
+    Exchange(ExchangeError<E>),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+impl<E> From<ExchangeError<E>> for ReadCardError<E> {
+    fn from(e: ExchangeError<E>) -> Self {
+        ReadCardError::Exchange(e)
+    }
+}
+
+/// The application chosen in round 2.
+#[derive(Debug, Clone)]
+struct App {
+    aid: Vec<u8>,
+    label: Option<String>,
+}
+
+/// What the session waits for.
+#[derive(Debug)]
+enum Stage {
+    Directory,
+    PseRecords {
+        uid: Option<Vec<u8>>,
+    },
+    Select {
+        candidates: Vec<Candidate>,
+        uid: Option<Vec<u8>>,
+    },
+    /// `layout[g]` names the (SFI, record) of each READ RECORD in group `g + 1`.
+    Gpo {
+        app: App,
+        layout: Vec<Vec<(u8, u8)>>,
+    },
+    Records {
+        app: App,
+        gpo: Option<GpoData>,
+        gpo_sw: StatusWord,
+        records: BTreeMap<(u8, u8), Vec<u8>>,
+        layout: Vec<(u8, u8)>,
+    },
+    Over,
+}
+
+/// One card-number read. Start it with the card's ATR, run each batch it emits on the card
+/// (`batch::execute`), feed the responses back with [`ReadSession::advance`].
+#[derive(Debug)]
+pub struct ReadSession {
+    stage: Stage,
+    /// The batch whose responses are awaited, to check their shape.
+    sent: Batch,
+    round_trips: usize,
+    terminal: Terminal,
+    contactless: bool,
+}
+
+impl ReadSession {
+    pub fn start(atr: &[u8]) -> (ReadSession, Batch) {
+        ReadSession::start_with(atr, Terminal::now())
+    }
+
+    /// Like [`ReadSession::start`] with given terminal data (fixed dates in tests).
+    pub fn start_with(atr: &[u8], terminal: Terminal) -> (ReadSession, Batch) {
+        let batch = Batch {
+            groups: vec![
+                Group::sequence(vec![Apdu::select_by_name(PPSE).to_bytes()]),
+                Group::sequence(
+                    std::iter::once(Apdu::select_by_name(PSE).to_bytes())
+                        .chain((1..=DIRECTORY_RECORDS).map(|r| Apdu::read_record(r, 1).to_bytes()))
+                        .collect(),
+                ),
+                Group::sequence(vec![Apdu::get_uid().to_bytes()]),
+            ],
+        };
+        let session = ReadSession {
+            stage: Stage::Directory,
+            sent: batch.clone(),
+            round_trips: 1,
+            terminal,
+            contactless: is_contactless_atr(atr),
+        };
+        (session, batch)
+    }
+
+    /// Batches emitted so far (the first one included); once done, the read's round trips.
+    pub fn round_trips(&self) -> usize {
+        self.round_trips
+    }
+
+    /// Whether the ATR is a PC/SC contactless one (`3B 8x 80 01 …`).
+    pub fn contactless(&self) -> bool {
+        self.contactless
+    }
+
+    /// Take the responses to the last batch, shaped as `batch::execute` returns them.
+    pub fn advance(&mut self, responses: Vec<Vec<Vec<u8>>>) -> Result<Next, ReadError> {
+        // Any error ends the read: the stage stays `Over`.
+        let stage = std::mem::replace(&mut self.stage, Stage::Over);
+        if matches!(stage, Stage::Over) {
+            return Err(ReadError::UnexpectedResponse(
+                "the read is already over".into(),
+            ));
+        }
+        check_shape(&self.sent, &responses)?;
+        let step = match stage {
+            Stage::Over => Err(ReadError::UnexpectedResponse(
+                "the read is already over".into(),
+            )),
+            Stage::Directory => self.after_directory(responses),
+            Stage::PseRecords { uid } => Ok(self.select(
+                directory_records(responses[0].get(1..).unwrap_or_default()),
+                uid,
+            )),
+            Stage::Select { candidates, uid } => self.after_select(responses, candidates, uid),
+            Stage::Gpo { app, layout } => self.after_gpo(responses, app, layout),
+            Stage::Records {
+                app,
+                gpo,
+                gpo_sw,
+                mut records,
+                layout,
+            } => {
+                for (raw, &at) in responses.iter().flatten().zip(&layout) {
+                    if let Some(data) = success_data(raw) {
+                        records.insert(at, data.to_vec());
+                    }
+                }
+                finish(app, gpo.as_ref(), gpo_sw, &records)
+            }
+        }?;
+        match step {
+            Step::Done(identity) => Ok(Next::Done(identity)),
+            Step::Send(stage, batch) => {
+                if self.round_trips >= MAX_ROUND_TRIPS {
+                    return Err(ReadError::TooManyRoundTrips);
+                }
+                self.round_trips += 1;
+                self.stage = stage;
+                self.sent = batch.clone();
+                Ok(Next::Send(batch))
+            }
+        }
+    }
+
+    fn after_directory(&mut self, responses: Vec<Vec<Vec<u8>>>) -> Result<Step, ReadError> {
+        let uid = responses[2]
+            .first()
+            .and_then(|r| success_data(r))
+            .filter(|d| (1..=16).contains(&d.len()))
+            .map(<[u8]>::to_vec);
+
+        let ppse_entries = match responses[0].first().and_then(|r| success_data(r)) {
+            // A directory that does not parse is treated as absent: the known-AID list follows.
+            Some(fci) => tlv::parse(fci)
+                .map(|t| card_data::directory_entries(&t))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if !ppse_entries.is_empty() {
+            return Ok(self.select(ppse_entries, uid));
+        }
+
+        let pse = &responses[1];
+        if let Some(fci) = pse.first().and_then(|r| success_data(r)) {
+            if let Some(sfi) = card_data::pse_sfi(fci).filter(|&s| s != 1) {
+                // The directory is not where round 1 looked: one extra round.
+                let apdus = std::iter::once(Apdu::select_by_name(PSE).to_bytes())
+                    .chain((1..=DIRECTORY_RECORDS).map(|r| Apdu::read_record(r, sfi).to_bytes()))
+                    .collect();
+                return Ok(Step::Send(
+                    Stage::PseRecords { uid },
+                    Batch {
+                        groups: vec![Group::sequence(apdus)],
+                    },
+                ));
+            }
+        }
+        let pse_entries = directory_records(pse.get(1..).unwrap_or_default());
+        Ok(self.select(pse_entries, uid))
+    }
+
+    /// Round 2: directory entries by priority, then the known AIDs not already listed.
+    fn select(&self, mut entries: Vec<Candidate>, uid: Option<Vec<u8>>) -> Step {
+        card_data::sort_by_priority(&mut entries);
+        for aid in KNOWN_AIDS.iter().filter_map(|a| hex::decode(a).ok()) {
+            if !entries.iter().any(|c| c.aid == aid) {
+                entries.push(Candidate {
+                    aid,
+                    label: None,
+                    priority: None,
+                });
+            }
+        }
+        let apdus = entries
+            .iter()
+            .map(|c| Apdu::select_by_name(&c.aid).to_bytes())
+            .collect();
+        Step::Send(
+            Stage::Select {
+                candidates: entries,
+                uid,
+            },
+            Batch {
+                groups: vec![Group::first_success(apdus)],
+            },
+        )
+    }
+
+    fn after_select(
+        &mut self,
+        responses: Vec<Vec<Vec<u8>>>,
+        candidates: Vec<Candidate>,
+        uid: Option<Vec<u8>>,
+    ) -> Result<Step, ReadError> {
+        let selected = responses[0]
+            .iter()
+            .enumerate()
+            .find_map(|(i, raw)| success_data(raw).map(|fci| (i, fci)));
+        let Some((index, fci)) = selected else {
+            return match uid {
+                Some(uid) => Ok(Step::Done(CardIdentity::Uid { uid })),
+                None => Err(ReadError::NoApplication),
+            };
+        };
+        let candidate = &candidates[index];
+        let Fci {
+            df_name,
+            label,
+            pdol,
+        } = card_data::parse_fci(fci)?;
+        let app = App {
+            aid: df_name.unwrap_or_else(|| candidate.aid.clone()),
+            label: label.or_else(|| candidate.label.clone()),
+        };
+        let pdol_data = self.terminal.build_dol(&pdol)?;
+
+        let mut groups = vec![Group::sequence(vec![Apdu::get_processing_options(
+            &pdol_data,
+        )
+        .to_bytes()])];
+        let mut layout = Vec::new();
+        for sfi in SPECULATIVE_SFIS {
+            for records in [1..=1, 2..=SPECULATIVE_RECORDS] {
+                let at: Vec<(u8, u8)> = records.map(|r| (sfi, r)).collect();
+                groups.push(Group::sequence(
+                    at.iter()
+                        .map(|&(s, r)| Apdu::read_record(r, s).to_bytes())
+                        .collect(),
+                ));
+                layout.push(at);
+            }
+        }
+        Ok(Step::Send(Stage::Gpo { app, layout }, Batch { groups }))
+    }
+
+    fn after_gpo(
+        &mut self,
+        responses: Vec<Vec<Vec<u8>>>,
+        app: App,
+        layout: Vec<Vec<(u8, u8)>>,
+    ) -> Result<Step, ReadError> {
+        let gpo_raw = responses[0]
+            .first()
+            .ok_or_else(|| ReadError::UnexpectedResponse("no GPO response".into()))?;
+        let gpo_sw = StatusWord::of_response(gpo_raw).unwrap_or(StatusWord(0));
+        let gpo = success_data(gpo_raw)
+            .map(card_data::parse_gpo)
+            .transpose()?;
+
+        let mut records = BTreeMap::new();
+        for (group, at) in responses[1..].iter().zip(&layout) {
+            for (raw, &key) in group.iter().zip(at) {
+                if let Some(data) = success_data(raw) {
+                    records.insert(key, data.to_vec());
+                }
+            }
+        }
+
+        if let Some(gpo) = &gpo {
+            let afl_records: Vec<(u8, u8)> = gpo.afl.iter().flat_map(|e| e.records()).collect();
+            if card_data::find_pan(
+                &sources(gpo, &records, false)
+                    .iter()
+                    .map(Vec::as_slice)
+                    .collect::<Vec<_>>(),
+            )
+            .is_err()
+            {
+                let missing: Vec<(u8, u8)> = afl_records
+                    .iter()
+                    .copied()
+                    .filter(|k| !records.contains_key(k))
+                    .take(MAX_EXTRA_RECORDS)
+                    .collect();
+                if !missing.is_empty() {
+                    let groups = missing
+                        .iter()
+                        .map(|&(s, r)| Group::sequence(vec![Apdu::read_record(r, s).to_bytes()]))
+                        .collect();
+                    let stage = Stage::Records {
+                        app,
+                        gpo: Some(gpo.clone()),
+                        gpo_sw,
+                        records,
+                        layout: missing,
+                    };
+                    return Ok(Step::Send(stage, Batch { groups }));
+                }
+            }
+        }
+        finish(app, gpo.as_ref(), gpo_sw, &records)
+    }
+}
+
+enum Step {
+    Send(Stage, Batch),
+    Done(CardIdentity),
+}
+
+/// Decoded data to search, in order: the GPO objects, the AFL records (AFL order), and with
+/// `others` the records read that the AFL does not name. Records that do not decode are skipped.
+fn sources(gpo: &GpoData, records: &BTreeMap<(u8, u8), Vec<u8>>, others: bool) -> Vec<Vec<Tlv>> {
+    let mut out = vec![gpo.tlvs.clone()];
+    let afl: Vec<(u8, u8)> = gpo.afl.iter().flat_map(|e| e.records()).collect();
+    for key in &afl {
+        if let Some(Ok(t)) = records.get(key).map(|r| tlv::parse(r)) {
+            out.push(t);
+        }
+    }
+    if others {
+        for (key, raw) in records {
+            if !afl.contains(key) {
+                if let Ok(t) = tlv::parse(raw) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn finish(
+    app: App,
+    gpo: Option<&GpoData>,
+    gpo_sw: StatusWord,
+    records: &BTreeMap<(u8, u8), Vec<u8>>,
+) -> Result<Step, ReadError> {
+    // A failed GPO leaves no AFL: every record read is a candidate source.
+    let empty = GpoData::default();
+    let decoded = sources(gpo.unwrap_or(&empty), records, true);
+    match card_data::find_pan(&decoded.iter().map(Vec::as_slice).collect::<Vec<_>>()) {
+        Ok(found) => Ok(Step::Done(CardIdentity::Bank {
+            pan: found.pan,
+            expiry: found.expiry,
+            aid: app.aid,
+            label: app.label,
+        })),
+        Err(true) => Err(ReadError::Malformed(
+            "the card number on the card fails validation".into(),
+        )),
+        Err(false) if gpo.is_none() => Err(ReadError::UnexpectedResponse(format!(
+            "GET PROCESSING OPTIONS answered {gpo_sw}"
+        ))),
+        Err(false) => match records
+            .iter()
+            .find_map(|(key, raw)| tlv::parse(raw).err().map(|e| (key, e)))
+        {
+            Some(((sfi, rec), e)) => Err(ReadError::Malformed(format!(
+                "record {rec} of SFI {sfi}: {e}"
+            ))),
+            None => Err(ReadError::NoCardNumber),
+        },
+    }
+}
+
+/// Application entries in PSE directory records (raw responses; failures ignored).
+fn directory_records(raws: &[Vec<u8>]) -> Vec<Candidate> {
+    raws.iter()
+        .filter_map(|r| success_data(r))
+        .filter_map(|data| tlv::parse(data).ok())
+        .flat_map(|t| card_data::directory_entries(&t))
+        .collect()
+}
+
+/// The data of a `9000` response.
+fn success_data(raw: &[u8]) -> Option<&[u8]> {
+    match raw {
+        [data @ .., 0x90, 0x00] => Some(data),
+        _ => None,
+    }
+}
+
+/// Responses must match the batch sent: one list per group, no more than the group's APDUs,
+/// each at least a status word, and stopping exactly where the group's mode says.
+fn check_shape(batch: &Batch, responses: &[Vec<Vec<u8>>]) -> Result<(), ReadError> {
+    let bad = |what: String| Err(ReadError::UnexpectedResponse(what));
+    if responses.len() != batch.groups.len() {
+        return bad(format!(
+            "{} response groups for a batch of {}",
+            responses.len(),
+            batch.groups.len()
+        ));
+    }
+    for (n, (group, answers)) in batch.groups.iter().zip(responses).enumerate() {
+        if answers.len() > group.apdus.len() {
+            return bad(format!("group {n} has more responses than commands"));
+        }
+        if answers.is_empty() && !group.apdus.is_empty() {
+            return bad(format!("group {n} has no response"));
+        }
+        for (i, raw) in answers.iter().enumerate() {
+            let Some(sw) = StatusWord::of_response(raw) else {
+                return bad(format!("group {n} has a response shorter than 2 bytes"));
+            };
+            let last = i + 1 == answers.len();
+            let stops = group.mode.stops_after(sw);
+            if stops && !last {
+                return bad(format!("group {n} ran on past its stop condition"));
+            }
+            if !stops && last && answers.len() < group.apdus.len() {
+                return bad(format!("group {n} stopped early"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// PC/SC part 3 ATR of a contactless card: `3B 8n 80 01 …`.
+pub fn is_contactless_atr(atr: &[u8]) -> bool {
+    matches!(atr, [0x3B, t0, 0x80, 0x01, ..] if t0 & 0xF0 == 0x80)
+}
+
+/// Run a whole read against a transmit function (tests, the local-read benchmark). Returns the
+/// identity and the number of round trips (batches) it took.
+pub fn read_card<E>(
+    atr: &[u8],
+    transmit: &mut Transmit<'_, E>,
+) -> Result<(CardIdentity, usize), ReadCardError<E>> {
+    let (mut session, mut next) = ReadSession::start(atr);
+    loop {
+        let responses = batch::execute(&next, transmit)?;
+        match session.advance(responses)? {
+            Next::Send(batch) => next = batch,
+            Next::Done(identity) => return Ok((identity, session.round_trips())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

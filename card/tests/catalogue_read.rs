@@ -1,0 +1,224 @@
+//! The EMV read against every simulator catalogue card, through the public API only
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use card::apdu::ExchangeError;
+use card::emv::{read_card, CardIdentity, ReadCardError, ReadError, TARGET_ROUND_TRIPS};
+use card::sim::{self, Misbehave, SimCard, Vanish};
+
+type ReadResult = Result<(CardIdentity, usize), ReadCardError<Infallible>>;
+
+/// Read a card, recording every command it received.
+fn read(card: &mut dyn SimCard) -> (ReadResult, Vec<Vec<u8>>) {
+    let atr = card.atr();
+    let mut seen = Vec::new();
+    let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, Infallible> {
+        seen.push(apdu.to_vec());
+        Ok(card.transmit(apdu))
+    };
+    let result = read_card(&atr, &mut transmit);
+    (result, seen)
+}
+
+#[test]
+fn reads_every_catalogue_card_within_three_round_trips() {
+    let catalogue = sim::catalogue();
+    assert_eq!(catalogue.len(), 14);
+    for entry in catalogue {
+        let mut card = sim::load(entry.name).unwrap();
+
+        let (result, _) = read(card.as_mut());
+
+        let (identity, round_trips) = result.unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        assert!(
+            round_trips <= TARGET_ROUND_TRIPS,
+            "{} took {round_trips} round trips",
+            entry.name
+        );
+        match identity {
+            CardIdentity::Bank {
+                pan, expiry, aid, ..
+            } => {
+                assert!(entry.bank, "{}", entry.name);
+                assert!(
+                    pan.as_str() == entry.expected_number,
+                    "{}: read {pan}",
+                    entry.name
+                );
+                assert_eq!(expiry.as_deref(), entry.expiry, "{}", entry.name);
+                assert_eq!(
+                    Some(hex::encode_upper(aid).as_str()),
+                    entry.aid,
+                    "{}",
+                    entry.name
+                );
+            }
+            CardIdentity::Uid { uid } => {
+                assert!(!entry.bank, "{}", entry.name);
+                assert_eq!(
+                    hex::encode_upper(uid),
+                    entry.expected_number,
+                    "{}",
+                    entry.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn round_trips_per_card_are_as_designed() {
+    let expected = [
+        ("visa_debit_de_comdirect", 3),
+        ("visa_credit_de_dkb", 3),
+        ("unionpay_uicc_contact_pse", 3),
+        ("mc_mchip_test_contact", 3),
+        ("campus-card", 2),
+    ];
+    for (name, trips) in expected {
+        let mut card = sim::load(name).unwrap();
+        let (result, _) = read(card.as_mut());
+        assert_eq!(result.unwrap().1, trips, "{name}");
+    }
+}
+
+#[test]
+fn picks_the_application_with_the_highest_priority() {
+    // Listed debit (priority 2) first, credit (priority 1) second: credit wins.
+    let mut card = sim::load("unionpay-credit").unwrap();
+    let (result, seen) = read(card.as_mut());
+
+    let Ok((
+        CardIdentity::Bank {
+            aid, label, pan, ..
+        },
+        _,
+    )) = result
+    else {
+        panic!("not a bank read")
+    };
+    assert_eq!(hex::encode_upper(aid), "A000000333010102");
+    assert_eq!(label.as_deref(), Some("UnionPay Credit"));
+    assert_eq!(pan.last4(), "0004");
+    let selects: Vec<String> = seen
+        .iter()
+        .filter(|c| c.starts_with(&[0x00, 0xA4, 0x04, 0x00, 0x08]))
+        .map(hex::encode_upper)
+        .collect();
+    assert_eq!(
+        selects,
+        ["00A4040008A00000033301010200"],
+        "debit never selected"
+    );
+
+    // The recorded UnionPay card lists three applications in its PSE, priority 1 first.
+    let mut card = sim::load("unionpay_uicc_contact_pse").unwrap();
+    let (result, _) = read(card.as_mut());
+    let Ok((CardIdentity::Bank { label, .. }, _)) = result else {
+        panic!("not a bank read")
+    };
+    assert_eq!(label.as_deref(), Some("UICC CREDIT"));
+}
+
+#[test]
+fn follows_t0_chains_and_corrects_le() {
+    let mut card = sim::load("chained-t0").unwrap();
+    let (result, seen) = read(card.as_mut());
+
+    assert!(result.is_ok());
+    let get_responses = seen
+        .iter()
+        .filter(|c| c[..4] == [0x00, 0xC0, 0x00, 0x00])
+        .count();
+    assert!(get_responses >= 4, "only {get_responses} GET RESPONSE");
+    let corrected = seen
+        .iter()
+        .filter(|c| c[1] == 0xB2 && c.len() == 5 && c[4] != 0)
+        .count();
+    assert!(
+        corrected >= 3,
+        "only {corrected} READ RECORD resent with a corrected Le"
+    );
+}
+
+#[test]
+fn falls_back_to_known_aids_when_directories_are_missing() {
+    let mut card = sim::load("ppse-missing").unwrap();
+    let (result, seen) = read(card.as_mut());
+
+    let Ok((CardIdentity::Bank { aid, .. }, trips)) = result else {
+        panic!("not a bank read")
+    };
+    assert_eq!(hex::encode_upper(aid), "A000000333010101");
+    assert_eq!(trips, 3);
+    assert!(seen
+        .iter()
+        .any(|c| hex::encode_upper(c) == "00A404000E325041592E5359532E444446303100"));
+}
+
+#[test]
+fn a_card_vanishing_mid_read_is_outcome_unknown() {
+    for after in [0, 3, 12] {
+        let mut card = Misbehave::new(sim::load("visa_credit_de_dkb").unwrap())
+            .vanish(Vanish::AfterCommands(after));
+        let (result, _) = read(&mut card);
+        assert!(
+            matches!(
+                result,
+                Err(ReadCardError::Exchange(ExchangeError::ShortResponse))
+            ),
+            "after {after}"
+        );
+        assert!(card.vanished());
+        card.reset();
+        assert!(!card.vanished());
+    }
+    let mut card = Misbehave::new(sim::load("unionpay-debit").unwrap()).vanish(Vanish::OnIns {
+        ins: 0xA8,
+        executed: true,
+    });
+    assert!(matches!(
+        read(&mut card).0,
+        Err(ReadCardError::Exchange(ExchangeError::ShortResponse))
+    ));
+}
+
+#[test]
+fn malformed_tlv_is_an_error_not_a_number() {
+    for name in [
+        "visa_debit_de_comdirect",
+        "unionpay-debit",
+        "chained-t0",
+        "mc_mchip_test_contact",
+    ] {
+        let mut card = Misbehave::new(sim::load(name).unwrap()).malformed_tlv(true);
+        let (result, _) = read(&mut card);
+        assert!(
+            matches!(result, Err(ReadCardError::Read(ReadError::Malformed(_)))),
+            "{name}: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn slow_cards_still_read() {
+    let mut card =
+        Misbehave::new(sim::load("campus-card").unwrap()).delay(Duration::from_millis(1));
+    let (result, seen) = read(&mut card);
+    assert!(matches!(result, Ok((CardIdentity::Uid { .. }, 2))));
+    assert!(seen.len() > 4);
+}
+
+#[test]
+fn identities_debug_masked() {
+    for name in ["visa_credit_de_dkb", "campus-card"] {
+        let mut card = sim::load(name).unwrap();
+        let (identity, _) = read(card.as_mut()).0.unwrap();
+        let shown = format!("{identity:?}");
+        assert!(
+            !shown.contains("4761735025003981") && !shown.contains("045A7C22E16B80"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then `CARDBRIDGE_*`
+//! environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`CARDBRIDGE_LISTEN`, default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…` (`CARDBRIDGE_DATABASE_URL`).
+    pub database_url: String,
+    /// The address people and agents reach the server at; used in pairing links and as the
+    /// default allowed Origin. Default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Where the server keeps its keys (`server.key`, `pan.key`).
+    pub data_dir: PathBuf,
+    /// Static pages and the built page module.
+    pub www_dir: PathBuf,
+    /// Origins allowed to open `/ws/page` and to post forms. Empty: the public URL's origin and
+    /// the loopback origins of the listen port.
+    pub allowed_origins: Vec<String>,
+    /// Demo mode: the demo card tray may tap simulated cards on virtual-reader terminals.
+    pub demo: bool,
+    /// Mark cookies `Secure` (set when served behind TLS).
+    pub secure_cookies: bool,
+    /// How long the server waits for an agent's reply to one command.
+    pub command_timeout_ms: u64,
+    /// How long a session lives.
+    pub session_ttl_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://data/cardbridge.db".into(),
+            public_url: None,
+            data_dir: PathBuf::from("data"),
+            www_dir: PathBuf::from("www"),
+            allowed_origins: Vec::new(),
+            demo: false,
+            secure_cookies: false,
+            command_timeout_ms: 5_000,
+            session_ttl_ms: 8 * 3600 * 1000,
+        }
+    }
+}
+
+/// The TOML file: every key optional, same names as [`Config`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    www_dir: Option<PathBuf>,
+    allowed_origins: Option<Vec<String>>,
+    demo: Option<bool>,
+    secure_cookies: Option<bool>,
+    command_timeout_ms: Option<u64>,
+    session_ttl_minutes: Option<i64>,
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let f: FileConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            config.apply_file(f);
+        }
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, f: FileConfig) {
+        if let Some(v) = f.listen { self.listen = v; }
+        if let Some(v) = f.database_url { self.database_url = v; }
+        if let Some(v) = f.public_url { self.public_url = Some(v); }
+        if let Some(v) = f.data_dir { self.data_dir = v; }
+        if let Some(v) = f.www_dir { self.www_dir = v; }
+        if let Some(v) = f.allowed_origins { self.allowed_origins = v; }
+        if let Some(v) = f.demo { self.demo = v; }
+        if let Some(v) = f.secure_cookies { self.secure_cookies = v; }
+        if let Some(v) = f.command_timeout_ms { self.command_timeout_ms = v; }
+        if let Some(v) = f.session_ttl_minutes { self.session_ttl_ms = v * 60_000; }
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = get("CARDBRIDGE_LISTEN") {
+            self.listen = v.parse().with_context(|| format!("CARDBRIDGE_LISTEN={v} is not an address"))?;
+        }
+        if let Some(v) = get("CARDBRIDGE_DATABASE_URL") { self.database_url = v; }
+        if let Some(v) = get("CARDBRIDGE_PUBLIC_URL") { self.public_url = Some(v); }
+        if let Some(v) = get("CARDBRIDGE_DATA_DIR") { self.data_dir = v.into(); }
+        if let Some(v) = get("CARDBRIDGE_WWW_DIR") { self.www_dir = v.into(); }
+        if let Some(v) = get("CARDBRIDGE_ALLOWED_ORIGINS") {
+            self.allowed_origins = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(v) = get("CARDBRIDGE_DEMO") { self.demo = matches!(v.as_str(), "1" | "true" | "yes"); }
+        if let Some(v) = get("CARDBRIDGE_SECURE_COOKIES") { self.secure_cookies = matches!(v.as_str(), "1" | "true" | "yes"); }
+        Ok(())
+    }
+
+    /// The public base URL, without trailing slash, for the actual bound address.
+    pub fn public_base(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}"),
+        }
+    }
+
+    /// Origins allowed for browser requests, for the actual bound address.
+    pub fn origins(&self, bound: SocketAddr) -> Vec<String> {
+        if !self.allowed_origins.is_empty() {
+            return self.allowed_origins.clone();
+        }
+        let mut origins = vec![self.public_base(bound)];
+        let port = bound.port();
+        for host in ["127.0.0.1", "localhost"] {
+            let o = format!("http://{host}:{port}");
+            if !origins.contains(&o) {
+                origins.push(o);
+            }
+        }
+        origins
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let mut config = Config::default();
+        config.apply_file(toml::from_str("listen = \"127.0.0.1:9000\"\ndemo = true").unwrap());
+        config
+            .apply_env(|k| match k {
+                "CARDBRIDGE_LISTEN" => Some("127.0.0.1:9100".into()),
+                "CARDBRIDGE_DATABASE_URL" => Some("postgres://x/y".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.listen.port(), 9100);
+        assert!(config.demo);
+        assert_eq!(config.database_url, "postgres://x/y");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn a_bad_listen_address_is_a_clear_error() {
+        let mut config = Config::default();
+        let err = config.apply_env(|k| (k == "CARDBRIDGE_LISTEN").then(|| "nowhere".to_string())).unwrap_err();
+        assert!(err.to_string().contains("CARDBRIDGE_LISTEN"));
+    }
+}

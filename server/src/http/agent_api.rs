@@ -1,0 +1,90 @@
+//! The agent's HTTP calls: enrolment with a one-time code, asking for a pairing link; and the
+//! pairing link itself, which binds the browser that opens it to the terminal.
+
+use axum::extract::{Query, State};
+use axum::response::Redirect;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use protocol::api::{EnrolRequest, EnrolResponse, PairingLink, PairingRequest};
+use protocol::HexBytes;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::auth::PAIRING_COOKIE;
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::util::{format_ms, now_ms, random_token};
+
+/// A pairing link is valid this long.
+const PAIRING_TTL_MS: i64 = 10 * 60 * 1000;
+/// A pairing request's timestamp may be this far from the server's clock.
+const PAIRING_SKEW_MS: i64 = 60 * 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/agent/enrol", post(enrol))
+        .route("/api/agent/pairing", post(pairing))
+        .route("/pair", get(pair))
+}
+
+async fn enrol(State(state): State<AppState>, Json(body): Json<EnrolRequest>) -> Result<Json<EnrolResponse>, ApiError> {
+    protocol::envelope::verifying_key(&body.public_key.0)
+        .map_err(|_| ApiError::BadRequest("public_key is not an Ed25519 key".into()))?;
+    let code = body.enrolment_code.trim().to_uppercase();
+    let terminal = match state.store.enrol_terminal(&code, &body.public_key.0).await {
+        Ok(t) => t,
+        Err(StoreError::NotFound) => {
+            tracing::warn!("enrolment refused: unknown, used or expired code");
+            return Err(ApiError::NotFound("the enrolment code is unknown, used or expired"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.store.audit("agent", "terminal.enrol", &terminal.terminal_id, &hex::encode(&body.public_key.0)).await?;
+    Ok(Json(EnrolResponse {
+        terminal_id: terminal.terminal_id,
+        terminal_name: terminal.name,
+        server_public_key: HexBytes(state.hub.server_public_key().to_bytes().to_vec()),
+    }))
+}
+
+async fn pairing(State(state): State<AppState>, Json(body): Json<PairingRequest>) -> Result<Json<PairingLink>, ApiError> {
+    let refused = || ApiError::BadRequest("pairing request refused".into());
+    if (body.issued_at_ms - now_ms()).abs() > PAIRING_SKEW_MS {
+        return Err(refused());
+    }
+    let terminal = match state.store.terminal(&body.terminal_id).await {
+        Ok(t) => t,
+        Err(StoreError::NotFound) => return Err(refused()),
+        Err(e) => return Err(e.into()),
+    };
+    let key = terminal.public_key.as_deref().filter(|_| terminal.revoked_at.is_none()).ok_or_else(refused)?;
+    let key = protocol::envelope::verifying_key(key).map_err(|_| refused())?;
+    protocol::envelope::verify_pairing(&body.terminal_id, body.issued_at_ms, &body.signature, &key).map_err(|_| refused())?;
+    let token = random_token(24);
+    let expires = state.store.create_pairing_token(&terminal.terminal_id, &token, PAIRING_TTL_MS).await?;
+    Ok(Json(PairingLink { url: format!("{}/pair?token={token}", state.public_base), expires_at: format_ms(expires) }))
+}
+
+#[derive(Deserialize)]
+struct PairQuery {
+    token: String,
+}
+
+async fn pair(State(state): State<AppState>, jar: CookieJar, Query(q): Query<PairQuery>) -> Result<(CookieJar, Redirect), ApiError> {
+    let binding = random_token(32);
+    let pairing = match state.store.redeem_pairing_token(&q.token, &binding).await {
+        Ok(p) => p,
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("the pairing link is unknown, used or expired")),
+        Err(e) => return Err(e.into()),
+    };
+    state.store.audit("browser", "pairing.create", &pairing.pairing_id, &pairing.terminal_id).await?;
+    let cookie = Cookie::build((PAIRING_COOKIE, binding))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.config.secure_cookies)
+        .path("/")
+        .permanent()
+        .build();
+    Ok((jar.add(cookie), Redirect::to("/")))
+}

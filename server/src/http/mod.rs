@@ -1,0 +1,124 @@
+//! HTTP: the router of every feature, security headers, origin checks, and the [`Application`]
+//! that binds its own listener and runs until told to stop.
+
+pub mod admin;
+pub mod agent_api;
+pub mod assets;
+pub mod error;
+pub mod query;
+pub mod session;
+pub mod ws_agent;
+pub mod ws_page;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::Router;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::secrets::Secrets;
+use crate::state::{AppState, Inner};
+use crate::store::{Role, Store};
+use error::ApiError;
+
+pub fn to_wire_role(role: Role) -> protocol::api::Role {
+    match role {
+        Role::Cardholder => protocol::api::Role::Cardholder,
+        Role::Staff => protocol::api::Role::Staff,
+        Role::Admin => protocol::api::Role::Admin,
+    }
+}
+
+/// State-changing browser requests must come from an allowed Origin (when the browser says one).
+pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) if !state.is_allowed_origin(origin) => {
+            tracing::warn!(%origin, "request refused: origin not allowed");
+            Err(ApiError::BadOrigin)
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(session::router())
+        .merge(admin::router())
+        .merge(agent_api::router())
+        .merge(query::router())
+        .merge(ws_agent::router())
+        .merge(ws_page::router())
+        .fallback(assets::serve)
+        .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(assets::CSP)))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .with_state(state)
+}
+
+/// The server, bound and ready: `build` then `run_until`.
+#[derive(Debug)]
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connect and migrate the database, load the secrets and pages, bind the listener (port 0
+    /// picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = Store::connect(&config.database_url).await?;
+        store.migrate().await?;
+        Application::build_with_store(config, store).await
+    }
+
+    pub async fn build_with_store(config: Config, store: Store) -> anyhow::Result<Application> {
+        let secrets = Arc::new(Secrets::load_or_create(&config.data_dir)?);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let bound = listener.local_addr()?;
+        let hub = Hub::new(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms));
+        let assets = assets::Assets::load(&config.www_dir);
+        let state = AppState::new(Inner {
+            store,
+            hub,
+            secrets,
+            public_base: config.public_base(bound),
+            origins: config.origins(bound),
+            config,
+            login_limiter: Default::default(),
+            consent_once: Default::default(),
+            assets,
+        });
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let app = router(self.state.clone());
+        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving")?;
+        self.state.store.close().await;
+        Ok(())
+    }
+}

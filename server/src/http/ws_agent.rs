@@ -1,0 +1,140 @@
+//! `/ws/agent`: the bridge agents' connections. Challenge → signed Hello → Welcome; then reader
+//! events up and signed commands down, replies correlated by the hub.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use protocol::agent::{AgentToServer, ConnectRefusal, ReaderEvent, ServerToAgent};
+use protocol::PROTOCOL_VERSION;
+use tokio::sync::mpsc;
+
+use crate::hub::{PresentCard, CONNECTION_QUEUE};
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::util::now_ms;
+
+/// Largest frame an agent may send (a batch of APDU responses fits many times over).
+const MAX_FRAME: usize = 256 * 1024;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws/agent", get(upgrade))
+}
+
+async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| handle(state, socket))
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerToAgent) -> Result<(), axum::Error> {
+    socket.send(Message::Text(protocol::encode(message).into())).await
+}
+
+async fn refuse(mut socket: WebSocket, reason: ConnectRefusal) {
+    tracing::warn!(?reason, "agent connection refused");
+    let _ = send(&mut socket, &ServerToAgent::Refused { reason }).await;
+    let _ = socket.close().await;
+}
+
+async fn handle(state: AppState, mut socket: WebSocket) {
+    let nonce = protocol::envelope::fresh_nonce();
+    let challenge = ServerToAgent::Challenge { protocol_version: PROTOCOL_VERSION, nonce: nonce.clone(), server_time_ms: now_ms() };
+    if send(&mut socket, &challenge).await.is_err() {
+        return;
+    }
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => protocol::decode::<AgentToServer>(&text),
+        _ => return,
+    };
+    let Ok(AgentToServer::Hello { protocol_version, terminal_id, signature, agent_version, backend, policy }) = hello else {
+        return refuse(socket, ConnectRefusal::Malformed).await;
+    };
+    if protocol_version != PROTOCOL_VERSION {
+        return refuse(socket, ConnectRefusal::UnsupportedVersion).await;
+    }
+    let terminal = match state.store.terminal(&terminal_id).await {
+        Ok(t) => t,
+        Err(StoreError::NotFound) => return refuse(socket, ConnectRefusal::UnknownTerminal).await,
+        Err(e) => {
+            tracing::error!(error = %e, "loading a terminal for an agent");
+            return;
+        }
+    };
+    if terminal.revoked_at.is_some() {
+        return refuse(socket, ConnectRefusal::TerminalRevoked).await;
+    }
+    let Some(key) = terminal.public_key.as_deref().and_then(|k| protocol::envelope::verifying_key(k).ok()) else {
+        return refuse(socket, ConnectRefusal::UnknownTerminal).await;
+    };
+    if protocol::envelope::verify_challenge(&nonce.0, &terminal_id, &signature, &key).is_err() {
+        return refuse(socket, ConnectRefusal::BadSignature).await;
+    }
+    let welcome = ServerToAgent::Welcome { terminal_id: terminal_id.clone(), terminal_name: terminal.name.clone() };
+    if send(&mut socket, &welcome).await.is_err() {
+        return;
+    }
+
+    let (tx, mut rx) = mpsc::channel::<ServerToAgent>(CONNECTION_QUEUE);
+    let conn_id = state.hub.agent_connected(&terminal_id, key, tx, backend.clone(), policy);
+    tracing::info!(terminal_id, %agent_version, %backend, "agent connected");
+    crate::reader::refresh_pages(&state, &terminal_id).await;
+
+    let (mut sink, mut stream) = socket.split();
+    let mut writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if sink.send(Message::Text(protocol::encode(&message).into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            // The hub dropped this connection (replaced or revoked): the writer ends.
+            _ = &mut writer => break,
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        };
+        match protocol::decode::<AgentToServer>(&text) {
+            Ok(AgentToServer::Event(event)) => on_event(&state, &terminal_id, conn_id, event).await,
+            Ok(AgentToServer::Reply(reply)) => {
+                if let Err(e) = state.hub.reply_received(&terminal_id, conn_id, reply) {
+                    tracing::warn!(terminal_id, error = %e, "agent reply dropped");
+                }
+            }
+            Ok(AgentToServer::Hello { .. }) => tracing::warn!(terminal_id, "unexpected second hello ignored"),
+            Err(e) => tracing::warn!(terminal_id, error = %e, "malformed agent frame dropped"),
+        }
+    }
+    writer.abort();
+    state.hub.agent_disconnected(&terminal_id, conn_id);
+    tracing::info!(terminal_id, "agent disconnected");
+    crate::reader::refresh_pages(&state, &terminal_id).await;
+}
+
+async fn on_event(state: &AppState, terminal_id: &str, conn_id: u64, event: ReaderEvent) {
+    match event {
+        ReaderEvent::Readers { readers } => state.hub.set_readers(terminal_id, conn_id, readers),
+        ReaderEvent::CardPresent { reader, atr } => {
+            tracing::info!(terminal_id, %reader, "card present");
+            state.hub.set_card(terminal_id, conn_id, Some(PresentCard { reader, atr: atr.0 }), None);
+            crate::reader::refresh_pages(state, terminal_id).await;
+            crate::reader::start_read_if_armed(state, terminal_id);
+            return;
+        }
+        ReaderEvent::CardRemoved { reader } => {
+            tracing::info!(terminal_id, %reader, "card removed");
+            state.hub.set_card(terminal_id, conn_id, None, Some(&reader));
+        }
+    }
+    crate::reader::refresh_pages(state, terminal_id).await;
+}

@@ -1,0 +1,177 @@
+//! `/ws/page`: the page module's connection. Only allowed Origins, only logged-in users, only
+//! browsers paired with a terminal. Carries consent (S200), arming (S300) and the card number (S400).
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use axum_extra::extract::cookie::CookieJar;
+use futures_util::{SinkExt, StreamExt};
+use protocol::agent::CommandBody;
+use protocol::page::{ConsentDecision, ConsentState, PageToServer, Refusal, ServerToPage};
+use tokio::sync::mpsc;
+
+use crate::auth::{paired_terminal, AuthUser};
+use crate::hub::{PageRef, CONNECTION_QUEUE};
+use crate::reader;
+use crate::state::AppState;
+use crate::store::StoredConsent;
+
+const MAX_FRAME: usize = 16 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws/page", get(upgrade))
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    user: Result<AuthUser, crate::http::error::ApiError>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let origin = headers.get("origin").and_then(|o| o.to_str().ok()).unwrap_or("");
+    if !state.is_allowed_origin(origin) {
+        tracing::warn!(%origin, "page socket refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let terminal = match paired_terminal(&state, &jar).await {
+        Ok(t) => t,
+        Err(e) => return crate::http::error::ApiError::from(e).into_response(),
+    };
+    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| handle(state, socket, user.ok(), terminal))
+}
+
+async fn send_now(socket: &mut WebSocket, message: &ServerToPage) {
+    let _ = socket.send(Message::Text(protocol::encode(message).into())).await;
+}
+
+async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, terminal_id: Option<String>) {
+    let Some(user) = user else {
+        send_now(&mut socket, &ServerToPage::Refused { reason: Refusal::NotLoggedIn }).await;
+        let _ = socket.close().await;
+        return;
+    };
+    let Some(terminal_id) = terminal_id else {
+        send_now(&mut socket, &ServerToPage::Refused { reason: Refusal::NotPaired }).await;
+        let _ = socket.close().await;
+        return;
+    };
+
+    let (tx, mut rx) = mpsc::channel::<ServerToPage>(CONNECTION_QUEUE);
+    let page_id = state.hub.page_connected(&terminal_id, &user.user.user_id, &user.session_hash, tx);
+    let page = PageRef { page_id, user_id: user.user.user_id.clone(), session_hash: user.session_hash.clone() };
+    let (mut sink, mut stream) = socket.split();
+    let mut writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if sink.send(Message::Text(protocol::encode(&message).into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    greet(&state, &terminal_id, &page).await;
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = &mut writer => break,
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        };
+        match protocol::decode::<PageToServer>(&text) {
+            Ok(message) => on_message(&state, &terminal_id, &page, &user, message).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed page frame");
+                state.hub.send_to_page(page_id, ServerToPage::Refused { reason: Refusal::BadRequest });
+            }
+        }
+    }
+    writer.abort();
+    state.hub.page_disconnected(page_id);
+}
+
+/// First frames: the terminal's state, and the consent question if the user has not answered.
+async fn greet(state: &AppState, terminal_id: &str, page: &PageRef) {
+    match reader::terminal_view(state, terminal_id, page).await {
+        Ok(view) => {
+            let consent = view.consent;
+            let name = view.terminal_name.clone();
+            state.hub.send_to_page(page.page_id, ServerToPage::State(view));
+            match consent {
+                ConsentState::Unknown => state.hub.send_to_page(page.page_id, ServerToPage::ConsentNeeded { terminal_name: name }),
+                ConsentState::Denied => {
+                    state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::ConsentDenied })
+                }
+                _ => {}
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "building the first terminal view"),
+    }
+}
+
+async fn on_message(state: &AppState, terminal_id: &str, page: &PageRef, user: &AuthUser, message: PageToServer) {
+    let who = &user.user.username;
+    match message {
+        PageToServer::Consent { decision } => {
+            let (stored, once, action) = match decision {
+                ConsentDecision::AllowOnce => (None, true, "consent.allow_once"),
+                ConsentDecision::AllowAlways => (Some(StoredConsent::Always), false, "consent.allow_always"),
+                ConsentDecision::Deny => (Some(StoredConsent::Deny), false, "consent.deny"),
+            };
+            state.set_consent_once(&user.session_hash, terminal_id, once);
+            if let Err(e) = state.store.set_consent(&user.user.user_id, terminal_id, stored).await {
+                tracing::error!(error = %e, "storing consent");
+            }
+            if let Err(e) = state.store.audit(who, action, terminal_id, "").await {
+                tracing::error!(error = %e, "auditing consent");
+            }
+            if decision == ConsentDecision::Deny {
+                state.hub.set_armed(page.page_id, false);
+                state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::ConsentDenied });
+            }
+            reader::refresh_pages(state, terminal_id).await;
+        }
+        PageToServer::Arm => match reader::authorize(state, terminal_id, &page.user_id, &page.session_hash).await {
+            Ok(()) => {
+                state.hub.set_armed(page.page_id, true);
+                state.hub.send_to_page(page.page_id, ServerToPage::WaitingForCard);
+                reader::start_read_if_armed(state, terminal_id);
+            }
+            Err(reason) => {
+                state.hub.set_armed(page.page_id, false);
+                state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason });
+            }
+        },
+        PageToServer::Disarm => state.hub.set_armed(page.page_id, false),
+        PageToServer::DemoTap { card } => demo(state, terminal_id, page, who, CommandBody::SimulateTap { card }).await,
+        PageToServer::DemoRemove => demo(state, terminal_id, page, who, CommandBody::SimulateRemove).await,
+    }
+}
+
+/// The demo card tray: only in demo mode, only on virtual-reader terminals, and only through the
+/// same authorization as a real read.
+async fn demo(state: &AppState, terminal_id: &str, page: &PageRef, who: &str, body: CommandBody) {
+    let virtual_reader = state.hub.agent_status(terminal_id).is_some_and(|s| s.backend == "virtual");
+    if !state.config.demo || !virtual_reader {
+        state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::NotADemoTerminal });
+        return;
+    }
+    if let Err(reason) = reader::authorize(state, terminal_id, &page.user_id, &page.session_hash).await {
+        state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason });
+        return;
+    }
+    let label = match &body {
+        CommandBody::SimulateTap { card } => card.clone(),
+        _ => "remove".into(),
+    };
+    tracing::info!(terminal_id, user = who, card = %label, "demo tray");
+    if let Err(e) = state.hub.send_command(terminal_id, body).await {
+        tracing::warn!(terminal_id, error = %e, "demo tray command failed");
+    }
+}

@@ -1,0 +1,362 @@
+//! The hub: which agents and pages are connected, and the correlation of signed commands with
+//! their replies.
+//!
+//! All state sits behind one std `Mutex` that is never held across an `.await`: every method
+//! locks, changes the maps, queues frames with `try_send`, and unlocks. Outgoing frames go through
+//! bounded channels to each connection's writer task; a connection whose channel is full is too
+//! slow to serve and is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use protocol::agent::{
+    Command, CommandBody, LocalPolicyReport, Outcome, ReaderInfo, ReaderState, Reply, ServerToAgent, SignedCommand,
+    SignedReply,
+};
+use protocol::page::ServerToPage;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::util::{new_id, now_ms};
+
+/// How long a signed command stays valid.
+const COMMAND_LIFETIME_MS: i64 = 30_000;
+/// Frames queued per connection before it counts as stuck.
+pub const CONNECTION_QUEUE: usize = 64;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    #[error("the terminal's agent is not connected")]
+    AgentOffline,
+    #[error("the agent did not answer in time")]
+    Timeout,
+    #[error("the agent's connection closed before it answered")]
+    Disconnected,
+    #[error("the agent's reply did not verify: {0}")]
+    BadReply(String),
+}
+
+/// A card currently in one of the terminal's readers.
+#[derive(Debug, Clone)]
+pub struct PresentCard {
+    pub reader: String,
+    pub atr: Vec<u8>,
+}
+
+/// What the hub knows about one connected agent.
+#[derive(Debug, Clone)]
+pub struct AgentStatus {
+    pub backend: String,
+    pub policy: LocalPolicyReport,
+    pub readers: Vec<ReaderInfo>,
+    pub card: Option<PresentCard>,
+}
+
+struct AgentConn {
+    conn_id: u64,
+    tx: mpsc::Sender<ServerToAgent>,
+    key: VerifyingKey,
+    pending: HashMap<String, oneshot::Sender<Result<Reply, HubError>>>,
+    status: AgentStatus,
+    /// A read is running on this terminal: one at a time.
+    busy: bool,
+}
+
+/// One page connection.
+struct PageConn {
+    terminal_id: String,
+    user_id: String,
+    session_hash: String,
+    tx: mpsc::Sender<ServerToPage>,
+    armed: bool,
+    armed_at: i64,
+}
+
+/// A page connection as other modules see it.
+#[derive(Debug, Clone)]
+pub struct PageRef {
+    pub page_id: u64,
+    pub user_id: String,
+    pub session_hash: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    agents: HashMap<String, AgentConn>,
+    pages: HashMap<u64, PageConn>,
+    next_conn_id: u64,
+    /// Commands handed to each terminal's agent since start (for monitoring and tests).
+    commands_sent: HashMap<String, u64>,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    server_key: SigningKey,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hub { .. }")
+    }
+}
+
+impl Hub {
+    pub fn new(server_key: SigningKey, command_timeout: Duration) -> Arc<Hub> {
+        Arc::new(Hub { inner: Mutex::new(Inner::default()), server_key, command_timeout })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain maps behind; they stay usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn server_public_key(&self) -> VerifyingKey {
+        self.server_key.verifying_key()
+    }
+
+    // ---- agents ----
+
+    /// Register an authenticated agent connection; an older connection of the same terminal is
+    /// replaced (its pending commands fail). Returns the connection id.
+    pub fn agent_connected(
+        &self,
+        terminal_id: &str,
+        key: VerifyingKey,
+        tx: mpsc::Sender<ServerToAgent>,
+        backend: String,
+        policy: LocalPolicyReport,
+    ) -> u64 {
+        let mut inner = self.lock();
+        inner.next_conn_id += 1;
+        let conn_id = inner.next_conn_id;
+        let status = AgentStatus { backend, policy, readers: Vec::new(), card: None };
+        if let Some(old) = inner.agents.insert(
+            terminal_id.to_string(),
+            AgentConn { conn_id, tx, key, pending: HashMap::new(), status, busy: false },
+        ) {
+            for (_, waiter) in old.pending {
+                let _ = waiter.send(Err(HubError::Disconnected));
+            }
+        }
+        conn_id
+    }
+
+    /// Forget an agent connection (only if it is still the current one for its terminal).
+    pub fn agent_disconnected(&self, terminal_id: &str, conn_id: u64) {
+        let mut inner = self.lock();
+        if inner.agents.get(terminal_id).is_some_and(|a| a.conn_id == conn_id) {
+            if let Some(old) = inner.agents.remove(terminal_id) {
+                for (_, waiter) in old.pending {
+                    let _ = waiter.send(Err(HubError::Disconnected));
+                }
+            }
+        }
+    }
+
+    /// Close the agent connection of a terminal (revocation). Dropping the sender ends its writer.
+    pub fn disconnect_agent(&self, terminal_id: &str) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.agents.remove(terminal_id) {
+            for (_, waiter) in old.pending {
+                let _ = waiter.send(Err(HubError::Disconnected));
+            }
+        }
+    }
+
+    pub fn agent_status(&self, terminal_id: &str) -> Option<AgentStatus> {
+        self.lock().agents.get(terminal_id).map(|a| a.status.clone())
+    }
+
+    pub fn set_readers(&self, terminal_id: &str, conn_id: u64, readers: Vec<ReaderInfo>) {
+        let mut inner = self.lock();
+        if let Some(agent) = inner.agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
+            if let Some(card) = &agent.status.card {
+                let still_there = readers.iter().any(|r| r.name == card.reader && r.state == ReaderState::CardPresent);
+                if !still_there {
+                    agent.status.card = None;
+                }
+            }
+            agent.status.readers = readers;
+        }
+    }
+
+    pub fn set_card(&self, terminal_id: &str, conn_id: u64, card: Option<PresentCard>, removed_from: Option<&str>) {
+        let mut inner = self.lock();
+        if let Some(agent) = inner.agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
+            match (card, removed_from) {
+                (Some(card), _) => agent.status.card = Some(card),
+                (None, Some(reader)) => {
+                    if agent.status.card.as_ref().is_some_and(|c| c.reader == reader) {
+                        agent.status.card = None;
+                    }
+                }
+                (None, None) => agent.status.card = None,
+            }
+        }
+    }
+
+    /// Mark the terminal busy for a read; false if a read is already running or no agent is there.
+    pub fn try_begin_read(&self, terminal_id: &str) -> bool {
+        let mut inner = self.lock();
+        match inner.agents.get_mut(terminal_id) {
+            Some(agent) if !agent.busy => {
+                agent.busy = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn end_read(&self, terminal_id: &str) {
+        if let Some(agent) = self.lock().agents.get_mut(terminal_id) {
+            agent.busy = false;
+        }
+    }
+
+    /// Sign `body` for the terminal, send it to its agent, and wait for the verified reply.
+    ///
+    /// This is transport only: callers check the terminal's permission and the user's consent
+    /// first (see [`crate::reader`]); nothing else calls it.
+    pub async fn send_command(&self, terminal_id: &str, body: CommandBody) -> Result<Outcome, HubError> {
+        let command_id = new_id("c");
+        let issued_at_ms = now_ms();
+        let command = Command {
+            v: protocol::PROTOCOL_VERSION,
+            terminal_id: terminal_id.to_string(),
+            command_id: command_id.clone(),
+            issued_at_ms,
+            expires_at_ms: issued_at_ms + COMMAND_LIFETIME_MS,
+            nonce: protocol::envelope::fresh_nonce(),
+            body,
+        };
+        let signed = SignedCommand::sign(&command, &self.server_key);
+        let (waiter_tx, waiter_rx) = oneshot::channel();
+        {
+            let mut inner = self.lock();
+            let agent = inner.agents.get_mut(terminal_id).ok_or(HubError::AgentOffline)?;
+            agent.pending.insert(command_id.clone(), waiter_tx);
+            if agent.tx.try_send(ServerToAgent::Command(signed)).is_err() {
+                agent.pending.remove(&command_id);
+                return Err(HubError::Disconnected);
+            }
+            *inner.commands_sent.entry(terminal_id.to_string()).or_default() += 1;
+        }
+        let result = tokio::time::timeout(self.command_timeout, waiter_rx).await;
+        match result {
+            Ok(Ok(reply)) => reply.map(|r| r.outcome),
+            Ok(Err(_)) => Err(HubError::Disconnected),
+            Err(_) => {
+                if let Some(agent) = self.lock().agents.get_mut(terminal_id) {
+                    agent.pending.remove(&command_id);
+                }
+                Err(HubError::Timeout)
+            }
+        }
+    }
+
+    /// A reply arrived on an agent connection: verify it against the terminal key and the command
+    /// it claims to answer, and hand it to the waiter.
+    pub fn reply_received(&self, terminal_id: &str, conn_id: u64, signed: SignedReply) -> Result<(), HubError> {
+        let command_id = signed.claimed_command_id().ok_or_else(|| HubError::BadReply("unreadable reply".into()))?;
+        let mut inner = self.lock();
+        let agent = inner
+            .agents
+            .get_mut(terminal_id)
+            .filter(|a| a.conn_id == conn_id)
+            .ok_or(HubError::Disconnected)?;
+        let waiter = agent
+            .pending
+            .remove(&command_id)
+            .ok_or_else(|| HubError::BadReply("no command waits for this reply".into()))?;
+        match signed.verify(&agent.key, terminal_id, &command_id) {
+            Ok(reply) => {
+                let _ = waiter.send(Ok(reply));
+                Ok(())
+            }
+            Err(e) => {
+                let err = HubError::BadReply(e.to_string());
+                let _ = waiter.send(Err(err.clone()));
+                Err(err)
+            }
+        }
+    }
+
+    // ---- pages ----
+
+    pub fn page_connected(&self, terminal_id: &str, user_id: &str, session_hash: &str, tx: mpsc::Sender<ServerToPage>) -> u64 {
+        let mut inner = self.lock();
+        inner.next_conn_id += 1;
+        let id = inner.next_conn_id;
+        inner.pages.insert(
+            id,
+            PageConn {
+                terminal_id: terminal_id.into(),
+                user_id: user_id.into(),
+                session_hash: session_hash.into(),
+                tx,
+                armed: false,
+                armed_at: 0,
+            },
+        );
+        id
+    }
+
+    pub fn page_disconnected(&self, page_id: u64) {
+        self.lock().pages.remove(&page_id);
+    }
+
+    pub fn set_armed(&self, page_id: u64, armed: bool) {
+        if let Some(page) = self.lock().pages.get_mut(&page_id) {
+            page.armed = armed;
+            page.armed_at = now_ms();
+        }
+    }
+
+    pub fn is_armed(&self, page_id: u64) -> bool {
+        self.lock().pages.get(&page_id).is_some_and(|p| p.armed)
+    }
+
+    /// The page that should receive the next card read on a terminal: the most recently armed.
+    pub fn armed_page(&self, terminal_id: &str) -> Option<PageRef> {
+        self.lock()
+            .pages
+            .iter()
+            .filter(|(_, p)| p.terminal_id == terminal_id && p.armed)
+            .max_by_key(|(_, p)| p.armed_at)
+            .map(|(id, p)| PageRef { page_id: *id, user_id: p.user_id.clone(), session_hash: p.session_hash.clone() })
+    }
+
+    /// Queue a frame to one page; a page that cannot keep up is dropped.
+    pub fn send_to_page(&self, page_id: u64, message: ServerToPage) {
+        let mut inner = self.lock();
+        let full = match inner.pages.get(&page_id) {
+            Some(page) => page.tx.try_send(message).is_err(),
+            None => false,
+        };
+        if full {
+            inner.pages.remove(&page_id);
+        }
+    }
+
+    /// Pages watching a terminal.
+    pub fn pages_of(&self, terminal_id: &str) -> Vec<PageRef> {
+        self.lock()
+            .pages
+            .iter()
+            .filter(|(_, p)| p.terminal_id == terminal_id)
+            .map(|(id, p)| PageRef { page_id: *id, user_id: p.user_id.clone(), session_hash: p.session_hash.clone() })
+            .collect()
+    }
+
+    /// How many commands have been handed to a terminal's agent since start.
+    pub fn commands_sent(&self, terminal_id: &str) -> u64 {
+        self.lock().commands_sent.get(terminal_id).copied().unwrap_or(0)
+    }
+
+    /// Terminals whose agent is connected.
+    pub fn online_terminals(&self) -> Vec<String> {
+        self.lock().agents.keys().cloned().collect()
+    }
+}

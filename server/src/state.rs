@@ -1,0 +1,64 @@
+//! The one application state every handler shares.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::auth::LoginLimiter;
+use crate::config::Config;
+use crate::http::assets::Assets;
+use crate::hub::Hub;
+use crate::secrets::Secrets;
+use crate::store::Store;
+
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub secrets: Arc<Secrets>,
+    pub config: Config,
+    /// Base URL people reach this server at (pairing links).
+    pub public_base: String,
+    /// Origins allowed for browser requests.
+    pub origins: Vec<String>,
+    pub login_limiter: LoginLimiter,
+    /// "Allow once" consents: (session hash, terminal id). They end with the session.
+    pub consent_once: Mutex<HashSet<(String, String)>>,
+    pub assets: Assets,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> AppState {
+        AppState(Arc::new(inner))
+    }
+
+    pub fn has_consent_once(&self, session_hash: &str, terminal_id: &str) -> bool {
+        self.consent_once
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(session_hash.to_string(), terminal_id.to_string()))
+    }
+
+    pub fn set_consent_once(&self, session_hash: &str, terminal_id: &str, allowed: bool) {
+        let mut set = self.consent_once.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (session_hash.to_string(), terminal_id.to_string());
+        if allowed {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    pub fn is_allowed_origin(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o == origin)
+    }
+}

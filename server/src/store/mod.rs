@@ -1,0 +1,159 @@
+//! The store facade: every database access of the server, over SQLite or PostgreSQL through sqlx.
+//!
+//! One `AnyPool`, runtime queries with `$n` placeholders (understood by both dialects), and one
+//! migrations folder per dialect. Rows are read into internal types here; `RowNotFound` becomes
+//! [`StoreError::NotFound`] and violated constraints become [`StoreError::Conflict`] by name.
+
+mod audit;
+mod bank;
+mod terminals;
+mod users;
+
+pub use audit::AuditEvent;
+pub use bank::{BankCard, CardTransaction};
+pub use terminals::{BrowserPairing, CardRead, Terminal};
+pub use users::{Role, StoredConsent, User};
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use std::str::FromStr;
+
+/// Which database engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("constraint {0} violated")]
+    Conflict(String),
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.constraint().is_some() || db.is_unique_violation() => {
+                StoreError::Conflict(db.constraint().unwrap_or("unique").to_string())
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The one handle to the database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl Store {
+    /// Connect to `database_url` (`sqlite://…` or `postgres://…`). For SQLite the file and its
+    /// directory are created, and WAL with `synchronous=FULL` is set on every connection and
+    /// asserted here.
+    pub async fn connect(database_url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect = if database_url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            anyhow::bail!("unsupported database URL scheme (use sqlite:// or postgres://)");
+        };
+        let url = match dialect {
+            Dialect::Sqlite => prepare_sqlite_url(database_url)?,
+            Dialect::Postgres => database_url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&url).context("parsing the database URL")?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 4 } else { 10 })
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute("pragma journal_mode = wal").await?;
+                        conn.execute("pragma synchronous = full").await?;
+                        conn.execute("pragma foreign_keys = on").await?;
+                        conn.execute("pragma busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .context("connecting to the database")?;
+        let store = Store { pool, dialect };
+        if dialect == Dialect::Sqlite {
+            store.assert_sqlite_durability().await?;
+        }
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Apply the pending migrations of this dialect.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATOR,
+            Dialect::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator.run(&self.pool).await.context("applying migrations")?;
+        Ok(())
+    }
+
+    async fn assert_sqlite_durability(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let (mode,): (String,) = sqlx::query_as("pragma journal_mode").fetch_one(&mut *conn).await?;
+        let (sync,): (i64,) = sqlx::query_as("pragma synchronous").fetch_one(&mut *conn).await?;
+        anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "SQLite journal_mode is {mode}, expected wal");
+        anyhow::ensure!(sync == 2, "SQLite synchronous is {sync}, expected 2 (FULL)");
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Make sure the SQLite file may be created, and its directory exists.
+fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        anyhow::bail!("an in-memory SQLite database loses everything: give a file path");
+    }
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating the database directory {}", parent.display()))?;
+        }
+    }
+    let mut out = url.to_string();
+    if !out.contains("mode=") {
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str("mode=rwc");
+    }
+    Ok(out)
+}
+
+pub(crate) fn flag(v: bool) -> i64 {
+    i64::from(v)
+}

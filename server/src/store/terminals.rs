@@ -1,0 +1,270 @@
+//! Terminals, their one-time enrolment codes, browser pairings, and short-lived card reads.
+
+use super::{flag, Store, StoreError, StoreResult};
+use crate::util::{new_id, now_ms, sha256_hex};
+
+#[derive(Debug, Clone)]
+pub struct Terminal {
+    pub terminal_id: String,
+    pub name: String,
+    pub permitted: bool,
+    pub public_key: Option<Vec<u8>>,
+    pub enrolled_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+type TerminalRow = (String, String, i64, Option<String>, Option<i64>, Option<i64>);
+const TERMINAL_COLUMNS: &str = "terminal_id, name, permitted, public_key, enrolled_at, revoked_at";
+
+fn terminal_from(row: TerminalRow) -> Terminal {
+    Terminal {
+        terminal_id: row.0,
+        name: row.1,
+        permitted: row.2 != 0,
+        public_key: row.3.and_then(|k| hex::decode(k).ok()),
+        enrolled_at: row.4,
+        revoked_at: row.5,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BrowserPairing {
+    pub pairing_id: String,
+    pub terminal_id: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A card number obtained by the server's receiver module on a terminal, remembered (as a keyed
+/// hash) just long enough for the page to submit it.
+#[derive(Debug, Clone)]
+pub struct CardRead {
+    pub read_id: String,
+    pub terminal_id: String,
+    pub user_id: String,
+    pub pan_hash: String,
+    pub kind: String,
+}
+
+impl Store {
+    pub async fn create_terminal(&self, name: &str) -> StoreResult<Terminal> {
+        let terminal_id = new_id("t");
+        sqlx::query("insert into terminal (terminal_id, name, permitted, created_at) values ($1, $2, 1, $3)")
+            .bind(&terminal_id)
+            .bind(name)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        self.terminal(&terminal_id).await
+    }
+
+    pub async fn terminal(&self, terminal_id: &str) -> StoreResult<Terminal> {
+        let row: TerminalRow = sqlx::query_as(&format!("select {TERMINAL_COLUMNS} from terminal where terminal_id = $1"))
+            .bind(terminal_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(terminal_from(row))
+    }
+
+    pub async fn terminals(&self) -> StoreResult<Vec<Terminal>> {
+        let rows: Vec<TerminalRow> = sqlx::query_as(&format!("select {TERMINAL_COLUMNS} from terminal order by name"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(terminal_from).collect())
+    }
+
+    pub async fn set_terminal_permitted(&self, terminal_id: &str, permitted: bool) -> StoreResult<()> {
+        let done = sqlx::query("update terminal set permitted = $1 where terminal_id = $2")
+            .bind(flag(permitted))
+            .bind(terminal_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn revoke_terminal(&self, terminal_id: &str) -> StoreResult<()> {
+        let now = now_ms();
+        let done = sqlx::query("update terminal set revoked_at = $1 where terminal_id = $2 and revoked_at is null")
+            .bind(now)
+            .bind(terminal_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("update browser_pairing set revoked_at = $1 where terminal_id = $2 and revoked_at is null")
+            .bind(now)
+            .bind(terminal_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Store a fresh one-time enrolment code (only its hash is kept).
+    pub async fn create_enrolment_code(&self, terminal_id: &str, code: &str, ttl_ms: i64) -> StoreResult<i64> {
+        let now = now_ms();
+        sqlx::query("insert into enrolment_code (code_hash, terminal_id, created_at, expires_at) values ($1, $2, $3, $4)")
+            .bind(sha256_hex(code))
+            .bind(terminal_id)
+            .bind(now)
+            .bind(now + ttl_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(now + ttl_ms)
+    }
+
+    /// Spend an enrolment code and register the terminal key. The code is used up by the single
+    /// `update … where used_at is null`, so two agents racing with one code cannot both win.
+    pub async fn enrol_terminal(&self, code: &str, public_key: &[u8]) -> StoreResult<Terminal> {
+        let now = now_ms();
+        let hash = sha256_hex(code);
+        let spent = sqlx::query(
+            "update enrolment_code set used_at = $1 where code_hash = $2 and used_at is null and expires_at > $1",
+        )
+        .bind(now)
+        .bind(&hash)
+        .execute(&self.pool)
+        .await?;
+        if spent.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        let (terminal_id,): (String,) = sqlx::query_as("select terminal_id from enrolment_code where code_hash = $1")
+            .bind(&hash)
+            .fetch_one(&self.pool)
+            .await?;
+        let done = sqlx::query(
+            "update terminal set public_key = $1, enrolled_at = $2 where terminal_id = $3 and revoked_at is null",
+        )
+        .bind(hex::encode(public_key))
+        .bind(now)
+        .bind(&terminal_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        self.terminal(&terminal_id).await
+    }
+
+    pub async fn create_pairing_token(&self, terminal_id: &str, token: &str, ttl_ms: i64) -> StoreResult<i64> {
+        let expires = now_ms() + ttl_ms;
+        sqlx::query("insert into pairing_token (token_hash, terminal_id, expires_at) values ($1, $2, $3)")
+            .bind(sha256_hex(token))
+            .bind(terminal_id)
+            .bind(expires)
+            .execute(&self.pool)
+            .await?;
+        Ok(expires)
+    }
+
+    /// Spend a pairing token and bind a browser (by the hash of its cookie value) to the terminal.
+    pub async fn redeem_pairing_token(&self, token: &str, binding: &str) -> StoreResult<BrowserPairing> {
+        let now = now_ms();
+        let hash = sha256_hex(token);
+        let spent = sqlx::query("update pairing_token set used_at = $1 where token_hash = $2 and used_at is null and expires_at > $1")
+            .bind(now)
+            .bind(&hash)
+            .execute(&self.pool)
+            .await?;
+        if spent.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        let (terminal_id,): (String,) = sqlx::query_as("select terminal_id from pairing_token where token_hash = $1")
+            .bind(&hash)
+            .fetch_one(&self.pool)
+            .await?;
+        let pairing_id = new_id("p");
+        sqlx::query("insert into browser_pairing (pairing_id, binding_hash, terminal_id, created_at) values ($1, $2, $3, $4)")
+            .bind(&pairing_id)
+            .bind(sha256_hex(binding))
+            .bind(&terminal_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(BrowserPairing { pairing_id, terminal_id, created_at: now, revoked_at: None })
+    }
+
+    /// The live pairing behind a browser's binding cookie.
+    pub async fn pairing_by_binding(&self, binding: &str) -> StoreResult<BrowserPairing> {
+        let row: (String, String, i64, Option<i64>) = sqlx::query_as(
+            "select pairing_id, terminal_id, created_at, revoked_at from browser_pairing where binding_hash = $1 and revoked_at is null",
+        )
+        .bind(sha256_hex(binding))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(BrowserPairing { pairing_id: row.0, terminal_id: row.1, created_at: row.2, revoked_at: row.3 })
+    }
+
+    pub async fn pairings(&self, terminal_id: &str) -> StoreResult<Vec<BrowserPairing>> {
+        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "select pairing_id, terminal_id, created_at, revoked_at from browser_pairing where terminal_id = $1 order by created_at",
+        )
+        .bind(terminal_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| BrowserPairing { pairing_id: r.0, terminal_id: r.1, created_at: r.2, revoked_at: r.3 })
+            .collect())
+    }
+
+    pub async fn revoke_pairing(&self, pairing_id: &str) -> StoreResult<BrowserPairing> {
+        let done = sqlx::query("update browser_pairing set revoked_at = $1 where pairing_id = $2 and revoked_at is null")
+            .bind(now_ms())
+            .bind(pairing_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let row: (String, String, i64, Option<i64>) = sqlx::query_as(
+            "select pairing_id, terminal_id, created_at, revoked_at from browser_pairing where pairing_id = $1",
+        )
+        .bind(pairing_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(BrowserPairing { pairing_id: row.0, terminal_id: row.1, created_at: row.2, revoked_at: row.3 })
+    }
+
+    pub async fn record_card_read(&self, read: &CardRead, last4: &str, ttl_ms: i64) -> StoreResult<()> {
+        let now = now_ms();
+        sqlx::query(
+            "insert into card_read (read_id, terminal_id, user_id, pan_hash, last4, kind, created_at, expires_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&read.read_id)
+        .bind(&read.terminal_id)
+        .bind(&read.user_id)
+        .bind(&read.pan_hash)
+        .bind(last4)
+        .bind(&read.kind)
+        .bind(now)
+        .bind(now + ttl_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A card read that has not expired, for this user. Reads may back several requests about the
+    /// same card until they expire (balance, then transactions).
+    pub async fn live_card_read(&self, read_id: &str, user_id: &str) -> StoreResult<CardRead> {
+        let row: (String, String, String, String, String) = sqlx::query_as(
+            "select read_id, terminal_id, user_id, pan_hash, kind from card_read \
+             where read_id = $1 and user_id = $2 and expires_at > $3",
+        )
+        .bind(read_id)
+        .bind(user_id)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        sqlx::query("update card_read set used_at = $1 where read_id = $2 and used_at is null")
+            .bind(now_ms())
+            .bind(read_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(CardRead { read_id: row.0, terminal_id: row.1, user_id: row.2, pan_hash: row.3, kind: row.4 })
+    }
+}

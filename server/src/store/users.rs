@@ -1,0 +1,143 @@
+//! Users, their sessions, and their per-terminal consent.
+
+use super::{Store, StoreResult};
+use crate::util::now_ms;
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Cardholder,
+    Staff,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Cardholder => "cardholder",
+            Role::Staff => "staff",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "cardholder" => Some(Role::Cardholder),
+            "staff" => Some(Role::Staff),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub user_id: String,
+    pub username: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+type UserRow = (String, String, String, String);
+
+fn user_from(row: UserRow) -> User {
+    User {
+        user_id: row.0,
+        username: row.1,
+        // The column has a check constraint; an unknown value cannot be stored.
+        role: Role::parse(&row.2).unwrap_or(Role::Cardholder),
+        password_hash: row.3,
+    }
+}
+
+/// A persisted consent decision of a user for a terminal ("allow once" lives in the session only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredConsent {
+    Always,
+    Deny,
+}
+
+impl Store {
+    pub async fn create_user(&self, username: &str, password_hash: &str, role: Role) -> StoreResult<User> {
+        let user_id = crate::util::new_id("u");
+        sqlx::query("insert into app_user (user_id, username, password_hash, role, created_at) values ($1, $2, $3, $4, $5)")
+            .bind(&user_id)
+            .bind(username)
+            .bind(password_hash)
+            .bind(role.as_str())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(User { user_id, username: username.into(), role, password_hash: password_hash.into() })
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> StoreResult<User> {
+        let row: UserRow = sqlx::query_as("select user_id, username, role, password_hash from app_user where username = $1")
+            .bind(username)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(user_from(row))
+    }
+
+    pub async fn create_session(&self, session_hash: &str, user_id: &str, ttl_ms: i64) -> StoreResult<()> {
+        let now = now_ms();
+        sqlx::query("insert into session (session_id, user_id, created_at, expires_at) values ($1, $2, $3, $4)")
+            .bind(session_hash)
+            .bind(user_id)
+            .bind(now)
+            .bind(now + ttl_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user behind a live session.
+    pub async fn session_user(&self, session_hash: &str) -> StoreResult<User> {
+        let row: UserRow = sqlx::query_as(
+            "select u.user_id, u.username, u.role, u.password_hash from session s \
+             join app_user u on u.user_id = s.user_id where s.session_id = $1 and s.expires_at > $2",
+        )
+        .bind(session_hash)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(user_from(row))
+    }
+
+    pub async fn delete_session(&self, session_hash: &str) -> StoreResult<()> {
+        sqlx::query("delete from session where session_id = $1").bind(session_hash).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn consent(&self, user_id: &str, terminal_id: &str) -> StoreResult<Option<StoredConsent>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("select decision from consent where user_id = $1 and terminal_id = $2")
+                .bind(user_id)
+                .bind(terminal_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(d,)| if d == "always" { StoredConsent::Always } else { StoredConsent::Deny }))
+    }
+
+    pub async fn set_consent(&self, user_id: &str, terminal_id: &str, decision: Option<StoredConsent>) -> StoreResult<()> {
+        sqlx::query("delete from consent where user_id = $1 and terminal_id = $2")
+            .bind(user_id)
+            .bind(terminal_id)
+            .execute(&self.pool)
+            .await?;
+        if let Some(decision) = decision {
+            let text = match decision {
+                StoredConsent::Always => "always",
+                StoredConsent::Deny => "deny",
+            };
+            sqlx::query("insert into consent (user_id, terminal_id, decision, decided_at) values ($1, $2, $3, $4)")
+                .bind(user_id)
+                .bind(terminal_id)
+                .bind(text)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+}

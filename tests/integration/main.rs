@@ -1,0 +1,8 @@
+//! Integration suite: the in-process server over real sockets, an in-process agent with the
+//! virtual reader, and a fresh SQLite or PostgreSQL database per test.
+
+mod agent_socket;
+mod auth;
+mod enrolment;
+mod main_path;
+mod permission;
