@@ -242,7 +242,7 @@ pub struct TestAgent {
 impl TestAgent {
     pub async fn start(state_dir: tempfile::TempDir, terminal_id: String) -> TestAgent {
         let config = cardbridge_agent::AgentConfig::load(state_dir.path()).expect("agent config");
-        let backend = cardbridge_agent::backend::open("virtual", None).expect("virtual backend");
+        let backend = cardbridge_agent::backend::open(&cardbridge_agent::ReaderChoice::Virtual, None).expect("virtual backend");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(cardbridge_agent::run(config, backend, async {
             let _ = rx.await;

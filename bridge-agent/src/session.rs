@@ -133,7 +133,7 @@ impl Session<'_> {
             () = shutdown.as_mut() => return End::Shutdown,
             connected = connect => match connected {
                 Err(_) => return End::Lost(anyhow!("connecting to {url} timed out")),
-                Ok(Err(error)) => return End::Lost(anyhow!(error).context(format!("cannot connect to {url}"))),
+                Ok(Err(error)) => return End::Lost(anyhow!("cannot connect to {url}: {error}")),
                 Ok(Ok((socket, _response))) => socket,
             },
         };
@@ -160,7 +160,12 @@ where
 {
     let wait = config.connection.handshake_timeout;
     let nonce = match next_message(socket, wait, "challenge").await? {
-        ServerToAgent::Challenge { protocol_version, nonce, .. } if protocol_version == PROTOCOL_VERSION => nonce,
+        ServerToAgent::Challenge { protocol_version, nonce, server_time_ms }
+            if protocol_version == PROTOCOL_VERSION =>
+        {
+            warn_on_clock_skew(server_time_ms);
+            nonce
+        }
         ServerToAgent::Challenge { protocol_version, .. } => {
             return Err(End::Lost(anyhow!(
                 "the server speaks protocol version {protocol_version} and this agent version \
@@ -191,6 +196,15 @@ where
     }
 }
 
+/// Commands are checked against this PC's clock: a clock far off the server's makes every command
+/// look expired (or not yet valid), which is worth saying once per connection.
+fn warn_on_clock_skew(server_time_ms: i64) {
+    let skew_ms = crate::now_ms() - server_time_ms;
+    if skew_ms.abs() > protocol::envelope::CLOCK_SKEW_MS / 2 {
+        tracing::warn!(skew_ms, "this PC's clock differs from the server's; signed commands may be refused as expired");
+    }
+}
+
 /// The next well-formed server message within `wait`; malformed frames are logged and skipped.
 async fn next_message<S>(socket: &mut S, wait: std::time::Duration, expecting: &str) -> Result<ServerToAgent, End>
 where
@@ -206,7 +220,7 @@ where
             None | Some(Ok(Message::Close(_))) => {
                 return Err(End::Lost(anyhow!("the server closed the connection before the {expecting}")))
             }
-            Some(Err(error)) => return Err(End::Lost(anyhow!(error).context("connection failed"))),
+            Some(Err(error)) => return Err(End::Lost(anyhow!("connection failed: {error}"))),
             Some(Ok(Message::Text(text))) => match protocol::decode::<ServerToAgent>(text.as_str()) {
                 Ok(message) => return Ok(message),
                 Err(error) => tracing::warn!(%error, "dropped a malformed frame"),
@@ -239,6 +253,8 @@ fn refusal_code(reason: ConnectRefusal) -> String {
         .unwrap_or_else(|| format!("{reason:?}"))
 }
 
+// WebSocket errors are formatted into the message rather than chained: tungstenite's `Display`
+// already includes its source, and `{:#}` would print it twice.
 async fn send<S>(socket: &mut S, message: &AgentToServer) -> anyhow::Result<()>
 where
     S: Sink<Message, Error = WsError> + Unpin,
@@ -246,7 +262,7 @@ where
     socket
         .send(Message::text(protocol::encode(message)))
         .await
-        .map_err(|error| anyhow!(error).context("cannot send to the server"))
+        .map_err(|error| anyhow!("cannot send to the server: {error}"))
 }
 
 /// Aborts the task when dropped, so no executor outlives its connection.
@@ -291,7 +307,7 @@ where
                 last_heard = Instant::now();
                 let frame = match frame {
                     None => return End::Lost(anyhow!("the server closed the connection")),
-                    Some(Err(error)) => return End::Lost(anyhow!(error).context("connection failed")),
+                    Some(Err(error)) => return End::Lost(anyhow!("connection failed: {error}")),
                     Some(Ok(frame)) => frame,
                 };
                 match frame {
@@ -336,7 +352,7 @@ where
             }
             _ = ping.tick() => {
                 if let Err(error) = socket.send(Message::Ping(Default::default())).await {
-                    return End::Lost(anyhow!(error).context("cannot ping the server"));
+                    return End::Lost(anyhow!("cannot ping the server: {error}"));
                 }
             }
             () = sleep_until(last_heard + settings.idle_timeout) => {

@@ -763,6 +763,45 @@ async fn virtual_taps_are_reported_as_card_events() {
     agent.shut_down().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_virtual_reader_started_with_a_card_reports_it_on_connect() {
+    let peer = Peer::new().await;
+    let card = first_simulated_card();
+    let backend = cardbridge_agent::backend::open(&cardbridge_agent::ReaderChoice::Virtual, Some(&card)).unwrap();
+    let agent = start_agent_with(&peer, LocalPolicy::default(), backend, CardLog::default(), |_| {});
+    let mut connection = peer.accept(&agent).await;
+
+    let ReaderEvent::Readers { readers } = connection.next_event().await else { panic!("readers first") };
+    let present = connection.next_event().await;
+
+    assert_eq!(readers[0].state, protocol::agent::ReaderState::CardPresent);
+    let expected_atr = card::sim::load(&card).unwrap().atr();
+    assert_eq!(present, ReaderEvent::CardPresent { reader: VIRTUAL_READER_NAME.into(), atr: expected_atr.into() });
+    agent.shut_down().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_card_that_vanishes_mid_batch_is_reported_as_removed() {
+    let peer = Peer::new().await;
+    let mut reader = cardbridge_agent::backend::VirtualReader::new();
+    let card = card::sim::load(&first_simulated_card()).unwrap();
+    reader.insert_card(Box::new(card::sim::Misbehave::new(card).vanish(card::sim::Vanish::AfterCommands(1))));
+    let agent = start_agent_with(&peer, LocalPolicy::default(), Box::new(reader), CardLog::default(), |_| {});
+    let mut connection = peer.accept(&agent).await;
+    let two_apdus = CommandBody::Transmit {
+        reader: None,
+        batch: batch(&["00A404000E325041592E5359532E444446303100", "00B2010C00"]),
+    };
+
+    connection.send_command(&peer.command(two_apdus)).await;
+
+    let (_, reply) = connection.next_reply(&agent).await;
+    let Outcome::Failed { error, message } = reply.outcome else { panic!("{reply:?}") };
+    assert_eq!(error, AgentError::CardRemoved);
+    assert!(message.contains("unknown"), "{message}");
+    agent.shut_down().await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Enrolment and pairing over HTTP.
 
@@ -930,4 +969,30 @@ async fn a_pairing_request_is_signed_by_the_terminal_key() {
     assert_eq!(sent.terminal_id, TERMINAL_ID);
     protocol::envelope::verify_pairing(&sent.terminal_id, sent.issued_at_ms, &sent.signature, &enrolment.public_key)
         .expect("the pairing request verifies with the terminal key");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tidiness.
+
+#[test]
+fn every_module_starts_with_a_doc_line() {
+    fn visit(dir: &std::path::Path, missing: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                visit(&path, missing);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if !text.starts_with("//!") {
+                    missing.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    visit(&root.join("src"), &mut missing);
+    visit(&root.join("tests"), &mut missing);
+
+    assert!(missing.is_empty(), "modules without a //! line: {missing:?}");
 }

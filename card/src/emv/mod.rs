@@ -161,8 +161,7 @@ struct App {
     label: Option<String>,
 }
 
-/// What the session waits for.
-#[derive(Debug)]
+/// What the session waits for. No Debug: records hold card numbers.
 enum Stage {
     Directory,
     PseRecords {
@@ -189,7 +188,6 @@ enum Stage {
 
 /// One card-number read. Start it with the card's ATR, run each batch it emits on the card
 /// (`batch::execute`), feed the responses back with [`ReadSession::advance`].
-#[derive(Debug)]
 pub struct ReadSession {
     stage: Stage,
     /// The batch whose responses are awaited, to check their shape.
@@ -454,6 +452,25 @@ impl ReadSession {
             }
         }
         finish(app, gpo.as_ref(), gpo_sw, &records)
+    }
+}
+
+/// Shows where the read is, never card data.
+impl fmt::Debug for ReadSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = match self.stage {
+            Stage::Directory => "directory",
+            Stage::PseRecords { .. } => "pse-records",
+            Stage::Select { .. } => "select",
+            Stage::Gpo { .. } => "gpo",
+            Stage::Records { .. } => "records",
+            Stage::Over => "over",
+        };
+        f.debug_struct("ReadSession")
+            .field("stage", &stage)
+            .field("round_trips", &self.round_trips)
+            .field("contactless", &self.contactless)
+            .finish()
     }
 }
 

@@ -13,7 +13,7 @@ use super::ReadError;
 /// Longest PDOL value string that still fits a short GPO command (`83 81 L` + data ≤ 255 bytes).
 pub const MAX_PDOL_DATA: usize = 252;
 
-/// Terminal data a PDOL may ask for. Tags not listed in [`Terminal::value_for`] are sent as zeros.
+/// Terminal data a PDOL may ask for. Tags the terminal has no value for are sent as zeros.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminal {
     /// 9F66 Terminal Transaction Qualifiers: contactless EMV (qVSDC/qUICS), contact chip, online

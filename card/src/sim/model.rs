@@ -15,7 +15,7 @@ pub(crate) const PSE: &[u8] = b"1PAY.SYS.DDF01";
 const SW_OK: u16 = 0x9000;
 
 /// How GET PROCESSING OPTIONS answers.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum GpoFormat {
     /// `80`: AIP ‖ AFL.
     One,
@@ -23,8 +23,8 @@ pub(crate) enum GpoFormat {
     Two { extra: Vec<u8> },
 }
 
-/// One payment application on the card.
-#[derive(Clone, Debug)]
+/// One payment application on the card (no Debug: it holds card numbers).
+#[derive(Clone)]
 pub(crate) struct AppSpec {
     pub aid: Vec<u8>,
     pub label: &'static str,

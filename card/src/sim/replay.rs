@@ -5,13 +5,23 @@ use serde::Deserialize;
 use super::{SimCard, SimError};
 
 /// The expected read of a recorded card, as its file states it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct Expected {
     pub pan: String,
     /// YYMM.
     pub expiry: String,
     /// Hex.
     pub aid: String,
+}
+
+impl std::fmt::Debug for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expected")
+            .field("pan", &crate::pan::mask(&self.pan))
+            .field("expiry", &self.expiry)
+            .field("aid", &self.aid)
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
