@@ -59,8 +59,8 @@ impl Driver {
                 ]
             }),
         );
-        ClientBuilder::rustls()
-            .expect("TLS setup")
+        // chromedriver speaks plain HTTP on loopback: no TLS stack needed.
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&self.url)
             .await
@@ -70,13 +70,15 @@ impl Driver {
 
 /// Wait until the CSS selector matches an element, or fail with `what`.
 pub async fn wait_for(client: &Client, css: &str, what: &str) -> fantoccini::elements::Element {
-    client
-        .wait()
-        .at_most(crate::DEADLINE)
-        .every(Duration::from_millis(50))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("timed out waiting for {what} ({css}): {e}"))
+    match client.wait().at_most(crate::DEADLINE).every(Duration::from_millis(50)).for_element(Locator::Css(css)).await {
+        Ok(element) => element,
+        Err(e) => {
+            let name = format!("failure-{}", what.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+            screenshot(client, &name).await;
+            let url = client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            panic!("timed out waiting for {what} ({css}) at {url}: {e}; screenshot target/screenshots/{name}.png")
+        }
+    }
 }
 
 /// Save a screenshot under `target/screenshots/NAME.png`.

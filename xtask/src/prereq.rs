@@ -37,11 +37,22 @@ pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 }
 
 pub fn ensure_browser() -> anyhow::Result<()> {
-    if have("chromium") && have("chromedriver") {
-        println!("    chromium and chromedriver present");
+    let mut missing = Vec::new();
+    if !have("chromium") {
+        missing.push("chromium");
+    }
+    if !have("chromedriver") {
+        missing.push("chromium-driver");
+    }
+    // The pages are bilingual; without a CJK font Chinese renders as boxes in screenshots.
+    if !std::path::Path::new("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc").exists() {
+        missing.push("fonts-noto-cjk");
+    }
+    if missing.is_empty() {
+        println!("    chromium, chromedriver and CJK fonts present");
         return Ok(());
     }
-    apt_install(&["chromium", "chromium-driver"])
+    apt_install(&missing)
 }
 
 /// The PostgreSQL server to create test databases on, if one answers.

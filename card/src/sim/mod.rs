@@ -5,11 +5,13 @@
 //! - Synthetic cards are small card models (`model`): they decode commands and answer from a file
 //!   system and state, each with its own Luhn-valid test number.
 //! - [`Misbehave`] wraps any card to answer slowly, vanish mid-command or send malformed TLV.
+//! - [`vpcd`] puts any of them into a real PC/SC reader (vsmartcard's virtual reader).
 
 mod misbehave;
 pub(crate) mod model;
 mod replay;
 mod synthetic;
+pub mod vpcd;
 
 use std::fmt;
 
