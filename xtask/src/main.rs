@@ -131,6 +131,10 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
 
     let agent_dir = data.join("demo-terminal");
     let base = format!("http://{listen}");
+    // Ctrl-C or SIGTERM: return normally so that `Children` stops the server and the agent.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst)).context("installing the signal handler")?;
     let mut children = Children(Vec::new());
     println!("==> starting the server on {base}");
     children.0.push(server(&["serve"]).spawn().context("starting the server")?);
@@ -187,6 +191,10 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(500));
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            println!("stopping the demo");
+            return Ok(());
+        }
         for child in &mut children.0 {
             if let Some(status) = child.try_wait()? {
                 bail!("a demo process exited ({status}) after {:?}", started.elapsed());
