@@ -36,6 +36,7 @@ pub fn default_state_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// What `terminal.toml` holds: the enrolment, as the server confirmed it.
+// tidy: on-disk format (terminal.toml), not a wire type
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TerminalRecord {

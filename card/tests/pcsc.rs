@@ -10,6 +10,7 @@
 //!   inserted again faster than that can go unnoticed.
 
 use std::ffi::CString;
+use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -73,7 +74,9 @@ fn bench(test: &str) -> Option<Bench> {
         if std::env::var("CARDBRIDGE_REQUIRE_PCSC").is_ok_and(|v| v == "1") {
             panic!("{test}: CARDBRIDGE_REQUIRE_PCSC=1 but {why}");
         }
-        eprintln!(
+        // Straight to stderr: the test harness would swallow `eprintln!` of a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
             "note: {test} skipped: {why}; to run it: apt-get install pcscd vsmartcard-vpcd; \
              pcscd -f -a &"
         );
