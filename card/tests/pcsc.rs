@@ -102,7 +102,10 @@ fn bench(test: &str) -> Option<Bench> {
         context,
         reader,
     };
-    bench.wait_for(State::EMPTY, "the reader to be empty (is another card in slot 1?)");
+    bench.wait_for(
+        State::EMPTY,
+        "the reader to be empty (is another card in slot 1?)",
+    );
     Some(bench)
 }
 
@@ -235,7 +238,11 @@ fn every_catalogue_card_reads_its_number_over_pcsc() {
         let took = started.elapsed();
 
         let (identity, round_trips) = result.unwrap_or_else(|e| panic!("{}: {e}", entry.name));
-        assert!(found(&identity, &entry), "{}: read {identity:?}", entry.name);
+        assert!(
+            found(&identity, &entry),
+            "{}: read {identity:?}",
+            entry.name
+        );
         assert!(
             round_trips <= TARGET_ROUND_TRIPS,
             "{} took {round_trips} round trips",

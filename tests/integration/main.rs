@@ -2,6 +2,7 @@
 //! virtual reader, and a fresh SQLite or PostgreSQL database per test.
 
 mod agent_socket;
+mod audit;
 mod auth;
 mod enrolment;
 mod main_path;

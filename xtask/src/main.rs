@@ -67,6 +67,7 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     println!("==> checking prerequisites");
     wasm::build_wasm(root)?;
     prereq::ensure_browser()?;
+    let mut pcscd = prereq::ensure_pcsc()?;
     let pg = prereq::postgres_url();
     match &pg {
         Some(url) => println!("    PostgreSQL reachable ({})", prereq::redact(url)),
@@ -88,7 +89,14 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if let Some(url) = pg {
         cmd.env("CARDBRIDGE_TEST_PG_URL", url);
     }
-    run(&mut cmd)
+    // The PC/SC suites skip with a note where pcscd is missing; here it is set up, so they must run.
+    cmd.env("CARDBRIDGE_REQUIRE_PCSC", "1");
+    let result = run(&mut cmd);
+    if let Some(child) = pcscd.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
 }
 
 /// Children killed when the demo ends.

@@ -75,3 +75,58 @@ pub fn redact(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+/// The PC/SC stack: pcscd with vsmartcard's virtual reader driver, and the headers `pcsc-sys`
+/// builds against. Installs what is missing (as root) and starts pcscd when it is not running.
+/// Returns the pcscd this call started, to be stopped after the tests.
+pub fn ensure_pcsc() -> anyhow::Result<Option<std::process::Child>> {
+    let mut missing = Vec::new();
+    if !have("pcscd") && !std::path::Path::new("/usr/sbin/pcscd").exists() {
+        missing.push("pcscd");
+    }
+    if !std::path::Path::new("/usr/include/PCSC/winscard.h").exists() {
+        missing.push("libpcsclite-dev");
+    }
+    if !have("pkg-config") {
+        missing.push("pkgconf");
+    }
+    if !vpcd_installed() {
+        missing.push("vsmartcard-vpcd");
+    }
+    if !have("pcsc_scan") {
+        missing.push("pcsc-tools");
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    if pcscd_running() {
+        println!("    pcscd running");
+        return Ok(None);
+    }
+    println!("    starting pcscd");
+    let child = Command::new("/usr/sbin/pcscd")
+        .args(["-f", "-a"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting pcscd (`pcscd -f -a`): {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if pcscd_running() {
+            return Ok(Some(child));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bail!("pcscd did not open /run/pcscd/pcscd.comm within 10 s")
+}
+
+fn vpcd_installed() -> bool {
+    ["/usr/lib/pcsc/drivers/serial/libifdvpcd.so", "/usr/lib/pcsc/drivers/serial/libifdvpcd.so.0.8"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+        || Command::new("dpkg").args(["-s", "vsmartcard-vpcd"]).output().is_ok_and(|o| o.status.success())
+}
+
+fn pcscd_running() -> bool {
+    std::os::unix::net::UnixStream::connect("/run/pcscd/pcscd.comm").is_ok()
+}

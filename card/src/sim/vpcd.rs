@@ -359,7 +359,9 @@ mod tests {
     impl FakeVpcd {
         fn send(&mut self, payload: &[u8]) {
             let len = (payload.len() as u16).to_be_bytes();
-            self.stream.write_all(&[&len[..], payload].concat()).unwrap();
+            self.stream
+                .write_all(&[&len[..], payload].concat())
+                .unwrap();
         }
 
         /// The next frame, `None` if the card closed the socket.
@@ -440,7 +442,10 @@ mod tests {
         let (inserted, mut vpcd) = insert_into_fake(Box::new(card));
 
         assert!(vpcd.transmit(&hex::decode(SELECT_PPSE).unwrap()).is_some());
-        assert_eq!(vpcd.transmit(&hex::decode("80A8000002830000").unwrap()), None);
+        assert_eq!(
+            vpcd.transmit(&hex::decode("80A8000002830000").unwrap()),
+            None
+        );
 
         assert!(inserted.wait_ended(Duration::from_secs(5)));
         assert_eq!(inserted.apdus_served(), 1);
