@@ -24,6 +24,9 @@ pub async fn query(
     paired_terminal: Option<&str>,
     request: &QueryRequest,
 ) -> Result<QueryResult, ApiError> {
+    if let Some(read_id) = request.read_id.as_deref() {
+        state.read_timings.submitted(read_id);
+    }
     let number = normalise_number(&request.card_number)
         .ok_or_else(|| ApiError::BadRequest("the card number must be 12 to 19 digits".into()))?;
     let pan_hash = state.secrets.pan_hash(&number);

@@ -16,6 +16,7 @@ pub mod config;
 pub mod data;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod reader;
 pub mod secrets;
 pub mod seed;

@@ -113,6 +113,7 @@ pub fn start_read_if_armed(state: &AppState, terminal_id: &str) {
 }
 
 async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card: PresentCard) {
+    let card_present = std::time::Instant::now();
     if let Err(reason) = authorize(state, terminal_id, &page.user_id, &page.session_hash).await {
         state.hub.set_armed(page.page_id, false);
         state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason });
@@ -120,7 +121,7 @@ async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card
     }
     state.hub.send_to_page(page.page_id, ServerToPage::Reading);
     match read_card(state, terminal_id, &card).await {
-        Ok(identity) => deliver(state, terminal_id, page, identity).await,
+        Ok(identity) => deliver(state, terminal_id, page, identity, card_present).await,
         Err(reason) => {
             tracing::info!(terminal_id, ?reason, "card read failed");
             state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason });
@@ -185,7 +186,7 @@ fn to_wire(batch: &card::batch::Batch) -> ApduBatch {
 }
 
 /// S400: remember the read (keyed hash only) and push the number to the page.
-async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, identity: CardIdentity) {
+async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, identity: CardIdentity, card_present: std::time::Instant) {
     let (number, kind, masked) = match &identity {
         CardIdentity::Bank { pan, .. } => (pan.as_str().to_string(), CardKind::Bank, pan.masked()),
         CardIdentity::Uid { uid } => {
@@ -204,6 +205,7 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, identity: 
             CardKind::Uid => "uid".into(),
         },
     };
+    state.read_timings.read_done(&read.read_id, card_present);
     let last4 = number[number.len().saturating_sub(4)..].to_string();
     if let Err(e) = state.store.record_card_read(&read, &last4, READ_TTL_MS).await {
         tracing::error!(error = %e, "recording a card read");

@@ -27,6 +27,8 @@ pub struct Inner {
     /// "Allow once" consents: (session hash, terminal id). They end with the session.
     pub consent_once: Mutex<HashSet<(String, String)>>,
     pub assets: Assets,
+    /// Recent read timings (card present → number → submit).
+    pub read_timings: crate::metrics::ReadTimings,
 }
 
 impl std::ops::Deref for AppState {

@@ -97,6 +97,7 @@ impl Application {
             login_limiter: Default::default(),
             consent_once: Default::default(),
             assets,
+            read_timings: Default::default(),
         });
         Ok(Application { listener, state })
     }

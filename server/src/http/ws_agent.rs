@@ -127,9 +127,8 @@ async fn on_event(state: &AppState, terminal_id: &str, conn_id: u64, event: Read
         ReaderEvent::CardPresent { reader, atr } => {
             tracing::info!(terminal_id, %reader, "card present");
             state.hub.set_card(terminal_id, conn_id, Some(PresentCard { reader, atr: atr.0 }), None);
-            crate::reader::refresh_pages(state, terminal_id).await;
+            // Read first: the pages' state refresh costs database queries the tap need not wait for.
             crate::reader::start_read_if_armed(state, terminal_id);
-            return;
         }
         ReaderEvent::CardRemoved { reader } => {
             tracing::info!(terminal_id, %reader, "card removed");
