@@ -215,10 +215,15 @@ impl TestApp {
     /// Create a terminal and enrol an in-process agent with the virtual reader; returns when the
     /// agent is online.
     pub async fn start_terminal(&self, name: &str) -> TestAgent {
+        self.start_terminal_with(name, cardbridge_agent::ReaderChoice::Virtual).await
+    }
+
+    /// Like [`TestApp::start_terminal`], with the given reader backend (e.g. PC/SC).
+    pub async fn start_terminal_with(&self, name: &str, reader: cardbridge_agent::ReaderChoice) -> TestAgent {
         let created = cardbridge::terminals::create(self.store(), name, "test").await.expect("terminal");
         let dir = tempfile::tempdir().expect("temp dir");
         cardbridge_agent::enrol(&self.base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
-        let agent = TestAgent::start(dir, created.terminal_id).await;
+        let agent = TestAgent::start(dir, created.terminal_id, &reader).await;
         let hub = self.state.hub.clone();
         let id = agent.terminal_id.clone();
         eventually("the agent to come online", || {
@@ -240,9 +245,9 @@ pub struct TestAgent {
 }
 
 impl TestAgent {
-    pub async fn start(state_dir: tempfile::TempDir, terminal_id: String) -> TestAgent {
+    pub async fn start(state_dir: tempfile::TempDir, terminal_id: String, reader: &cardbridge_agent::ReaderChoice) -> TestAgent {
         let config = cardbridge_agent::AgentConfig::load(state_dir.path()).expect("agent config");
-        let backend = cardbridge_agent::backend::open(&cardbridge_agent::ReaderChoice::Virtual, None).expect("virtual backend");
+        let backend = cardbridge_agent::backend::open(reader, None).expect("reader backend");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(cardbridge_agent::run(config, backend, async {
             let _ = rx.await;
@@ -357,3 +362,22 @@ impl PageSocket {
         }
     }
 }
+
+// ---------------------------------------------------------------- PC/SC
+
+/// Whether pcscd answers. Where it does not, PC/SC suites skip with a note — unless
+/// `CARDBRIDGE_REQUIRE_PCSC=1` (set by `cargo xtask test`), where that is a failure.
+pub fn pcsc_available(suite: &str) -> bool {
+    let up = std::os::unix::net::UnixStream::connect("/run/pcscd/pcscd.comm").is_ok();
+    if !up {
+        assert!(
+            std::env::var("CARDBRIDGE_REQUIRE_PCSC").as_deref() != Ok("1"),
+            "pcscd is not running but CARDBRIDGE_REQUIRE_PCSC=1: start it with `pcscd -f -a` (cargo xtask test does)"
+        );
+        eprintln!("note: pcscd is not running; skipping {suite} (run `cargo xtask test`, which starts it)");
+    }
+    up
+}
+
+/// vpcd slot 0 (`Virtual PCD 00 00`) belongs to the suites in this crate, one test at a time.
+pub static VPCD_SLOT0: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

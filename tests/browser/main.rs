@@ -186,3 +186,52 @@ async fn any_form_with_the_data_attributes_is_filled_and_submitted() {
     screenshot(&client, "example-form").await;
     world.end(vec![client]).await;
 }
+
+/// The whole journey over the real PC/SC stack: Chromium, server, agent with `--reader pcsc:…`,
+/// pcscd, vpcd, and a simulated card that connects to vpcd like a card entering the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_journey_over_pcscd_and_vpcd() {
+    if !cardbridge_tests::pcsc_available("the PC/SC browser journey") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let _slot = cardbridge_tests::VPCD_SLOT0.lock().await;
+    let app = spawn_app(Engine::Sqlite, AppOptions { demo: false, ..AppOptions::default() }).await.unwrap();
+    app.seed_demo().await;
+    let reader = card::sim::vpcd::reader_name(0);
+    let agent = app.start_terminal_with("PC/SC desk", cardbridge_agent::ReaderChoice::Pcsc { reader: Some(reader.clone()) }).await;
+    let mut world = World { app, agent, driver: Driver::start().await, profiles: Vec::new() };
+    let client = world.person("alice", "alice-demo-pass", "/cardholder.html").await;
+    wait_for(&client, "[data-cardbridge-action=consent][data-decision=allow_once]", "the consent question").await.click().await.unwrap();
+    wait_for(&client, "html[data-cardbridge-state=waiting]", "waiting for a card").await;
+
+    // A card pulled away in the middle of the read: the page says so, nothing hangs.
+    let vanishing = card::sim::Misbehave::new(card::sim::load("unionpay-debit").unwrap()).vanish(card::sim::Vanish::AfterCommands(3));
+    let torn = card::sim::vpcd::insert(Box::new(vanishing), 0).expect("vpcd slot 0");
+    wait_for(&client, "html[data-cardbridge-reason=card_removed]", "the card-removed message").await;
+    screenshot(&client, "pcsc-card-removed").await;
+    let _ = torn.remove();
+    wait_until_card_gone(&world.app, &world.agent.terminal_id).await;
+
+    // The next tap works.
+    let card = card::sim::vpcd::insert(card::sim::load("unionpay-debit").unwrap(), 0).expect("vpcd slot 0");
+    let text = assert_filled_and_submitted(&client, &expected("unionpay-debit")).await;
+    assert!(text.contains(&card::pan::mask(&expected("unionpay-debit"))), "{text}");
+    screenshot(&client, "pcsc-journey").await;
+    let _ = card.remove();
+    wait_until_card_gone(&world.app, &world.agent.terminal_id).await;
+    world.end(vec![client]).await;
+}
+
+/// pcscd notices a removal within ~0.4 s; the next insertion must come after it did.
+async fn wait_until_card_gone(app: &TestApp, terminal_id: &str) {
+    let hub = app.state.hub.clone();
+    let id = terminal_id.to_string();
+    cardbridge_tests::eventually("the server to see the card removed", || {
+        let gone = hub.agent_status(&id).is_some_and(|s| s.card.is_none());
+        async move { gone.then_some(()) }
+    })
+    .await;
+    // Documented pcscd polling interval (ENVIRONMENT.md), not a readiness guess.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+}

@@ -35,6 +35,11 @@ enum Task {
     },
     /// Build the page module into www/pkg.
     Wasm,
+    /// Run a benchmark: `tap` (tap to submit over pcscd + vpcd, A/B/C).
+    Bench {
+        #[arg(value_parser = ["tap"])]
+        name: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         Task::Wasm => wasm::build_wasm(&root),
         Task::Test { args } => test(&root, &args),
         Task::Demo { listen } => demo(&root, &listen),
+        Task::Bench { name } => bench(&root, &name),
     }
 }
 
@@ -92,6 +98,18 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     // The PC/SC suites skip with a note where pcscd is missing; here it is set up, so they must run.
     cmd.env("CARDBRIDGE_REQUIRE_PCSC", "1");
     let result = run(&mut cmd);
+    if let Some(child) = pcscd.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
+}
+
+fn bench(root: &Path, name: &str) -> anyhow::Result<()> {
+    wasm::build_wasm(root)?;
+    prereq::ensure_browser()?;
+    let mut pcscd = prereq::ensure_pcsc()?;
+    let result = run(cargo().current_dir(root).args(["bench", "-p", "cardbridge-tests", "--bench", name]).env("CARDBRIDGE_REQUIRE_PCSC", "1"));
     if let Some(child) = pcscd.as_mut() {
         let _ = child.kill();
         let _ = child.wait();

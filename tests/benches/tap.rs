@@ -1,0 +1,170 @@
+//! Tap-to-submit benchmark over the real PC/SC stack (pcscd + vpcd + the simulated card), run by
+//! `cargo xtask bench tap`. For the same card, in one run:
+//!
+//! - **A** a direct local read: the same APDU sequence sent straight through the `pcsc` crate by
+//!   one process (connect, transaction, the EMV read, disconnect);
+//! - **B** the server-driven read: the agent reports the card → the server's receiver module reads
+//!   it through the agent over the WebSocket → the server holds the number;
+//! - **C** the whole product path: B, then the number pushed to the page → the page module fills
+//!   the input and clicks submit in headless Chromium → the request arrives at the server.
+//!
+//! B and C are measured on the same taps (C includes B). Prints p50/p99 and the ratio B/A, and
+//! writes them to `target/bench/tap.json`.
+
+use std::time::{Duration, Instant};
+
+use cardbridge_tests::browser::{wait_for, Driver};
+use cardbridge_tests::{spawn_app, AppOptions, Engine};
+use fantoccini::Locator;
+
+const CARD: &str = "unionpay-debit";
+const SLOT: u8 = 0;
+
+fn taps() -> usize {
+    std::env::var("CARDBRIDGE_BENCH_TAPS").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
+}
+
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A: the local read, `taps` times, with the card kept in the field.
+fn local_reads(n: usize) -> Vec<Duration> {
+    let inserted = card::sim::vpcd::insert(card::sim::load(CARD).expect("catalogue card"), SLOT).expect("vpcd slot 0");
+    let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("a PC/SC context");
+    let name = std::ffi::CString::new(card::sim::vpcd::reader_name(SLOT)).unwrap();
+    let mut states = vec![pcsc::ReaderState::new(name.clone(), pcsc::State::UNAWARE)];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        ctx.get_status_change(Duration::from_millis(500), &mut states).ok();
+        if states[0].event_state().contains(pcsc::State::PRESENT) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the card never appeared in {name:?}");
+        states[0].sync_current_state();
+    }
+    let expected = card::sim::catalogue().into_iter().find(|c| c.name == CARD).unwrap().expected_number;
+    let mut samples = Vec::with_capacity(n);
+    let mut attempts = 0;
+    while samples.len() < n {
+        attempts += 1;
+        assert!(attempts < n * 3, "too many failed connects");
+        let started = Instant::now();
+        let mut pcsc_card = match ctx.connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY) {
+            Ok(c) => c,
+            // Right after insertion pcscd may still answer NoSmartcard.
+            Err(pcsc::Error::NoSmartcard) | Err(pcsc::Error::RemovedCard) => continue,
+            Err(e) => panic!("connect: {e}"),
+        };
+        let mut atr_buf = [0u8; pcsc::MAX_ATR_SIZE];
+        let atr = {
+            let mut names_buf = [0u8; 2048];
+            let status = pcsc_card.status2(&mut names_buf, &mut atr_buf).expect("status");
+            status.atr().to_vec()
+        };
+        let tx = pcsc_card.transaction().expect("transaction");
+        let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, pcsc::Error> {
+            let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+            tx.transmit(apdu, &mut buf).map(|r| r.to_vec())
+        };
+        let (identity, _) = card::emv::read_card(&atr, &mut transmit).expect("local read");
+        drop(tx);
+        let _ = pcsc_card.disconnect(pcsc::Disposition::LeaveCard);
+        samples.push(started.elapsed());
+        match identity {
+            card::emv::CardIdentity::Bank { pan, .. } => assert_eq!(pan.as_str(), expected),
+            other => panic!("not a bank card: {other:?}"),
+        }
+    }
+    let _ = inserted.remove();
+    samples
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    assert!(cardbridge_tests::pcsc_available("the tap benchmark"), "the tap benchmark needs pcscd (cargo xtask bench tap starts it)");
+    let n = taps();
+    println!("tap benchmark: card {CARD}, {n} taps each, vpcd slot {SLOT}");
+
+    let a = tokio::task::spawn_blocking(move || local_reads(n)).await.unwrap();
+    println!("A done");
+    // pcscd must see the removal before the next insertion.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let app = spawn_app(Engine::Sqlite, AppOptions { demo: false, ..AppOptions::default() }).await.unwrap();
+    app.seed_demo().await;
+    let agent = app
+        .start_terminal_with("Bench desk", cardbridge_agent::ReaderChoice::Pcsc { reader: Some(card::sim::vpcd::reader_name(SLOT)) })
+        .await;
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = driver.session(profile.path()).await;
+    let link = cardbridge_agent::request_pairing(agent.state_dir.path()).await.unwrap();
+    client.goto(&link.url).await.unwrap();
+    wait_for(&client, "#login-form", "the login page").await;
+    client.find(Locator::Css("#username")).await.unwrap().send_keys("alice").await.unwrap();
+    client.find(Locator::Css("#password")).await.unwrap().send_keys("alice-demo-pass").await.unwrap();
+    client.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
+    wait_for(&client, "[data-cardbridge-action=consent][data-decision=allow_always]", "consent").await.click().await.unwrap();
+    wait_for(&client, "html[data-cardbridge-state=waiting]", "waiting").await;
+
+    let hub = app.state.hub.clone();
+    let terminal = agent.terminal_id.clone();
+    let mut b = Vec::with_capacity(n);
+    let mut c = Vec::with_capacity(n);
+    for i in 0..n {
+        let seen = app.state.read_timings.snapshot().len();
+        let inserted = card::sim::vpcd::insert(card::sim::load(CARD).unwrap(), SLOT).expect("vpcd slot 0");
+        let timing = cardbridge_tests::eventually("the submit of this tap", || {
+            let snapshot = app.state.read_timings.snapshot();
+            async move { snapshot.get(seen).filter(|t| t.submitted.is_some()).cloned() }
+        })
+        .await;
+        b.push(timing.number_obtained - timing.card_present);
+        c.push(timing.submitted.unwrap() - timing.card_present);
+        let _ = inserted.remove();
+        cardbridge_tests::eventually("the removal and the page armed again", || {
+            let ready = hub.agent_status(&terminal).is_some_and(|s| s.card.is_none()) && hub.armed_page(&terminal).is_some();
+            async move { ready.then_some(()) }
+        })
+        .await;
+        // pcscd polls presence every ~400 ms: a faster re-insertion can go unnoticed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if (i + 1) % 50 == 0 {
+            println!("{} taps", i + 1);
+        }
+    }
+    let _ = client.close().await;
+    agent.stop().await;
+    app.stop().await;
+
+    let rows = [("A local read (pcsc crate)", &a), ("B server-driven read (agent)", &b), ("C tap to submit (Chromium)", &c)];
+    println!();
+    println!("| path | n | p50 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    for (label, samples) in rows {
+        println!("| {label} | {} | {:.3} | {:.3} |", samples.len(), ms(percentile(samples, 50.0)), ms(percentile(samples, 99.0)));
+    }
+    let ratio = ms(percentile(&b, 50.0)) / ms(percentile(&a, 50.0));
+    println!();
+    println!("B/A at p50: {ratio:.2} (target <= 2)");
+    println!("C at p50: {:.3} ms (target <= 20 ms)", ms(percentile(&c, 50.0)));
+    let json = serde_json::json!({
+        "card": CARD,
+        "taps": n,
+        "a_p50_ms": ms(percentile(&a, 50.0)), "a_p99_ms": ms(percentile(&a, 99.0)),
+        "b_p50_ms": ms(percentile(&b, 50.0)), "b_p99_ms": ms(percentile(&b, 99.0)),
+        "c_p50_ms": ms(percentile(&c, 50.0)), "c_p99_ms": ms(percentile(&c, 99.0)),
+        "b_over_a_p50": ratio,
+    });
+    let dir = cardbridge_tests::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tap.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
+}
