@@ -14,7 +14,7 @@
 //! - [`session`]: the WebSocket connection: handshake, command verification, replies, reconnects.
 //! - `execute`: one verified command → local policy → reader thread → outcome.
 //! - [`backend`]: the [`ReaderBackend`] trait, the reader thread ([`ReaderHandle`]) and the
-//!   `virtual` backend.
+//!   `virtual` and `pcsc` backends.
 //! - [`console`]: `--console` for tapping simulated cards.
 //! - [`backoff`]: reconnect delays.
 //!

@@ -12,8 +12,9 @@
 //! - [`sim`]: simulated cards speaking real APDUs: replays of recorded cards, small card models,
 //!   and a wrapper that misbehaves.
 //!
-//! Architecture invariant: this crate does no I/O besides the simulator's optional delays; the
-//! transport is always a `transmit` function handed in by the caller.
+//! Architecture invariant: the card logic (APDUs, TLV, the EMV read) does no I/O; the transport is
+//! always a `transmit` function handed in by the caller. Only the simulator's `sim::vpcd` front
+//! touches the network (it connects a simulated card to vsmartcard's vpcd).
 
 pub mod apdu;
 pub mod batch;

@@ -148,13 +148,15 @@ impl Bench {
     }
 
     /// `SCardConnect`, retried on status changes while pcscd is still bringing the card up.
+    /// Exclusive: a client of another suite that reads whatever card it finds must not interleave
+    /// its commands with ours (seen here once: it broke a read mid-chain).
     fn connect(&self) -> pcsc::Card {
         let deadline = Instant::now() + DEADLINE;
         let mut states = [ReaderState::new(self.reader.clone(), State::UNAWARE)];
         loop {
             match call(|| {
                 self.context
-                    .connect(&self.reader, ShareMode::Shared, Protocols::ANY)
+                    .connect(&self.reader, ShareMode::Exclusive, Protocols::ANY)
             }) {
                 Ok(card) => return card,
                 Err(PcscError::Pcsc(
@@ -162,7 +164,8 @@ impl Bench {
                     | pcsc::Error::RemovedCard
                     | pcsc::Error::ResetCard
                     | pcsc::Error::UnpoweredCard
-                    | pcsc::Error::UnresponsiveCard,
+                    | pcsc::Error::UnresponsiveCard
+                    | pcsc::Error::SharingViolation,
                 )) if Instant::now() < deadline => {
                     let [state] = &mut states;
                     state.sync_current_state();
