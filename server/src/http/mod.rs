@@ -7,6 +7,7 @@ pub mod assets;
 pub mod error;
 pub mod query;
 pub mod session;
+pub mod socket;
 pub mod ws_agent;
 pub mod ws_page;
 

@@ -13,6 +13,7 @@ use protocol::agent::{AgentToServer, ConnectRefusal, ReaderEvent, ServerToAgent}
 use protocol::PROTOCOL_VERSION;
 use tokio::sync::mpsc;
 
+use super::socket::Connection;
 use crate::hub::{PresentCard, CONNECTION_QUEUE};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -78,32 +79,13 @@ async fn handle(state: AppState, mut socket: WebSocket) {
         return;
     }
 
-    let (tx, mut rx) = mpsc::channel::<ServerToAgent>(CONNECTION_QUEUE);
+    let (tx, rx) = mpsc::channel::<ServerToAgent>(CONNECTION_QUEUE);
     let conn_id = state.hub.agent_connected(&terminal_id, key, tx, backend.clone(), policy);
     tracing::info!(terminal_id, %agent_version, %backend, "agent connected");
     crate::reader::refresh_pages(&state, &terminal_id).await;
 
-    let (mut sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            if sink.send(Message::Text(protocol::encode(&message).into())).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
-
-    loop {
-        let frame = tokio::select! {
-            frame = stream.next() => frame,
-            // The hub dropped this connection (replaced or revoked): the writer ends.
-            _ = &mut writer => break,
-        };
-        let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => continue,
-        };
+    let mut connection = Connection::new(socket, rx);
+    while let Some(text) = connection.next_text().await {
         match protocol::decode::<AgentToServer>(&text) {
             Ok(AgentToServer::Event(event)) => on_event(&state, &terminal_id, conn_id, event).await,
             Ok(AgentToServer::Reply(reply)) => {
@@ -115,7 +97,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
             Err(e) => tracing::warn!(terminal_id, error = %e, "malformed agent frame dropped"),
         }
     }
-    writer.abort();
+    drop(connection);
     state.hub.agent_disconnected(&terminal_id, conn_id);
     tracing::info!(terminal_id, "agent disconnected");
     crate::reader::refresh_pages(&state, &terminal_id).await;

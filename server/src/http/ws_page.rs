@@ -8,12 +8,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use axum_extra::extract::cookie::CookieJar;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use protocol::agent::CommandBody;
 use protocol::page::{ConsentDecision, ConsentState, PageToServer, Refusal, ServerToPage};
 use tokio::sync::mpsc;
 
 use crate::auth::{paired_terminal, AuthUser};
+use super::socket::Connection;
 use crate::hub::{PageRef, CONNECTION_QUEUE};
 use crate::reader;
 use crate::state::AppState;
@@ -60,30 +61,12 @@ async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, 
         return;
     };
 
-    let (tx, mut rx) = mpsc::channel::<ServerToPage>(CONNECTION_QUEUE);
+    let (tx, rx) = mpsc::channel::<ServerToPage>(CONNECTION_QUEUE);
     let page_id = state.hub.page_connected(&terminal_id, &user.user.user_id, &user.session_hash, tx);
     let page = PageRef { page_id, user_id: user.user.user_id.clone(), session_hash: user.session_hash.clone() };
-    let (mut sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            if sink.send(Message::Text(protocol::encode(&message).into())).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
-
+    let mut connection = Connection::new(socket, rx);
     greet(&state, &terminal_id, &page).await;
-    loop {
-        let frame = tokio::select! {
-            frame = stream.next() => frame,
-            _ = &mut writer => break,
-        };
-        let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => continue,
-        };
+    while let Some(text) = connection.next_text().await {
         match protocol::decode::<PageToServer>(&text) {
             Ok(message) => on_message(&state, &terminal_id, &page, &user, message).await,
             Err(e) => {
@@ -92,7 +75,7 @@ async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, 
             }
         }
     }
-    writer.abort();
+    drop(connection);
     state.hub.page_disconnected(page_id);
 }
 

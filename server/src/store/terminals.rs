@@ -35,6 +35,13 @@ pub struct BrowserPairing {
     pub revoked_at: Option<i64>,
 }
 
+type PairingRow = (String, String, i64, Option<i64>);
+const PAIRING_COLUMNS: &str = "pairing_id, terminal_id, created_at, revoked_at";
+
+fn pairing_from(r: PairingRow) -> BrowserPairing {
+    BrowserPairing { pairing_id: r.0, terminal_id: r.1, created_at: r.2, revoked_at: r.3 }
+}
+
 /// A card number obtained by the server's receiver module on a terminal, remembered (as a keyed
 /// hash) just long enough for the page to submit it.
 #[derive(Debug, Clone)]
@@ -189,26 +196,23 @@ impl Store {
 
     /// The live pairing behind a browser's binding cookie.
     pub async fn pairing_by_binding(&self, binding: &str) -> StoreResult<BrowserPairing> {
-        let row: (String, String, i64, Option<i64>) = sqlx::query_as(
-            "select pairing_id, terminal_id, created_at, revoked_at from browser_pairing where binding_hash = $1 and revoked_at is null",
-        )
+        let row: PairingRow = sqlx::query_as(&format!(
+            "select {PAIRING_COLUMNS} from browser_pairing where binding_hash = $1 and revoked_at is null"
+        ))
         .bind(sha256_hex(binding))
         .fetch_one(&self.pool)
         .await?;
-        Ok(BrowserPairing { pairing_id: row.0, terminal_id: row.1, created_at: row.2, revoked_at: row.3 })
+        Ok(pairing_from(row))
     }
 
     pub async fn pairings(&self, terminal_id: &str) -> StoreResult<Vec<BrowserPairing>> {
-        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-            "select pairing_id, terminal_id, created_at, revoked_at from browser_pairing where terminal_id = $1 order by created_at",
-        )
+        let rows: Vec<PairingRow> = sqlx::query_as(&format!(
+            "select {PAIRING_COLUMNS} from browser_pairing where terminal_id = $1 order by created_at"
+        ))
         .bind(terminal_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| BrowserPairing { pairing_id: r.0, terminal_id: r.1, created_at: r.2, revoked_at: r.3 })
-            .collect())
+        Ok(rows.into_iter().map(pairing_from).collect())
     }
 
     pub async fn revoke_pairing(&self, pairing_id: &str) -> StoreResult<BrowserPairing> {
@@ -220,13 +224,11 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let row: (String, String, i64, Option<i64>) = sqlx::query_as(
-            "select pairing_id, terminal_id, created_at, revoked_at from browser_pairing where pairing_id = $1",
-        )
-        .bind(pairing_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(BrowserPairing { pairing_id: row.0, terminal_id: row.1, created_at: row.2, revoked_at: row.3 })
+        let row: PairingRow = sqlx::query_as(&format!("select {PAIRING_COLUMNS} from browser_pairing where pairing_id = $1"))
+            .bind(pairing_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(pairing_from(row))
     }
 
     pub async fn record_card_read(&self, read: &CardRead, last4: &str, ttl_ms: i64) -> StoreResult<()> {
