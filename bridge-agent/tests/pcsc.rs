@@ -6,7 +6,10 @@
 //! `CARDBRIDGE_REQUIRE_PCSC=1`, where it fails.
 //!
 //! - Slot 0 only (`Virtual PCD 00 00`, TCP 35963): slot 1 belongs to the `card` crate's suite.
-//! - One pcscd, one slot: the tests take [`BENCH`] in turn. Every wait has a deadline.
+//!   The `tests` crate (browser journey, tap benchmark) uses slot 0 too, behind its own lock in
+//!   its own process: do not run the two at the same time against one pcscd.
+//! - One pcscd, one slot: the tests take [`BENCH`] in turn. Every wait has a deadline; a test
+//!   starts only once pcscd reports the slot empty.
 //! - The one fixed wait is [`REINSERT_GAP`] between a removal and the next insertion: pcscd
 //!   checks presence every ~400 ms, so a faster re-tap can go unnoticed.
 //! - The pcscd restart test runs only against a pcscd this process started, and stops only that
@@ -14,6 +17,9 @@
 //!   run: `unshare -m -n sh -c 'ip link set lo up && mount -t tmpfs tmpfs /run/pcscd &&
 //!   cargo test --offline -p cardbridge-agent --test pcsc'` (its own /run/pcscd and loopback).
 
+#![cfg(unix)]
+
+use std::ffi::CString;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
@@ -24,6 +30,7 @@ use card::batch::{Batch, Group};
 use card::emv::{CardIdentity, Next, ReadSession};
 use card::sim::vpcd::{self, InsertedCard};
 use card::sim::{self, Misbehave, SimCard, Vanish};
+use cardbridge_agent::backend::pcsc_reader::pcsc_call;
 use cardbridge_agent::backend::{self, ReaderState, ReaderStatus};
 use cardbridge_agent::{BackendError, BackendEvent, ReaderChoice, ReaderHandle};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -68,9 +75,9 @@ fn is_root() -> bool {
 
 /// Whether pcscd answers and has the slot-0 reader (and if not, why).
 fn reader_there() -> Result<(), String> {
-    let context = cardbridge_agent::backend::pcsc_reader::pcsc_call(|| pcsc::Context::establish(pcsc::Scope::User))
-        .map_err(|e| format!("no PC/SC service ({e})"))?;
-    let names = cardbridge_agent::backend::pcsc_reader::pcsc_call(|| context.list_readers_owned())
+    let context =
+        pcsc_call(|| pcsc::Context::establish(pcsc::Scope::User)).map_err(|e| format!("no PC/SC service ({e})"))?;
+    let names = pcsc_call(|| context.list_readers_owned())
         .or_else(|e| if e == pcsc::Error::NoReadersAvailable { Ok(Vec::new()) } else { Err(e) })
         .map_err(|e| format!("cannot list readers ({e})"))?;
     if names.iter().any(|name| name.to_bytes() == READER.as_bytes()) {
@@ -82,6 +89,11 @@ fn reader_there() -> Result<(), String> {
 
 /// The bench, or `None` (with a note) when PC/SC with the vpcd reader cannot be had.
 fn bench(test: &'static str) -> Option<Bench> {
+    // `RUST_LOG=cardbridge_agent=debug` shows the backend's view (never APDUs).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let shared = BENCH.lock().unwrap_or_else(PoisonError::into_inner);
     let mut bench = Bench { shared, test };
     let unavailable = |why: String| {
@@ -98,7 +110,33 @@ fn bench(test: &'static str) -> Option<Bench> {
             return unavailable(why);
         }
     }
+    if let Err(why) = slot_empty() {
+        panic!("{test}: {why}");
+    }
     Some(bench)
+}
+
+/// Wait until pcscd reports slot 0 empty, on status changes, up to [`DEADLINE`].
+fn slot_empty() -> Result<(), String> {
+    let context = pcsc_call(|| pcsc::Context::establish(pcsc::Scope::User)).map_err(|e| format!("no PC/SC ({e})"))?;
+    let mut states = [pcsc::ReaderState::new(CString::new(READER).unwrap(), pcsc::State::UNAWARE)];
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match pcsc_call(|| context.get_status_change(Duration::from_millis(100), &mut states)) {
+            Ok(()) | Err(pcsc::Error::Timeout) => {}
+            Err(e) => return Err(format!("cannot watch {READER:?} ({e})")),
+        }
+        let [state] = &mut states;
+        if state.event_state().contains(pcsc::State::EMPTY) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{READER:?} still holds a card after {DEADLINE:?}: is another suite using vpcd slot 0?"
+            ));
+        }
+        state.sync_current_state();
+    }
 }
 
 impl Bench {
@@ -199,8 +237,12 @@ fn slot_state(event: &BackendEvent, wanted: fn(&ReaderState) -> bool) -> bool {
 }
 
 async fn card_present(events: &mut UnboundedReceiver<BackendEvent>) -> Vec<u8> {
-    match event(events, "the card in the slot", |e| matches!(e, BackendEvent::CardPresent { reader, .. } if reader == READER))
-        .await
+    match event(
+        events,
+        "the card in the slot",
+        |e| matches!(e, BackendEvent::CardPresent { reader, .. } if reader == READER),
+    )
+    .await
     {
         BackendEvent::CardPresent { atr, .. } => atr,
         _ => unreachable!(),
@@ -208,11 +250,19 @@ async fn card_present(events: &mut UnboundedReceiver<BackendEvent>) -> Vec<u8> {
 }
 
 async fn card_removed(events: &mut UnboundedReceiver<BackendEvent>) {
-    event(events, "the card to leave the slot", |e| matches!(e, BackendEvent::CardRemoved { reader } if reader == READER))
-        .await;
+    event(
+        events,
+        "the card to leave the slot",
+        |e| matches!(e, BackendEvent::CardRemoved { reader } if reader == READER),
+    )
+    .await;
 }
 
-async fn transmit(handle: &ReaderHandle, reader: Option<&str>, batch: Batch) -> Result<(String, Vec<Vec<Vec<u8>>>), BackendError> {
+async fn transmit(
+    handle: &ReaderHandle,
+    reader: Option<&str>,
+    batch: Batch,
+) -> Result<(String, Vec<Vec<Vec<u8>>>), BackendError> {
     tokio::time::timeout(DEADLINE, handle.transmit(reader.map(str::to_string), batch)).await.expect("the batch hung")
 }
 
@@ -308,6 +358,30 @@ async fn a_card_pulled_mid_batch_is_card_removed_and_the_next_tap_reads() {
 
     assert_eq!(pulled.err(), Some(BackendError::CardRemoved));
     assert_eq!(number(&next_tap.unwrap()), expected_number(BANK_CARD));
+}
+
+#[tokio::test]
+async fn a_card_reset_by_another_application_is_card_reset_once() {
+    let Some(mut bench) = bench("a_card_reset_by_another_application_is_card_reset_once") else { return };
+    let (handle, mut events) = spawn_backend(Some(READER));
+    let inserted = bench.insert(load(BANK_CARD));
+    card_present(&mut events).await;
+    let before = transmit(&handle, None, select_ppse()).await;
+
+    // Another application on this PC connects and resets the card on its way out.
+    let other = pcsc_call(|| {
+        let context = pcsc::Context::establish(pcsc::Scope::User)?;
+        let card = context.connect(&CString::new(READER).unwrap(), pcsc::ShareMode::Shared, pcsc::Protocols::ANY)?;
+        card.disconnect(pcsc::Disposition::ResetCard).map_err(|(_, e)| e)
+    });
+    let after_reset = transmit(&handle, None, select_ppse()).await;
+    let next = transmit(&handle, None, select_ppse()).await;
+    bench.remove(inserted);
+
+    assert!(before.is_ok(), "{before:?}");
+    assert_eq!(other, Ok(()));
+    assert_eq!(after_reset.err(), Some(BackendError::CardReset));
+    assert!(next.is_ok(), "{next:?}");
 }
 
 #[tokio::test]

@@ -21,9 +21,12 @@
 //!
 //! # Unknown error codes
 //!
-//! pcsc-rust maps error codes it does not know to `Error::UnknownError` in release builds and
-//! panics in debug builds. [`pcsc_call`] turns that panic into the release-build result, so both
-//! builds behave alike: the failure is reported, the contexts are dropped and re-established.
+//! pcsc-rust maps error codes it does not know to `Error::UnknownError`, except with debug
+//! assertions on, where it panics; the workspace builds pcsc without them
+//! (`[profile.dev.package.pcsc]`). `UnknownError` is reported as a reader error and the contexts
+//! are dropped and re-established. [`pcsc_call`] is the backstop for what that setting does not
+//! cover (pcsc-rust also panics on an active protocol it does not know, and a build may lack the
+//! setting): those panics become `UnknownError` too.
 //!
 //! Nothing here logs APDUs, responses or ATRs.
 
@@ -151,11 +154,23 @@ pub(crate) fn backend_error(error: pcsc::Error) -> BackendError {
     }
 }
 
-/// Run PC/SC calls, with an unknown error code as `Error::UnknownError` in every build: pcsc-rust
-/// panics on one in debug builds (after the C call returned, so unwinding is sound).
+/// Run PC/SC calls, with an unknown error code as `Error::UnknownError` in every build.
+///
+/// pcsc-rust maps a code it does not know to `UnknownError` in release builds but panics in debug
+/// builds (`unknown PCSC error code`), as it does on an active protocol it does not know
+/// (`impossible protocol`). Both panics come after the C call returned, so unwinding is sound; they
+/// become `UnknownError` here. Any other panic is a bug and goes on unwinding.
 pub fn pcsc_call<T, E: From<pcsc::Error>>(calls: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-    std::panic::catch_unwind(AssertUnwindSafe(calls)).unwrap_or_else(|_| {
-        tracing::error!("PC/SC returned an error code pcsc-rust does not know; treating it as UnknownError");
+    std::panic::catch_unwind(AssertUnwindSafe(calls)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if !(message.starts_with("unknown PCSC error code") || message.starts_with("impossible protocol")) {
+            std::panic::resume_unwind(panic);
+        }
+        tracing::error!("PC/SC answered with a code pcsc-rust does not know; treated as UnknownError");
         Err(E::from(pcsc::Error::UnknownError))
     })
 }
@@ -267,7 +282,9 @@ impl PcscReader {
         }
         let observed = self.try_readers()?;
         let chosen = match reader.or(self.only.as_deref()) {
-            Some(name) => observed.iter().find(|r| r.name == name).ok_or_else(|| BackendError::NoReader(name.into()))?,
+            Some(name) => {
+                observed.iter().find(|r| r.name == name).ok_or_else(|| BackendError::NoReader(name.into()))?
+            }
             None => {
                 let mut with_card = observed.iter().filter(|r| matches!(r.state, ReaderState::CardPresent { .. }));
                 match (with_card.next(), with_card.next()) {
@@ -347,7 +364,8 @@ fn connect(context: &Context, reader: &CStr) -> Result<pcsc::Card, Fail> {
     loop {
         match context.connect(reader, ShareMode::Shared, Protocols::ANY) {
             Ok(card) => return Ok(card),
-            Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => {
+            Err(error @ (pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard)) => {
+                tracing::debug!(%error, "connect: card not ready yet");
                 let now = Instant::now();
                 if now >= deadline {
                     return Err(BackendError::NoCard.into());
@@ -358,6 +376,7 @@ fn connect(context: &Context, reader: &CStr) -> Result<pcsc::Card, Fail> {
                 }
                 let [state] = &mut states;
                 let now_state = state.event_state();
+                tracing::debug!(state = ?now_state, "connect: reader state");
                 if now_state != State::UNAWARE && !now_state.contains(State::PRESENT) {
                     return Err(BackendError::NoCard.into());
                 }
@@ -506,19 +525,26 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_inside_pcsc_becomes_unknown_error() {
-        let result: Result<(), pcsc::Error> = pcsc_call(|| panic!("unknown PCSC error code: 0x12345"));
+    fn pcsc_rust_panics_on_unknown_codes_become_unknown_error() {
+        let code: Result<(), pcsc::Error> = pcsc_call(|| panic!("unknown PCSC error code: {:#x}", 0x8010_0099u32));
+        let protocol: Result<(), Fail> = pcsc_call(|| panic!("impossible protocol: {:#x}", 0x10));
 
-        assert_eq!(result, Err(pcsc::Error::UnknownError));
+        assert_eq!(code, Err(pcsc::Error::UnknownError));
+        assert!(matches!(protocol, Err(Fail::Pcsc(pcsc::Error::UnknownError))));
+        assert_eq!(backend_error(pcsc::Error::UnknownError).agent_error(), protocol::agent::AgentError::ReaderError);
+    }
+
+    #[test]
+    fn other_panics_are_not_swallowed() {
+        let outcome = std::panic::catch_unwind(|| pcsc_call(|| -> Result<(), pcsc::Error> { panic!("a bug") }));
+
+        assert!(outcome.is_err());
     }
 
     #[test]
     fn reader_states_map_to_ours() {
         let atr = [0x3B, 0x00];
-        assert_eq!(
-            reader_state(State::PRESENT | State::INUSE, &atr),
-            ReaderState::CardPresent { atr: atr.to_vec() }
-        );
+        assert_eq!(reader_state(State::PRESENT | State::INUSE, &atr), ReaderState::CardPresent { atr: atr.to_vec() });
         assert_eq!(reader_state(State::PRESENT | State::MUTE, &atr), ReaderState::Empty);
         assert_eq!(reader_state(State::EMPTY, &[]), ReaderState::Empty);
         assert_eq!(reader_state(State::UNAVAILABLE, &[]), ReaderState::Unavailable);

@@ -123,6 +123,8 @@ impl Watch {
     fn watch(&mut self, context: &Context, backoff: &mut Backoff) -> Result<(), pcsc::Error> {
         let mut states = vec![pcsc::ReaderState::new(PNP_NOTIFICATION(), State::UNAWARE)];
         let mut observed = Snapshot::new();
+        // Until the first status arrives, this context has seen nothing worth telling.
+        let mut first_status = true;
         loop {
             if self.stopping() {
                 return Ok(());
@@ -137,10 +139,13 @@ impl Watch {
                 }
             }
             observed.retain(|seen_name, _| names.iter().any(|name| name.to_bytes() == seen_name.as_bytes()));
-            self.publish(with_only(&observed, self.only.as_deref()));
+            if !first_status {
+                self.publish(with_only(&observed, self.only.as_deref()));
+            }
 
             match context.get_status_change(POLL, &mut states) {
                 Ok(()) => {
+                    first_status = false;
                     if self.down {
                         tracing::info!("PC/SC is available again");
                         self.down = false;
@@ -318,10 +323,7 @@ mod tests {
         let before = snapshot(&[("A", ReaderState::Empty, 0), ("B", present(), 1)]);
         let after = snapshot(&[("A", ReaderState::Empty, 0)]);
 
-        assert_eq!(
-            changes(&before, &after),
-            vec![removed_event("B"), readers_event(&[("A", ReaderState::Empty)])]
-        );
+        assert_eq!(changes(&before, &after), vec![removed_event("B"), readers_event(&[("A", ReaderState::Empty)])]);
     }
 
     #[test]
