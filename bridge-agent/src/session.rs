@@ -128,7 +128,12 @@ impl Session<'_> {
     async fn run<F: Future<Output = ()>>(self, mut shutdown: Pin<&mut F>) -> End {
         let url = self.config.agent_socket_url();
         tracing::info!(server = %url, "connecting");
-        let connect = timeout(self.config.connection.handshake_timeout, tokio_tungstenite::connect_async(url.as_str()));
+        let connect = timeout(self.config.connection.handshake_timeout, tokio_tungstenite::connect_async_with_config(
+            url.as_str(),
+            None,
+            // Commands and replies are small request/response frames: never let Nagle hold them.
+            true,
+        ));
         let mut socket = tokio::select! {
             () = shutdown.as_mut() => return End::Shutdown,
             connected = connect => match connected {

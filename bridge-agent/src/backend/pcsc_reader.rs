@@ -67,7 +67,15 @@ struct Connection {
     /// The reader's card event count when connected: a different count later means the card was
     /// removed (and maybe another inserted) since, and this handle is stale.
     event_count: u32,
+    /// When the event count was last checked against pcscd.
+    validated_at: Instant,
 }
+
+/// Batches within this long of the last check reuse the connection without asking pcscd about
+/// the reader again. It is shorter than pcscd's ~400 ms presence poll, so a new tap (which pcscd
+/// must first see removed, then inserted) always gets the full check; a card pulled within a read
+/// still fails its transaction with `RemovedCard`.
+const FRESH: Duration = Duration::from_millis(250);
 
 impl std::fmt::Debug for PcscReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -280,6 +288,14 @@ impl PcscReader {
                 return Err(BackendError::NoReader(wanted.into()).into());
             }
         }
+        // Fast path for the later batches of one read: the reader is named and its connection was
+        // checked moments ago (see `FRESH`). No status round trips to pcscd: if the card left since,
+        // pcscd invalidated the handle and the transaction fails with `RemovedCard`.
+        if let Some(name) = reader.or(self.only.as_deref()) {
+            if self.connections.get(name).is_some_and(|c| c.validated_at.elapsed() < FRESH) {
+                return Ok(name.to_string());
+            }
+        }
         let observed = self.try_readers()?;
         let chosen = match reader.or(self.only.as_deref()) {
             Some(name) => {
@@ -312,15 +328,17 @@ impl PcscReader {
                 return Err(BackendError::ReaderUnavailable(format!("reader \"{name}\" is not available")).into());
             }
         }
-        if self.connections.get(&name).is_some_and(|c| c.event_count != event_count) {
+        match self.connections.get_mut(&name) {
             // The card was taken out since we connected; whatever is there now is a new tap.
-            self.forget_connection(&name);
+            Some(c) if c.event_count != event_count => self.forget_connection(&name),
+            Some(c) => c.validated_at = Instant::now(),
+            None => {}
         }
         if !self.connections.contains_key(&name) {
             let context = self.context()?;
             let reader_name = CString::new(name.clone()).map_err(|_| BackendError::NoReader(name.clone()))?;
             let card = connect(&context, &reader_name)?;
-            self.connections.insert(name.clone(), Connection { card, event_count });
+            self.connections.insert(name.clone(), Connection { card, event_count, validated_at: Instant::now() });
             tracing::debug!(reader = %name, "connected to the card");
         }
         Ok(name)
