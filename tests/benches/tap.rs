@@ -141,11 +141,37 @@ async fn main() {
             println!("{} taps", i + 1);
         }
     }
+    // Where B's time goes: one round trip of a one-APDU batch through the agent, card present.
+    let inserted = card::sim::vpcd::insert(card::sim::load(CARD).unwrap(), SLOT).expect("vpcd slot 0");
+    let present = cardbridge_tests::eventually("the card for the round-trip probe", || {
+        let card = hub.agent_status(&terminal).and_then(|s| s.card);
+        async move { card }
+    })
+    .await;
+    let mut trip = Vec::with_capacity(n);
+    let probe = protocol::agent::ApduBatch {
+        groups: vec![protocol::agent::ApduGroup {
+            mode: protocol::agent::GroupMode::Sequence,
+            apdus: vec![protocol::HexBytes(vec![0x00, 0xA4, 0x04, 0x00, 0x0E, b'2', b'P', b'A', b'Y', b'.', b'S', b'Y', b'S', b'.', b'D', b'D', b'F', b'0', b'1', 0x00])],
+        }],
+    };
+    for _ in 0..n {
+        let started = Instant::now();
+        let body = protocol::agent::CommandBody::Transmit { reader: Some(present.reader.clone()), batch: probe.clone() };
+        hub.send_command(&terminal, body).await.expect("probe round trip");
+        trip.push(started.elapsed());
+    }
+    let _ = inserted.remove();
     let _ = client.close().await;
     agent.stop().await;
     app.stop().await;
 
-    let rows = [("A local read (pcsc crate)", &a), ("B server-driven read (agent)", &b), ("C tap to submit (Chromium)", &c)];
+    let rows = [
+        ("A local read (pcsc crate)", &a),
+        ("B server-driven read (agent)", &b),
+        ("C tap to submit (Chromium)", &c),
+        ("probe: one 1-APDU batch via the agent", &trip),
+    ];
     println!();
     println!("| path | n | p50 ms | p99 ms |");
     println!("|---|---|---|---|");
@@ -163,6 +189,7 @@ async fn main() {
         "b_p50_ms": ms(percentile(&b, 50.0)), "b_p99_ms": ms(percentile(&b, 99.0)),
         "c_p50_ms": ms(percentile(&c, 50.0)), "c_p99_ms": ms(percentile(&c, 99.0)),
         "b_over_a_p50": ratio,
+        "probe_round_trip_p50_ms": ms(percentile(&trip, 50.0)),
     });
     let dir = cardbridge_tests::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();

@@ -97,10 +97,13 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     // The PC/SC suites skip with a note where pcscd is missing; here it is set up, so they must run.
     cmd.env("CARDBRIDGE_REQUIRE_PCSC", "1");
+    if let Some(child) = &pcscd {
+        // This pcscd belongs to the test run: the pcscd-restart test may stop and replace it.
+        cmd.env("CARDBRIDGE_TEST_PCSCD_PID", child.id().to_string());
+    }
     let result = run(&mut cmd);
     if let Some(child) = pcscd.as_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
+        prereq::stop_test_pcscd(child);
     }
     result
 }
@@ -111,8 +114,7 @@ fn bench(root: &Path, name: &str) -> anyhow::Result<()> {
     let mut pcscd = prereq::ensure_pcsc()?;
     let result = run(cargo().current_dir(root).args(["bench", "-p", "cardbridge-tests", "--bench", name]).env("CARDBRIDGE_REQUIRE_PCSC", "1"));
     if let Some(child) = pcscd.as_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
+        prereq::stop_test_pcscd(child);
     }
     result
 }

@@ -130,3 +130,15 @@ fn vpcd_installed() -> bool {
 fn pcscd_running() -> bool {
     std::os::unix::net::UnixStream::connect("/run/pcscd/pcscd.comm").is_ok()
 }
+
+/// Stop the pcscd started for the tests, and the one a test may have started in its place
+/// (read from pcscd's pid file).
+pub fn stop_test_pcscd(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Some(pid) = std::fs::read_to_string("/run/pcscd/pcscd.pid").ok().and_then(|p| p.trim().parse::<u32>().ok()) {
+        if pid != child.id() {
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+    }
+}
