@@ -170,7 +170,10 @@ impl Bench {
         let Some(pid) = std::env::var("CARDBRIDGE_TEST_PCSCD_PID").ok().and_then(|p| p.trim().parse::<u32>().ok()) else {
             return false;
         };
-        let serving = std::fs::read_to_string("/run/pcscd/pcscd.pid").ok().and_then(|p| p.trim().parse::<u32>().ok());
+        // pcscd writes its pid followed by a NUL byte.
+        let serving = std::fs::read_to_string("/run/pcscd/pcscd.pid")
+            .ok()
+            .and_then(|p| p.trim_matches(|c: char| c.is_whitespace() || c == '\0').parse::<u32>().ok());
         if serving != Some(pid) {
             return false;
         }

@@ -136,7 +136,9 @@ fn pcscd_running() -> bool {
 pub fn stop_test_pcscd(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
-    if let Some(pid) = std::fs::read_to_string("/run/pcscd/pcscd.pid").ok().and_then(|p| p.trim().parse::<u32>().ok()) {
+    // pcscd writes its pid followed by a NUL byte.
+    let pidfile = std::fs::read_to_string("/run/pcscd/pcscd.pid").ok();
+    if let Some(pid) = pidfile.and_then(|p| p.trim_matches(|c: char| c.is_whitespace() || c == '\0').parse::<u32>().ok()) {
         if pid != child.id() {
             let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
         }

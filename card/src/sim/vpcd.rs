@@ -274,8 +274,9 @@ impl Bridge {
                     if response.is_empty() {
                         return Ok(Ended::Vanished);
                     }
-                    self.write_frame(&response)?;
+                    // Counted before the answer leaves, so whoever reads the answer sees the count.
                     self.served.fetch_add(1, Ordering::SeqCst);
+                    self.write_frame(&response)?;
                 }
             }
         }
