@@ -161,6 +161,19 @@ async fn main() {
         hub.send_command(&terminal, body).await.expect("probe round trip");
         trip.push(started.elapsed());
     }
+    // …and the two parts of B: the S200 checks against the database, and the read itself.
+    let user_id = app.store().user_by_name("alice").await.unwrap().user_id;
+    let mut checks = Vec::with_capacity(n);
+    let mut reads = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let allowed = cardbridge::reader::authorize(&app.state, &terminal, &user_id, "").await;
+        checks.push(started.elapsed());
+        assert!(allowed.is_ok(), "{allowed:?}");
+        let started = Instant::now();
+        cardbridge::reader::read_card(&app.state, &terminal, &present).await.expect("read with the card kept present");
+        reads.push(started.elapsed());
+    }
     let _ = inserted.remove();
     let _ = client.close().await;
     agent.stop().await;
@@ -171,6 +184,8 @@ async fn main() {
         ("B server-driven read (agent)", &b),
         ("C tap to submit (Chromium)", &c),
         ("probe: one 1-APDU batch via the agent", &trip),
+        ("probe: S200 checks (authorize)", &checks),
+        ("probe: server read, card kept present", &reads),
     ];
     println!();
     println!("| path | n | p50 ms | p99 ms |");
