@@ -2,7 +2,8 @@
 //! `cargo xtask bench tap`. For the same card, in one run:
 //!
 //! - **A** a direct local read: the same APDU sequence sent straight through the `pcsc` crate by
-//!   one process (connect, transaction, the EMV read, disconnect);
+//!   one process, per tap: from pcscd reporting the card present, connect, one transaction, the
+//!   EMV read, disconnect;
 //! - **B** the server-driven read: the agent reports the card → the server's receiver module reads
 //!   it through the agent over the WebSocket → the server holds the number;
 //! - **C** the whole product path: B, then the number pushed to the page → the page module fills
@@ -35,55 +36,89 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A: the local read, `taps` times, with the card kept in the field.
-fn local_reads(n: usize) -> Vec<Duration> {
-    let inserted = card::sim::vpcd::insert(card::sim::load(CARD).expect("catalogue card"), SLOT).expect("vpcd slot 0");
-    let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("a PC/SC context");
-    let name = std::ffi::CString::new(card::sim::vpcd::reader_name(SLOT)).unwrap();
-    let mut states = vec![pcsc::ReaderState::new(name.clone(), pcsc::State::UNAWARE)];
+/// Wait on pcscd until the reader's state has `flag` (PRESENT or EMPTY).
+fn wait_for_state(ctx: &pcsc::Context, states: &mut [pcsc::ReaderState], flag: pcsc::State) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        ctx.get_status_change(Duration::from_millis(500), &mut states).ok();
-        if states[0].event_state().contains(pcsc::State::PRESENT) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the card never appeared in {name:?}");
         states[0].sync_current_state();
-    }
-    let expected = card::sim::catalogue().into_iter().find(|c| c.name == CARD).unwrap().expected_number;
-    let mut samples = Vec::with_capacity(n);
-    let mut attempts = 0;
-    while samples.len() < n {
-        attempts += 1;
-        assert!(attempts < n * 3, "too many failed connects");
-        let started = Instant::now();
-        let mut pcsc_card = match ctx.connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY) {
-            Ok(c) => c,
-            // Right after insertion pcscd may still answer NoSmartcard.
-            Err(pcsc::Error::NoSmartcard) | Err(pcsc::Error::RemovedCard) => continue,
-            Err(e) => panic!("connect: {e}"),
-        };
-        let mut atr_buf = [0u8; pcsc::MAX_ATR_SIZE];
-        let atr = {
-            let mut names_buf = [0u8; 2048];
-            let status = pcsc_card.status2(&mut names_buf, &mut atr_buf).expect("status");
-            status.atr().to_vec()
-        };
-        let tx = pcsc_card.transaction().expect("transaction");
-        let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, pcsc::Error> {
-            let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
-            tx.transmit(apdu, &mut buf).map(|r| r.to_vec())
-        };
-        let (identity, _) = card::emv::read_card(&atr, &mut transmit).expect("local read");
-        drop(tx);
-        let _ = pcsc_card.disconnect(pcsc::Disposition::LeaveCard);
-        samples.push(started.elapsed());
-        match identity {
-            card::emv::CardIdentity::Bank { pan, .. } => assert_eq!(pan.as_str(), expected),
-            other => panic!("not a bank card: {other:?}"),
+        match ctx.get_status_change(Duration::from_millis(500), states) {
+            Ok(()) | Err(pcsc::Error::Timeout) => {}
+            Err(e) => panic!("watching the reader: {e}"),
         }
+        if states[0].event_state().contains(flag) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the reader never reached {flag:?}");
     }
+}
+
+/// One local read from "the card is present": connect, one transaction, the EMV read, disconnect.
+fn read_once(ctx: &pcsc::Context, name: &std::ffi::CStr, states: &mut [pcsc::ReaderState]) -> Duration {
+    let expected = card::sim::catalogue().into_iter().find(|c| c.name == CARD).unwrap().expected_number;
+    let started = Instant::now();
+    let connect_deadline = started + Duration::from_secs(2);
+    let mut pcsc_card = loop {
+        match ctx.connect(name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY) {
+            Ok(c) => break c,
+            // Right after insertion pcscd may still answer NoSmartcard; the agent retries too.
+            Err(pcsc::Error::NoSmartcard) | Err(pcsc::Error::RemovedCard) if Instant::now() < connect_deadline => {
+                let _ = ctx.get_status_change(Duration::from_millis(100), states);
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    };
+    let mut atr_buf = [0u8; pcsc::MAX_ATR_SIZE];
+    let mut names_buf = [0u8; 2048];
+    let atr = pcsc_card.status2(&mut names_buf, &mut atr_buf).expect("status").atr().to_vec();
+    let tx = pcsc_card.transaction().expect("transaction");
+    let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, pcsc::Error> {
+        let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+        tx.transmit(apdu, &mut buf).map(|r| r.to_vec())
+    };
+    let (identity, _) = card::emv::read_card(&atr, &mut transmit).expect("local read");
+    drop(tx);
+    let _ = pcsc_card.disconnect(pcsc::Disposition::LeaveCard);
+    let elapsed = started.elapsed();
+    match identity {
+        card::emv::CardIdentity::Bank { pan, .. } => assert_eq!(pan.as_str(), expected),
+        other => panic!("not a bank card: {other:?}"),
+    }
+    elapsed
+}
+
+fn local_context() -> (pcsc::Context, std::ffi::CString, Vec<pcsc::ReaderState>) {
+    let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("a PC/SC context");
+    let name = std::ffi::CString::new(card::sim::vpcd::reader_name(SLOT)).unwrap();
+    let states = vec![pcsc::ReaderState::new(name.clone(), pcsc::State::UNAWARE)];
+    (ctx, name, states)
+}
+
+/// A: the local read, one per tap: insert the card and, from the moment pcscd reports it present,
+/// read it; then remove it.
+fn local_reads(n: usize) -> Vec<Duration> {
+    let (ctx, name, mut states) = local_context();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let inserted = card::sim::vpcd::insert(card::sim::load(CARD).expect("catalogue card"), SLOT).expect("vpcd slot 0");
+        wait_for_state(&ctx, &mut states, pcsc::State::PRESENT);
+        samples.push(read_once(&ctx, &name, &mut states));
+        let _ = inserted.remove();
+        wait_for_state(&ctx, &mut states, pcsc::State::EMPTY);
+        // pcscd polls presence every ~400 ms: a faster re-insertion can go unnoticed.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    samples
+}
+
+/// Probe: the same local read repeated with the card kept in the field.
+fn local_reads_kept_present(n: usize) -> Vec<Duration> {
+    let (ctx, name, mut states) = local_context();
+    let inserted = card::sim::vpcd::insert(card::sim::load(CARD).expect("catalogue card"), SLOT).expect("vpcd slot 0");
+    wait_for_state(&ctx, &mut states, pcsc::State::PRESENT);
+    let samples = (0..n).map(|_| read_once(&ctx, &name, &mut states)).collect();
     let _ = inserted.remove();
+    wait_for_state(&ctx, &mut states, pcsc::State::EMPTY);
+    std::thread::sleep(Duration::from_millis(500));
     samples
 }
 
@@ -94,9 +129,8 @@ async fn main() {
     println!("tap benchmark: card {CARD}, {n} taps each, vpcd slot {SLOT}");
 
     let a = tokio::task::spawn_blocking(move || local_reads(n)).await.unwrap();
+    let a_hot = tokio::task::spawn_blocking(move || local_reads_kept_present(n)).await.unwrap();
     println!("A done");
-    // pcscd must see the removal before the next insertion.
-    tokio::time::sleep(Duration::from_millis(800)).await;
 
     let app = spawn_app(Engine::Sqlite, AppOptions { demo: false, ..AppOptions::default() }).await.unwrap();
     app.seed_demo().await;
@@ -186,6 +220,7 @@ async fn main() {
         ("probe: one 1-APDU batch via the agent", &trip),
         ("probe: S200 checks (authorize)", &checks),
         ("probe: server read, card kept present", &reads),
+        ("probe: local read, card kept present", &a_hot),
     ];
     println!();
     println!("| path | n | p50 ms | p99 ms |");

@@ -134,6 +134,7 @@ impl Drop for Children {
 fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
     println!("==> building the page module");
     wasm::build_wasm(root)?;
+    prereq::ensure_pcsc_build_deps()?;
     println!("==> building the server and the agent");
     run(cargo().current_dir(root).args(["build", "-p", "cardbridge", "-p", "cardbridge-agent"]))?;
     let target = root.join("target/debug");

@@ -80,15 +80,9 @@ pub fn redact(url: &str) -> String {
 /// builds against. Installs what is missing (as root) and starts pcscd when it is not running.
 /// Returns the pcscd this call started, to be stopped after the tests.
 pub fn ensure_pcsc() -> anyhow::Result<Option<std::process::Child>> {
-    let mut missing = Vec::new();
+    let mut missing = pcsc_build_deps_missing();
     if !have("pcscd") && !std::path::Path::new("/usr/sbin/pcscd").exists() {
         missing.push("pcscd");
-    }
-    if !std::path::Path::new("/usr/include/PCSC/winscard.h").exists() {
-        missing.push("libpcsclite-dev");
-    }
-    if !have("pkg-config") {
-        missing.push("pkgconf");
     }
     if !vpcd_installed() {
         missing.push("vsmartcard-vpcd");
@@ -118,6 +112,27 @@ pub fn ensure_pcsc() -> anyhow::Result<Option<std::process::Child>> {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     bail!("pcscd did not open /run/pcscd/pcscd.comm within 10 s")
+}
+
+/// What building the agent (the `pcsc` crate links libpcsclite) needs and lacks.
+fn pcsc_build_deps_missing() -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if !std::path::Path::new("/usr/include/PCSC/winscard.h").exists() {
+        missing.push("libpcsclite-dev");
+    }
+    if !have("pkg-config") {
+        missing.push("pkgconf");
+    }
+    missing
+}
+
+/// The headers and tools the agent's build needs (the demo's virtual terminal needs no pcscd).
+pub fn ensure_pcsc_build_deps() -> anyhow::Result<()> {
+    let missing = pcsc_build_deps_missing();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing)
 }
 
 fn vpcd_installed() -> bool {
