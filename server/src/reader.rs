@@ -97,20 +97,27 @@ pub async fn refresh_pages(state: &AppState, terminal_id: &str) {
 }
 
 /// A card appeared on a terminal (or a page just armed with a card present): if a page waits for
-/// it, read it for that page. Runs in its own task.
-pub fn start_read_if_armed(state: &AppState, terminal_id: &str) {
-    let Some(page) = state.hub.armed_page(terminal_id) else { return };
-    let Some(card) = state.hub.agent_status(terminal_id).and_then(|s| s.card) else { return };
+/// it, read it for that page in its own task, and refresh the terminal's pages once it is done.
+/// Returns whether a read started.
+pub fn start_read_if_armed(state: &AppState, terminal_id: &str) -> bool {
+    let Some(page) = state.hub.armed_page(terminal_id) else { return false };
+    let Some(card) = state.hub.agent_status(terminal_id).and_then(|s| s.card) else { return false };
     if !state.hub.try_begin_read(terminal_id) {
-        return;
+        return false;
     }
     let state = state.clone();
     let terminal_id = terminal_id.to_string();
     tokio::spawn(async move {
         read_for_page(&state, &terminal_id, &page, card).await;
         state.hub.end_read(&terminal_id);
+        refresh_pages(&state, &terminal_id).await;
     });
+    true
 }
+
+/// A read this quick needs no "reading…" on the page; a slower one (a real card, a slow reader)
+/// shows it, so the person keeps the card still.
+const SHOW_READING_AFTER: std::time::Duration = std::time::Duration::from_millis(40);
 
 async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card: PresentCard) {
     let card_present = std::time::Instant::now();
@@ -119,8 +126,16 @@ async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card
         state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason });
         return;
     }
-    state.hub.send_to_page(page.page_id, ServerToPage::Reading);
-    match read_card(state, terminal_id, &card).await {
+    let read = read_card(state, terminal_id, &card);
+    tokio::pin!(read);
+    let result = tokio::select! {
+        result = &mut read => result,
+        _ = tokio::time::sleep(SHOW_READING_AFTER) => {
+            state.hub.send_to_page(page.page_id, ServerToPage::Reading);
+            read.await
+        }
+    };
+    match result {
         Ok(identity) => deliver(state, terminal_id, page, identity, card_present).await,
         Err(reason) => {
             tracing::info!(terminal_id, ?reason, "card read failed");

@@ -109,8 +109,11 @@ async fn on_event(state: &AppState, terminal_id: &str, conn_id: u64, event: Read
         ReaderEvent::CardPresent { reader, atr } => {
             tracing::info!(terminal_id, %reader, "card present");
             state.hub.set_card(terminal_id, conn_id, Some(PresentCard { reader, atr: atr.0 }), None);
-            // Read first: the pages' state refresh costs database queries the tap need not wait for.
-            crate::reader::start_read_if_armed(state, terminal_id);
+            // Read first: the pages' refresh (database queries, and the browser re-rendering)
+            // would compete with the read; the read task refreshes them when it is done.
+            if crate::reader::start_read_if_armed(state, terminal_id) {
+                return;
+            }
         }
         ReaderEvent::CardRemoved { reader } => {
             tracing::info!(terminal_id, %reader, "card removed");
