@@ -53,7 +53,32 @@ pub struct CardRead {
     pub kind: String,
 }
 
+/// The one-time secrets a terminal hands out.
+#[derive(Debug, Clone, Copy)]
+enum OneTime {
+    EnrolmentCode,
+    PairingToken,
+}
+
 impl Store {
+    /// Spend a one-time secret by its hash: a single `update … where used_at is null` decides, so
+    /// of two callers racing with one secret exactly one wins, and only before it expires.
+    /// Returns the terminal it belongs to.
+    async fn spend_once(&self, kind: OneTime, hash: &str, now: i64) -> StoreResult<String> {
+        let (table, column) = match kind {
+            OneTime::EnrolmentCode => ("enrolment_code", "code_hash"),
+            OneTime::PairingToken => ("pairing_token", "token_hash"),
+        };
+        let spent: Option<(String,)> = sqlx::query_as(&format!(
+            "update {table} set used_at = $1 where {column} = $2 and used_at is null and expires_at > $1 returning terminal_id"
+        ))
+        .bind(now)
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        spent.map(|(terminal_id,)| terminal_id).ok_or(StoreError::NotFound)
+    }
+
     pub async fn create_terminal(&self, name: &str) -> StoreResult<Terminal> {
         let terminal_id = new_id("t");
         sqlx::query("insert into terminal (terminal_id, name, permitted, created_at) values ($1, $2, 1, $3)")
@@ -123,25 +148,10 @@ impl Store {
         Ok(now + ttl_ms)
     }
 
-    /// Spend an enrolment code and register the terminal key. The code is used up by the single
-    /// `update … where used_at is null`, so two agents racing with one code cannot both win.
+    /// Spend an enrolment code and register the terminal key.
     pub async fn enrol_terminal(&self, code: &str, public_key: &[u8]) -> StoreResult<Terminal> {
         let now = now_ms();
-        let hash = sha256_hex(code);
-        let spent = sqlx::query(
-            "update enrolment_code set used_at = $1 where code_hash = $2 and used_at is null and expires_at > $1",
-        )
-        .bind(now)
-        .bind(&hash)
-        .execute(&self.pool)
-        .await?;
-        if spent.rows_affected() != 1 {
-            return Err(StoreError::NotFound);
-        }
-        let (terminal_id,): (String,) = sqlx::query_as("select terminal_id from enrolment_code where code_hash = $1")
-            .bind(&hash)
-            .fetch_one(&self.pool)
-            .await?;
+        let terminal_id = self.spend_once(OneTime::EnrolmentCode, &sha256_hex(code), now).await?;
         let done = sqlx::query(
             "update terminal set public_key = $1, enrolled_at = $2 where terminal_id = $3 and revoked_at is null",
         )
@@ -170,19 +180,7 @@ impl Store {
     /// Spend a pairing token and bind a browser (by the hash of its cookie value) to the terminal.
     pub async fn redeem_pairing_token(&self, token: &str, binding: &str) -> StoreResult<BrowserPairing> {
         let now = now_ms();
-        let hash = sha256_hex(token);
-        let spent = sqlx::query("update pairing_token set used_at = $1 where token_hash = $2 and used_at is null and expires_at > $1")
-            .bind(now)
-            .bind(&hash)
-            .execute(&self.pool)
-            .await?;
-        if spent.rows_affected() != 1 {
-            return Err(StoreError::NotFound);
-        }
-        let (terminal_id,): (String,) = sqlx::query_as("select terminal_id from pairing_token where token_hash = $1")
-            .bind(&hash)
-            .fetch_one(&self.pool)
-            .await?;
+        let terminal_id = self.spend_once(OneTime::PairingToken, &sha256_hex(token), now).await?;
         let pairing_id = new_id("p");
         sqlx::query("insert into browser_pairing (pairing_id, binding_hash, terminal_id, created_at) values ($1, $2, $3, $4)")
             .bind(&pairing_id)
