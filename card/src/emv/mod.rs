@@ -1,11 +1,24 @@
-//! The server-side card-number read: a state machine that emits APDU batches so a read costs at most 3 agent round trips
+//! The server-side card-number read: a state machine that emits APDU batches so a read costs at most 3 agent round trips, usually 2
 //!
 //! # Rounds
 //!
-//! 1. Directories and UID: `[SELECT PPSE]`, `[SELECT PSE, READ RECORD SFI 1 records 1..=8]`,
-//!    `[FF CA 00 00 00]`, each a `Sequence` group.
-//! 2. `FirstSuccess [SELECT candidate…]`: PPSE entries, else PSE entries, sorted by priority
-//!    (tag 87, lowest first, entries without priority after), then the known-AID list.
+//! 1. Directories, UID and a speculative selection: `[SELECT PPSE]`,
+//!    `[SELECT PSE, READ RECORD SFI 1 records 1..=8]`, `[FF CA 00 00 00]`, each a `Sequence`
+//!    group, then last `FirstSuccess [SELECT known AID…]` over [`KNOWN_AIDS`] in order. Last,
+//!    because the selection in force after the batch is the last SELECT that succeeded.
+//! 2. The candidates: PPSE entries, else PSE entries, sorted by priority (tag 87, lowest first,
+//!    entries without priority after), then the known AIDs not listed; minus the known AIDs
+//!    round 1 failed to select. Then:
+//!    - no candidate left: the read ends with the UID (or no application) after round 1;
+//!    - the first candidate left is the AID round 1 selected: its FCI is in hand and its
+//!      selection in force, so round 3 below is sent as round 2;
+//!    - otherwise `FirstSuccess [SELECT candidate…]`, as a read without the speculation would.
+//!
+//!    Either way the application read is the one a SELECT round over all candidates would pick
+//!    (assuming a card answers a repeated SELECT as it did the first time). The speculative one
+//!    is skipped when the directory's first choice is another application (a co-badged card
+//!    whose priority 1 is not the earliest known AID) or an AID the known list does not hold
+//!    exactly (Amex lists `A000000025010403`).
 //! 3. `Sequence [GPO]` with the PDOL filled from [`Terminal`], plus speculative record reads for
 //!    SFI 1 to 4: `Sequence [record 1]` and `Sequence [records 2..=8]` per SFI. Splitting off
 //!    record 1 keeps files whose AFL range starts at record 2 (the Mastercard M/Chip test card)
@@ -14,16 +27,25 @@
 //! The PAN is taken from tag 5A, else track 2 equivalent 57, else 9F6B, looking in the GPO
 //! response and then in the records the AFL names, in AFL order.
 //!
-//! # When a read takes more than 3 round trips
+//! # Round-trip budget
+//!
+//! Usually 2 (the speculative selection is used), else 3 (a SELECT round); 1 for a card with no
+//! payment application. The price is up to [`KNOWN_AIDS`]`.len()` SELECTs in round 1 that a
+//! directory would have made unnecessary: a Visa card first fails the 4 UnionPay AIDs, a
+//! Mastercard 7 AIDs; a SELECT round later leaves out the AIDs already seen to fail.
+//!
+//! Each of these adds one round:
 //!
 //! - The PSE FCI names a directory SFI other than 1 (tag 88) and the PPSE listed nothing: one
-//!   extra round reads that directory.
+//!   extra round reads that directory. It selects the PSE again, so the speculative selection is
+//!   lost and a SELECT round follows.
 //! - The PAN is not in the GPO response nor in any AFL record read speculatively, and the AFL
 //!   names records not yet read (an SFI above 4, a record above 8, or a range starting at record 3
 //!   or later): one extra round reads exactly those records.
 //!
-//! Every card in the simulator catalogue reads in at most 3 (tested). Records read
-//! speculatively but not named by the AFL are a last resort, used only after the AFL records.
+//! Every card in the simulator catalogue reads in at most 3 (tested, with the exact count per
+//! card). Records read speculatively but not named by the AFL are a last resort, used only after
+//! the AFL records.
 
 mod card_data;
 mod terminal;
@@ -41,7 +63,7 @@ pub use terminal::Terminal;
 
 use card_data::{Fci, GpoData};
 
-/// The round-trip budget every catalogue card meets.
+/// The round-trip budget every catalogue card meets (most take 2).
 pub const TARGET_ROUND_TRIPS: usize = 3;
 /// Hard limit: the budget plus the two documented extra rounds.
 pub const MAX_ROUND_TRIPS: usize = 5;
@@ -57,8 +79,8 @@ const SPECULATIVE_RECORDS: u8 = 8;
 /// Most records a fourth round reads (a hostile AFL can name 30 × 255).
 const MAX_EXTRA_RECORDS: usize = 64;
 
-/// Applications tried when no directory lists any (or none of those listed can be selected),
-/// in this order: UnionPay first.
+/// Applications selected speculatively in round 1, in this order (UnionPay first), and the
+/// candidates after those a directory lists.
 pub const KNOWN_AIDS: &[&str] = &[
     "A000000333010101",     // UnionPay debit
     "A000000333010102",     // UnionPay credit
@@ -154,7 +176,7 @@ impl<E> From<ExchangeError<E>> for ReadCardError<E> {
     }
 }
 
-/// The application chosen in round 2.
+/// The application chosen (in round 1 or 2).
 #[derive(Debug, Clone)]
 struct App {
     aid: Vec<u8>,
@@ -166,6 +188,8 @@ enum Stage {
     Directory,
     PseRecords {
         uid: Option<Vec<u8>>,
+        /// Known AIDs round 1 failed to select.
+        failed: Vec<Vec<u8>>,
     },
     Select {
         candidates: Vec<Candidate>,
@@ -213,6 +237,13 @@ impl ReadSession {
                         .collect(),
                 ),
                 Group::sequence(vec![Apdu::get_uid().to_bytes()]),
+                // Last, so that its selection is the one in force after the batch.
+                Group::first_success(
+                    known_aids()
+                        .iter()
+                        .map(|aid| Apdu::select_by_name(aid).to_bytes())
+                        .collect(),
+                ),
             ],
         };
         let session = ReadSession {
@@ -250,10 +281,15 @@ impl ReadSession {
                 "the read is already over".into(),
             )),
             Stage::Directory => self.after_directory(responses),
-            Stage::PseRecords { uid } => Ok(self.select(
+            Stage::PseRecords { uid, failed } => self.select(
                 directory_records(responses[0].get(1..).unwrap_or_default()),
                 uid,
-            )),
+                Speculative {
+                    failed,
+                    // Round 2 selected the PSE again: the application selection is gone.
+                    selected: None,
+                },
+            ),
             Stage::Select { candidates, uid } => self.after_select(responses, candidates, uid),
             Stage::Gpo { app, layout } => self.after_gpo(responses, app, layout),
             Stage::Records {
@@ -291,6 +327,7 @@ impl ReadSession {
             .and_then(|r| success_data(r))
             .filter(|d| (1..=16).contains(&d.len()))
             .map(<[u8]>::to_vec);
+        let speculative = Speculative::from_round_1(&responses[3]);
 
         let ppse_entries = match responses[0].first().and_then(|r| success_data(r)) {
             // A directory that does not parse is treated as absent: the known-AID list follows.
@@ -300,7 +337,7 @@ impl ReadSession {
             None => Vec::new(),
         };
         if !ppse_entries.is_empty() {
-            return Ok(self.select(ppse_entries, uid));
+            return self.select(ppse_entries, uid, speculative);
         }
 
         let pse = &responses[1];
@@ -311,7 +348,10 @@ impl ReadSession {
                     .chain((1..=DIRECTORY_RECORDS).map(|r| Apdu::read_record(r, sfi).to_bytes()))
                     .collect();
                 return Ok(Step::Send(
-                    Stage::PseRecords { uid },
+                    Stage::PseRecords {
+                        uid,
+                        failed: speculative.failed,
+                    },
                     Batch {
                         groups: vec![Group::sequence(apdus)],
                     },
@@ -319,13 +359,22 @@ impl ReadSession {
             }
         }
         let pse_entries = directory_records(pse.get(1..).unwrap_or_default());
-        Ok(self.select(pse_entries, uid))
+        self.select(pse_entries, uid, speculative)
     }
 
-    /// Round 2: directory entries by priority, then the known AIDs not already listed.
-    fn select(&self, mut entries: Vec<Candidate>, uid: Option<Vec<u8>>) -> Step {
+    /// The candidates are the directory entries by priority, then the known AIDs not already
+    /// listed; a SELECT round would stop at the first of them the card selects. Candidates round 1
+    /// already failed to select are dropped. If the first one left is the application round 1
+    /// selected, its FCI is already here and still in force: straight to GPO. Otherwise a SELECT
+    /// round over the candidates left.
+    fn select(
+        &self,
+        mut entries: Vec<Candidate>,
+        uid: Option<Vec<u8>>,
+        speculative: Speculative,
+    ) -> Result<Step, ReadError> {
         card_data::sort_by_priority(&mut entries);
-        for aid in KNOWN_AIDS.iter().filter_map(|a| hex::decode(a).ok()) {
+        for aid in known_aids() {
             if !entries.iter().any(|c| c.aid == aid) {
                 entries.push(Candidate {
                     aid,
@@ -334,11 +383,21 @@ impl ReadSession {
                 });
             }
         }
+        entries.retain(|c| !speculative.failed.contains(&c.aid));
+        let Some(first) = entries.first() else {
+            // Every candidate already failed: what a SELECT round would conclude.
+            return no_application(uid);
+        };
+        if let Some((aid, fci)) = &speculative.selected {
+            if *aid == first.aid {
+                return self.gpo_step(first, fci);
+            }
+        }
         let apdus = entries
             .iter()
             .map(|c| Apdu::select_by_name(&c.aid).to_bytes())
             .collect();
-        Step::Send(
+        Ok(Step::Send(
             Stage::Select {
                 candidates: entries,
                 uid,
@@ -346,7 +405,7 @@ impl ReadSession {
             Batch {
                 groups: vec![Group::first_success(apdus)],
             },
-        )
+        ))
     }
 
     fn after_select(
@@ -360,12 +419,13 @@ impl ReadSession {
             .enumerate()
             .find_map(|(i, raw)| success_data(raw).map(|fci| (i, fci)));
         let Some((index, fci)) = selected else {
-            return match uid {
-                Some(uid) => Ok(Step::Done(CardIdentity::Uid { uid })),
-                None => Err(ReadError::NoApplication),
-            };
+            return no_application(uid);
         };
-        let candidate = &candidates[index];
+        self.gpo_step(&candidates[index], fci)
+    }
+
+    /// The GPO round for the application `candidate` selected with `fci`.
+    fn gpo_step(&self, candidate: &Candidate, fci: &[u8]) -> Result<Step, ReadError> {
         let Fci {
             df_name,
             label,
@@ -477,6 +537,48 @@ impl fmt::Debug for ReadSession {
 enum Step {
     Send(Stage, Batch),
     Done(CardIdentity),
+}
+
+/// [`KNOWN_AIDS`] as bytes, in order.
+fn known_aids() -> Vec<Vec<u8>> {
+    KNOWN_AIDS
+        .iter()
+        .filter_map(|a| hex::decode(a).ok())
+        .collect()
+}
+
+/// What round 1's SELECTs of the known AIDs found out.
+struct Speculative {
+    /// Known AIDs the card did not select.
+    failed: Vec<Vec<u8>>,
+    /// The AID the card selected and its FCI, while that selection is still in force.
+    selected: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Speculative {
+    /// From the responses of the `FirstSuccess` group: all failures but perhaps the last.
+    fn from_round_1(responses: &[Vec<u8>]) -> Speculative {
+        let mut failed = Vec::new();
+        let mut selected = None;
+        for (aid, raw) in known_aids().into_iter().zip(responses) {
+            match success_data(raw) {
+                Some(fci) => {
+                    selected = Some((aid, fci.to_vec()));
+                    break;
+                }
+                None => failed.push(aid),
+            }
+        }
+        Speculative { failed, selected }
+    }
+}
+
+/// No application can be selected: the UID if the card gave one.
+fn no_application(uid: Option<Vec<u8>>) -> Result<Step, ReadError> {
+    match uid {
+        Some(uid) => Ok(Step::Done(CardIdentity::Uid { uid })),
+        None => Err(ReadError::NoApplication),
+    }
 }
 
 /// Decoded data to search, in order: the GPO objects, the AFL records (AFL order), and with

@@ -77,35 +77,35 @@ fn pan_of(identity: &CardIdentity) -> &str {
 }
 
 #[test]
-fn a_pan_beyond_the_speculative_reads_takes_a_fourth_round() {
+fn a_pan_beyond_the_speculative_reads_takes_a_third_round() {
     // SFI 5 is not read speculatively.
     let mut card = contactless(vec![app("28010100", vec![((5, 1), pan_record())])]);
 
     let (result, batches) = read(&mut card, terminal());
 
     assert_eq!(pan_of(&result.unwrap()), PAN);
-    assert_eq!(batches.len(), 4);
+    assert_eq!(batches.len(), 3);
     assert_eq!(
-        batches[3].groups,
+        batches[2].groups,
         vec![Group::sequence(vec![h("00B2012C00")])],
         "exactly the missing AFL records"
     );
 }
 
 #[test]
-fn records_from_record_3_on_take_a_fourth_round() {
+fn records_from_record_3_on_take_a_third_round() {
     let mut card = contactless(vec![app("10030300", vec![((2, 3), pan_record())])]);
     let (result, batches) = read(&mut card, terminal());
     assert_eq!(pan_of(&result.unwrap()), PAN);
-    assert_eq!(batches.len(), 4);
+    assert_eq!(batches.len(), 3);
 }
 
 #[test]
-fn a_record_2_start_stays_within_three() {
+fn a_record_2_start_stays_within_two() {
     let mut card = contactless(vec![app("10020200", vec![((2, 2), pan_record())])]);
     let (result, batches) = read(&mut card, terminal());
     assert_eq!(pan_of(&result.unwrap()), PAN);
-    assert_eq!(batches.len(), 3);
+    assert_eq!(batches.len(), 2);
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn a_declined_gpo_still_reads_records_read_speculatively() {
     let (result, batches) = read(&mut card, no_contactless.clone());
 
     assert_eq!(pan_of(&result.unwrap()), PAN);
-    assert_eq!(batches.len(), 3);
+    assert_eq!(batches.len(), 2);
 
     let mut empty = contactless(vec![app("08010100", vec![])]);
     let (result, _) = read(&mut empty, no_contactless);
@@ -157,8 +157,8 @@ fn failures_name_what_went_wrong() {
     let mut card = ModelCard::new("empty", h("3B600000"), vec![]);
     let (result, batches) = read(&mut card, terminal());
     assert_eq!(result, Err(ReadError::NoApplication));
-    assert_eq!(batches.len(), 2);
-    assert_eq!(batches[1].groups[0].apdus.len(), KNOWN_AIDS.len());
+    assert_eq!(batches.len(), 1, "round 1 already tried every candidate");
+    assert_eq!(batches[0].groups[3].apdus.len(), KNOWN_AIDS.len());
 
     // An application without any card number.
     let other = t(0x70, &t(0x5F20, b"NOBODY"));
@@ -187,31 +187,27 @@ fn responses_must_fit_the_batch() {
     let start = || ReadSession::start_with(&[0x3B, 0x60, 0x00, 0x00], terminal()).0;
     let ok = h("9000");
     let not_found = h("6A82");
+    let nf = || vec![not_found.clone()];
+    let no_aid = || vec![not_found.clone(); KNOWN_AIDS.len()];
 
     let shapes: Vec<Vec<Vec<Vec<u8>>>> = vec![
         vec![],
-        vec![vec![not_found.clone()], vec![not_found.clone()]],
-        vec![
-            vec![not_found.clone()],
-            vec![not_found.clone(), ok.clone()],
-            vec![not_found.clone()],
-        ],
-        vec![
-            vec![not_found.clone()],
-            vec![ok.clone()],
-            vec![not_found.clone()],
-        ],
+        vec![nf(), nf(), nf()],
+        vec![nf(), nf(), nf(), no_aid(), nf()],
+        vec![nf(), vec![not_found.clone(), ok.clone()], nf(), no_aid()],
+        vec![nf(), vec![ok.clone()], nf(), no_aid()],
         vec![
             vec![not_found.clone(), not_found.clone()],
-            vec![not_found.clone()],
-            vec![not_found.clone()],
+            nf(),
+            nf(),
+            no_aid(),
         ],
-        vec![vec![], vec![not_found.clone()], vec![not_found.clone()]],
-        vec![
-            vec![vec![0x90]],
-            vec![not_found.clone()],
-            vec![not_found.clone()],
-        ],
+        vec![vec![], nf(), nf(), no_aid()],
+        vec![vec![vec![0x90]], nf(), nf(), no_aid()],
+        // The known-AID group is FirstSuccess: it stops at the first 9000, not before.
+        vec![nf(), nf(), nf(), vec![ok.clone(), not_found.clone()]],
+        vec![nf(), nf(), nf(), vec![not_found.clone(), not_found.clone()]],
+        vec![nf(), nf(), nf(), vec![]],
     ];
     for (i, responses) in shapes.into_iter().enumerate() {
         let mut session = start();
@@ -228,13 +224,13 @@ fn responses_must_fit_the_batch() {
         );
     }
 
+    // The second known AID selects with an empty FCI: straight to GPO.
     let mut session = start();
-    let good = vec![
-        vec![not_found.clone()],
-        vec![not_found.clone()],
-        vec![not_found.clone()],
-    ];
-    assert!(matches!(session.advance(good), Ok(Next::Send(_))));
+    let good = vec![nf(), nf(), nf(), vec![not_found.clone(), h("6F009000")]];
+    let Ok(Next::Send(batch)) = session.advance(good) else {
+        panic!("no GPO round")
+    };
+    assert_eq!(batch.groups[0].apdus, vec![h("80A8000002830000")]);
     assert_eq!(session.round_trips(), 2);
 }
 
@@ -243,7 +239,7 @@ fn round_one_asks_for_directories_and_uid() {
     let (session, batch) = ReadSession::start(&h("3B8080010101"));
     assert!(session.contactless());
     assert_eq!(session.round_trips(), 1);
-    assert_eq!(batch.groups.len(), 3);
+    assert_eq!(batch.groups.len(), 4);
     assert_eq!(
         batch.groups[0].apdus,
         vec![h("00A404000E325041592E5359532E444446303100")]
@@ -259,9 +255,165 @@ fn round_one_asks_for_directories_and_uid() {
             .collect::<Vec<_>>()[..]
     );
     assert_eq!(batch.groups[2].apdus, vec![h("FFCA000000")]);
-    assert!(batch
-        .groups
+    assert!(batch.groups[..3]
         .iter()
         .all(|g| g.mode == batch::GroupMode::Sequence));
+    assert_eq!(batch.groups[3].mode, batch::GroupMode::FirstSuccess);
+    assert_eq!(
+        batch.groups[3].apdus,
+        KNOWN_AIDS
+            .iter()
+            .map(|a| Apdu::select_by_name(&h(a)).to_bytes())
+            .collect::<Vec<_>>(),
+        "every known AID, in order, UnionPay first"
+    );
     assert!(!ReadSession::start(&h("3B600000")).0.contactless());
+}
+
+const OTHER_PAN: &str = "6200000000000047";
+
+fn other_pan_record() -> Vec<u8> {
+    t(
+        0x70,
+        &[t(0x5A, &bcd_pan(OTHER_PAN)), t(0x5F24, &h("290531"))].concat(),
+    )
+}
+
+/// A card that answers `sw` to a SELECT of `aid` (a blocked application), without passing it on.
+struct Refuses {
+    inner: ModelCard,
+    aid: Vec<u8>,
+    sw: [u8; 2],
+}
+
+impl SimCard for Refuses {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.inner.atr()
+    }
+    fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        if apdu.starts_with(&[0x00, 0xA4, 0x04, 0x00])
+            && apdu.get(5..5 + self.aid.len()) == Some(&self.aid[..])
+        {
+            return self.sw.to_vec();
+        }
+        self.inner.transmit(apdu)
+    }
+    fn reset(&mut self) {
+        self.inner.reset()
+    }
+}
+
+/// Co-badged: Visa (priority 1) and UnionPay debit (priority 2, the first known AID).
+fn co_badged() -> ModelCard {
+    let visa = AppSpec {
+        priority: Some(1),
+        ..app("08010100", vec![((1, 1), pan_record())])
+    };
+    let unionpay = AppSpec {
+        aid: h("A000000333010101"),
+        label: "UnionPay Debit",
+        priority: Some(2),
+        ..app("10010100", vec![((2, 1), other_pan_record())])
+    };
+    contactless(vec![unionpay, visa])
+}
+
+fn is_gpo(batch: &Batch) -> bool {
+    batch.groups[0].apdus[0].starts_with(&[0x80, 0xA8])
+}
+
+#[test]
+fn a_speculative_selection_that_is_not_the_first_priority_is_not_used() {
+    let mut card = co_badged();
+
+    let (result, batches) = read(&mut card, terminal());
+
+    let identity = result.unwrap();
+    assert_eq!(
+        pan_of(&identity),
+        PAN,
+        "the priority 1 application's number"
+    );
+    let CardIdentity::Bank { aid, .. } = identity else {
+        unreachable!()
+    };
+    assert_eq!(aid, h("A0000000031010"));
+    assert_eq!(batches.len(), 3, "a SELECT round, then GPO");
+    assert_eq!(
+        batches[1].groups[0].apdus[0],
+        h("00A4040007A000000003101000"),
+        "priority 1 first"
+    );
+    assert!(is_gpo(&batches[2]));
+}
+
+#[test]
+fn a_first_candidate_round_1_failed_to_select_is_skipped() {
+    // Priority 1 is UnionPay debit, blocked; round 1 saw it fail and selected Visa (priority 2).
+    let mut inner = co_badged();
+    inner.apps[0].priority = Some(1);
+    inner.apps[1].priority = Some(2);
+    let mut card = Refuses {
+        inner,
+        aid: h("A000000333010101"),
+        sw: [0x62, 0x83],
+    };
+
+    let (result, batches) = read(&mut card, terminal());
+
+    assert_eq!(pan_of(&result.unwrap()), PAN);
+    assert_eq!(batches.len(), 2);
+    assert!(is_gpo(&batches[1]));
+}
+
+#[test]
+fn a_first_candidate_only_the_directory_knows_that_fails_costs_the_select_round() {
+    // Priority 1 is an AID outside the known list that does not select: round 1 could not try
+    // it, so the SELECT round runs and falls through to Visa, as a read without round 1's
+    // speculation would.
+    let mut unknown = app("18010100", vec![((3, 1), other_pan_record())]);
+    unknown.aid = h("A0000000999999");
+    unknown.priority = Some(1);
+    let visa = AppSpec {
+        priority: Some(2),
+        ..app("08010100", vec![((1, 1), pan_record())])
+    };
+    let mut card = Refuses {
+        inner: contactless(vec![unknown, visa]),
+        aid: h("A0000000999999"),
+        sw: [0x6A, 0x82],
+    };
+
+    let (result, batches) = read(&mut card, terminal());
+
+    assert_eq!(pan_of(&result.unwrap()), PAN);
+    assert_eq!(batches.len(), 3);
+    assert_eq!(
+        batches[1].groups[0].apdus[..2],
+        [
+            h("00A4040007A000000099999900"),
+            h("00A4040007A000000003101000")
+        ]
+    );
+    assert!(is_gpo(&batches[2]));
+}
+
+#[test]
+fn the_select_round_leaves_out_known_aids_round_1_saw_fail() {
+    // Only the directory knows this AID; the known AIDs all failed in round 1.
+    let mut unknown = app("08010100", vec![((1, 1), pan_record())]);
+    unknown.aid = h("A0000000999999");
+    let mut card = contactless(vec![unknown]);
+
+    let (result, batches) = read(&mut card, terminal());
+
+    assert_eq!(pan_of(&result.unwrap()), PAN);
+    assert_eq!(batches.len(), 3);
+    assert_eq!(
+        batches[1].groups,
+        vec![Group::first_success(vec![h("00A4040007A000000099999900")])]
+    );
 }
