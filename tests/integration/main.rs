@@ -6,4 +6,5 @@ mod audit;
 mod auth;
 mod enrolment;
 mod main_path;
+mod pages;
 mod permission;
