@@ -63,6 +63,15 @@ struct AgentConn {
     busy: bool,
 }
 
+impl AgentConn {
+    /// The connection is gone: every command still waiting for a reply fails now.
+    fn fail_pending(self) {
+        for (_, waiter) in self.pending {
+            let _ = waiter.send(Err(HubError::Disconnected));
+        }
+    }
+}
+
 /// One page connection.
 struct PageConn {
     terminal_id: String,
@@ -136,9 +145,7 @@ impl Hub {
             terminal_id.to_string(),
             AgentConn { conn_id, tx, key, pending: HashMap::new(), status, busy: false },
         ) {
-            for (_, waiter) in old.pending {
-                let _ = waiter.send(Err(HubError::Disconnected));
-            }
+            old.fail_pending();
         }
         conn_id
     }
@@ -148,9 +155,7 @@ impl Hub {
         let mut inner = self.lock();
         if inner.agents.get(terminal_id).is_some_and(|a| a.conn_id == conn_id) {
             if let Some(old) = inner.agents.remove(terminal_id) {
-                for (_, waiter) in old.pending {
-                    let _ = waiter.send(Err(HubError::Disconnected));
-                }
+                old.fail_pending();
             }
         }
     }
@@ -159,9 +164,7 @@ impl Hub {
     pub fn disconnect_agent(&self, terminal_id: &str) {
         let mut inner = self.lock();
         if let Some(old) = inner.agents.remove(terminal_id) {
-            for (_, waiter) in old.pending {
-                let _ = waiter.send(Err(HubError::Disconnected));
-            }
+            old.fail_pending();
         }
     }
 
@@ -182,17 +185,18 @@ impl Hub {
         }
     }
 
-    pub fn set_card(&self, terminal_id: &str, conn_id: u64, card: Option<PresentCard>, removed_from: Option<&str>) {
-        let mut inner = self.lock();
-        if let Some(agent) = inner.agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
-            match (card, removed_from) {
-                (Some(card), _) => agent.status.card = Some(card),
-                (None, Some(reader)) => {
-                    if agent.status.card.as_ref().is_some_and(|c| c.reader == reader) {
-                        agent.status.card = None;
-                    }
-                }
-                (None, None) => agent.status.card = None,
+    /// A card appeared in one of the terminal's readers.
+    pub fn card_present(&self, terminal_id: &str, conn_id: u64, card: PresentCard) {
+        if let Some(agent) = self.lock().agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
+            agent.status.card = Some(card);
+        }
+    }
+
+    /// The card left `reader` (a removal from another reader leaves the present card alone).
+    pub fn card_removed(&self, terminal_id: &str, conn_id: u64, reader: &str) {
+        if let Some(agent) = self.lock().agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
+            if agent.status.card.as_ref().is_some_and(|c| c.reader == reader) {
+                agent.status.card = None;
             }
         }
     }

@@ -108,7 +108,7 @@ async fn on_event(state: &AppState, terminal_id: &str, conn_id: u64, event: Read
         ReaderEvent::Readers { readers } => state.hub.set_readers(terminal_id, conn_id, readers),
         ReaderEvent::CardPresent { reader, atr } => {
             tracing::info!(terminal_id, %reader, "card present");
-            state.hub.set_card(terminal_id, conn_id, Some(PresentCard { reader, atr: atr.0 }), None);
+            state.hub.card_present(terminal_id, conn_id, PresentCard { reader, atr: atr.0 });
             // Read first: the pages' refresh (database queries, and the browser re-rendering)
             // would compete with the read; the read task refreshes them when it is done.
             if crate::reader::start_read_if_armed(state, terminal_id) {
@@ -117,7 +117,7 @@ async fn on_event(state: &AppState, terminal_id: &str, conn_id: u64, event: Read
         }
         ReaderEvent::CardRemoved { reader } => {
             tracing::info!(terminal_id, %reader, "card removed");
-            state.hub.set_card(terminal_id, conn_id, None, Some(&reader));
+            state.hub.card_removed(terminal_id, conn_id, &reader);
         }
     }
     crate::reader::refresh_pages(state, terminal_id).await;
