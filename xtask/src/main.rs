@@ -73,7 +73,7 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     println!("==> checking prerequisites");
     wasm::build_wasm(root)?;
     prereq::ensure_browser()?;
-    let mut pcscd = prereq::ensure_pcsc()?;
+    let pcscd = prereq::ensure_pcsc()?;
     let pg = prereq::postgres_url();
     match &pg {
         Some(url) => println!("    PostgreSQL reachable ({})", prereq::redact(url)),
@@ -97,26 +97,19 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     // The PC/SC suites skip with a note where pcscd is missing; here it is set up, so they must run.
     cmd.env("CARDBRIDGE_REQUIRE_PCSC", "1");
-    if let Some(child) = &pcscd {
+    if let Some(started) = &pcscd {
         // This pcscd belongs to the test run: the pcscd-restart test may stop and replace it.
-        cmd.env("CARDBRIDGE_TEST_PCSCD_PID", child.id().to_string());
+        cmd.env("CARDBRIDGE_TEST_PCSCD_PID", started.pid().to_string());
     }
-    let result = run(&mut cmd);
-    if let Some(child) = pcscd.as_mut() {
-        prereq::stop_test_pcscd(child);
-    }
-    result
+    run(&mut cmd)
 }
 
 fn bench(root: &Path, name: &str) -> anyhow::Result<()> {
     wasm::build_wasm(root)?;
     prereq::ensure_browser()?;
-    let mut pcscd = prereq::ensure_pcsc()?;
-    let result = run(cargo().current_dir(root).args(["bench", "-p", "cardbridge-tests", "--bench", name]).env("CARDBRIDGE_REQUIRE_PCSC", "1"));
-    if let Some(child) = pcscd.as_mut() {
-        prereq::stop_test_pcscd(child);
-    }
-    result
+    let pcscd = prereq::ensure_pcsc()?;
+    let _pcscd = pcscd;
+    run(cargo().current_dir(root).args(["bench", "-p", "cardbridge-tests", "--bench", name]).env("CARDBRIDGE_REQUIRE_PCSC", "1"))
 }
 
 /// Children killed when the demo ends.

@@ -78,8 +78,9 @@ pub fn redact(url: &str) -> String {
 
 /// The PC/SC stack: pcscd with vsmartcard's virtual reader driver, and the headers `pcsc-sys`
 /// builds against. Installs what is missing (as root) and starts pcscd when it is not running.
-/// Returns the pcscd this call started, to be stopped after the tests.
-pub fn ensure_pcsc() -> anyhow::Result<Option<std::process::Child>> {
+/// Returns the pcscd this call started; it is stopped when the value is dropped, whichever way
+/// the task ends.
+pub fn ensure_pcsc() -> anyhow::Result<Option<StartedPcscd>> {
     let mut missing = pcsc_build_deps_missing();
     if !have("pcscd") && !std::path::Path::new("/usr/sbin/pcscd").exists() {
         missing.push("pcscd");
@@ -107,7 +108,7 @@ pub fn ensure_pcsc() -> anyhow::Result<Option<std::process::Child>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
         if pcscd_running() {
-            return Ok(Some(child));
+            return Ok(Some(StartedPcscd(child)));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -146,16 +147,27 @@ fn pcscd_running() -> bool {
     std::os::unix::net::UnixStream::connect("/run/pcscd/pcscd.comm").is_ok()
 }
 
-/// Stop the pcscd started for the tests, and the one a test may have started in its place
-/// (read from pcscd's pid file).
-pub fn stop_test_pcscd(child: &mut std::process::Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-    // pcscd writes its pid followed by a NUL byte.
-    let pidfile = std::fs::read_to_string("/run/pcscd/pcscd.pid").ok();
-    if let Some(pid) = pidfile.and_then(|p| p.trim_matches(|c: char| c.is_whitespace() || c == '\0').parse::<u32>().ok()) {
-        if pid != child.id() {
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+/// A pcscd started for the tests. Dropping it stops it, and the one a test may have started in
+/// its place (read from pcscd's pid file).
+#[derive(Debug)]
+pub struct StartedPcscd(std::process::Child);
+
+impl StartedPcscd {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for StartedPcscd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        // pcscd writes its pid followed by a NUL byte.
+        let pidfile = std::fs::read_to_string("/run/pcscd/pcscd.pid").ok();
+        if let Some(pid) = pidfile.and_then(|p| p.trim_matches(|c: char| c.is_whitespace() || c == '\0').parse::<u32>().ok()) {
+            if pid != self.0.id() {
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            }
         }
     }
 }
