@@ -363,6 +363,30 @@ impl PageSocket {
     }
 }
 
+// ---------------------------------------------------------------- keys
+
+/// Encodings of the eight small-order points of edwards25519 (the torsion subgroup: the identity,
+/// order 2, two of order 4, four of order 8). As Ed25519 public keys they are "weak": under
+/// non-strict verification a signature can be forged that verifies for almost any message.
+pub const SMALL_ORDER_POINTS: [&str; 8] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+];
+
+/// The signature `R = identity, s = 0`: with the identity as public key (the first of
+/// [`SMALL_ORDER_POINTS`]), the non-strict check `[s]B = R + [k]A` holds for every message.
+pub fn universal_forgery() -> protocol::HexBytes {
+    let mut signature = vec![0u8; 64];
+    signature[0] = 1;
+    protocol::HexBytes(signature)
+}
+
 // ---------------------------------------------------------------- PC/SC
 
 /// Whether pcscd answers. Where it does not, PC/SC suites skip with a note — unless

@@ -97,6 +97,9 @@ pub struct Command {
     /// Protocol version the command was issued under.
     pub v: u16,
     pub terminal_id: String,
+    /// The connection this command belongs to: [`crate::envelope::session_id`] of the connection's
+    /// challenge nonce and the terminal id. The agent refuses a command of any other connection.
+    pub session: HexBytes,
     pub command_id: String,
     pub issued_at_ms: i64,
     pub expires_at_ms: i64,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use protocol::HexBytes;
 use protocol::agent::{
     Command, CommandBody, LocalPolicyReport, Outcome, ReaderInfo, ReaderState, Reply, ServerToAgent, SignedCommand,
     SignedReply,
@@ -57,6 +58,8 @@ struct AgentConn {
     conn_id: u64,
     tx: mpsc::Sender<ServerToAgent>,
     key: VerifyingKey,
+    /// The connection's session (from its challenge nonce); every command carries it.
+    session: HexBytes,
     pending: HashMap<String, oneshot::Sender<Result<Reply, HubError>>>,
     status: AgentStatus,
     /// A read is running on this terminal: one at a time.
@@ -127,12 +130,14 @@ impl Hub {
 
     // ---- agents ----
 
-    /// Register an authenticated agent connection; an older connection of the same terminal is
-    /// replaced (its pending commands fail). Returns the connection id.
+    /// Register an authenticated agent connection with its `session`
+    /// ([`protocol::envelope::session_id`] of its challenge); an older connection of the same
+    /// terminal is replaced (its pending commands fail). Returns the connection id.
     pub fn agent_connected(
         &self,
         terminal_id: &str,
         key: VerifyingKey,
+        session: HexBytes,
         tx: mpsc::Sender<ServerToAgent>,
         backend: String,
         policy: LocalPolicyReport,
@@ -143,7 +148,15 @@ impl Hub {
         let status = AgentStatus { backend, policy, readers: Vec::new(), card: None };
         if let Some(old) = inner.agents.insert(
             terminal_id.to_string(),
-            AgentConn { conn_id, tx, key, pending: HashMap::new(), status, busy: false },
+            AgentConn {
+                conn_id,
+                tx,
+                key,
+                session,
+                pending: HashMap::new(),
+                status,
+                busy: false,
+            },
         ) {
             old.fail_pending();
         }
@@ -219,40 +232,46 @@ impl Hub {
         }
     }
 
-    /// Sign `body` for the terminal, send it to its agent, and wait for the verified reply.
+    /// Sign `body` for the terminal's current connection, send it to its agent, and wait for the
+    /// verified reply.
     ///
     /// This is transport only: callers check the terminal's permission and the user's consent
     /// first (see [`crate::reader`]); nothing else calls it.
     pub async fn send_command(&self, terminal_id: &str, body: CommandBody) -> Result<Outcome, HubError> {
         let command_id = new_id("c");
-        let issued_at_ms = now_ms();
-        let command = Command {
-            v: protocol::PROTOCOL_VERSION,
-            terminal_id: terminal_id.to_string(),
-            command_id: command_id.clone(),
-            issued_at_ms,
-            expires_at_ms: issued_at_ms + COMMAND_LIFETIME_MS,
-            nonce: protocol::envelope::fresh_nonce(),
-            body,
-        };
-        let signed = SignedCommand::sign(&command, &self.server_key);
         let (waiter_tx, waiter_rx) = oneshot::channel();
-        {
+        let conn_id = {
             let mut inner = self.lock();
             let agent = inner.agents.get_mut(terminal_id).ok_or(HubError::AgentOffline)?;
+            // Signed under the lock (no await; microseconds) so that the command carries the
+            // session of exactly the connection it is queued on.
+            let issued_at_ms = now_ms();
+            let command = Command {
+                v: protocol::PROTOCOL_VERSION,
+                terminal_id: terminal_id.to_string(),
+                session: agent.session.clone(),
+                command_id: command_id.clone(),
+                issued_at_ms,
+                expires_at_ms: issued_at_ms + COMMAND_LIFETIME_MS,
+                nonce: protocol::envelope::fresh_nonce(),
+                body,
+            };
+            let signed = SignedCommand::sign(&command, &self.server_key);
             agent.pending.insert(command_id.clone(), waiter_tx);
             if agent.tx.try_send(ServerToAgent::Command(signed)).is_err() {
                 agent.pending.remove(&command_id);
                 return Err(HubError::Disconnected);
             }
+            let conn_id = agent.conn_id;
             *inner.commands_sent.entry(terminal_id.to_string()).or_default() += 1;
-        }
+            conn_id
+        };
         let result = tokio::time::timeout(self.command_timeout, waiter_rx).await;
         match result {
             Ok(Ok(reply)) => reply.map(|r| r.outcome),
             Ok(Err(_)) => Err(HubError::Disconnected),
             Err(_) => {
-                if let Some(agent) = self.lock().agents.get_mut(terminal_id) {
+                if let Some(agent) = self.lock().agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
                     agent.pending.remove(&command_id);
                 }
                 Err(HubError::Timeout)

@@ -1,9 +1,10 @@
 //! `/ws/agent` from the outside: only a terminal that signs the fresh challenge with its enrolled
-//! key gets in; malformed frames and forged replies change nothing.
+//! (strong) key gets in; commands are bound to the connection; malformed frames and forged
+//! replies change nothing.
 
 use cardbridge_tests::{both_databases, spawn_app, AppOptions, Engine};
 use futures_util::{SinkExt, StreamExt};
-use protocol::agent::{AgentToServer, ConnectRefusal, LocalPolicyReport, ServerToAgent};
+use protocol::agent::{AgentToServer, Command, CommandBody, ConnectRefusal, LocalPolicyReport, Outcome, Reply, ServerToAgent, SignedReply};
 use protocol::HexBytes;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -17,12 +18,16 @@ async fn connect(app: &cardbridge_tests::TestApp) -> (Socket, Vec<u8>) {
 }
 
 async fn hello(ws: &mut Socket, terminal_id: &str, signature: HexBytes) -> ServerToAgent {
+    hello_with(ws, terminal_id, signature, "virtual").await
+}
+
+async fn hello_with(ws: &mut Socket, terminal_id: &str, signature: HexBytes, backend: &str) -> ServerToAgent {
     let hello = AgentToServer::Hello {
         protocol_version: protocol::PROTOCOL_VERSION,
         terminal_id: terminal_id.into(),
         signature,
         agent_version: "test".into(),
-        backend: "virtual".into(),
+        backend: backend.into(),
         policy: LocalPolicyReport::default(),
     };
     ws.send(Message::Text(protocol::encode(&hello).into())).await.unwrap();
@@ -114,4 +119,95 @@ async fn a_revoked_terminal_is_disconnected_and_refused(engine: Engine) {
     app.stop().await;
 }
 
-both_databases!(only_the_enrolled_key_gets_in, a_malformed_hello_is_refused, a_revoked_terminal_is_disconnected_and_refused);
+/// A terminal enrolled (directly in the store) with `key`; returns its id.
+async fn terminal_with_key(app: &cardbridge_tests::TestApp, name: &str, key: &[u8]) -> String {
+    let created = cardbridge::terminals::create(app.store(), name, "test").await.unwrap();
+    app.store().enrol_terminal(&created.enrolment_code, key).await.unwrap();
+    created.terminal_id
+}
+
+/// Connect and authenticate as `terminal_id` (the hub has the connection once it is welcomed);
+/// returns the socket and the connection's nonce.
+async fn welcomed(app: &cardbridge_tests::TestApp, terminal_id: &str, key: &protocol::envelope::SigningKey, backend: &str) -> (Socket, Vec<u8>) {
+    let (mut ws, nonce) = connect(app).await;
+    let answer = hello_with(&mut ws, terminal_id, protocol::envelope::sign_challenge(&nonce, terminal_id, key), backend).await;
+    assert!(matches!(answer, ServerToAgent::Welcome { .. }), "{answer:?}");
+    (ws, nonce)
+}
+
+/// The next command the server sends on `ws`, skipping nothing else but non-text frames.
+async fn next_command(ws: &mut Socket) -> (protocol::agent::SignedCommand, Command) {
+    loop {
+        let frame = tokio::time::timeout(cardbridge_tests::DEADLINE, ws.next()).await.expect("a command in time");
+        if let Some(Ok(Message::Text(text))) = frame {
+            if let ServerToAgent::Command(signed) = protocol::decode(&text).unwrap() {
+                let command: Command = protocol::decode(&signed.payload).unwrap();
+                return (signed, command);
+            }
+        }
+    }
+}
+
+async fn send_reply(ws: &mut Socket, reply: &Reply, key: &protocol::envelope::SigningKey) {
+    let signed = SignedReply::sign(reply, key);
+    ws.send(Message::Text(protocol::encode(&AgentToServer::Reply(signed)).into())).await.unwrap();
+}
+
+async fn a_hello_for_a_weak_stored_key_is_refused(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    // The enrolment endpoint refuses weak keys; these were put into the store behind its back.
+    let mut terminals = Vec::new();
+    for (i, point) in cardbridge_tests::SMALL_ORDER_POINTS.iter().enumerate() {
+        terminals.push(terminal_with_key(&app, &format!("Weak {i}"), &hex::decode(point).unwrap()).await);
+    }
+
+    let mut answers = Vec::new();
+    for terminal_id in &terminals {
+        let (mut ws, _nonce) = connect(&app).await;
+        // With the identity as key, this signature passes the non-strict check for any nonce.
+        answers.push(hello(&mut ws, terminal_id, cardbridge_tests::universal_forgery()).await);
+    }
+
+    for (terminal_id, answer) in terminals.iter().zip(answers) {
+        assert_eq!(answer, ServerToAgent::Refused { reason: ConnectRefusal::UnknownTerminal }, "{terminal_id}");
+        assert!(app.state.hub.agent_status(terminal_id).is_none());
+    }
+    app.stop().await;
+}
+
+async fn commands_are_bound_to_their_connection(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    let key = protocol::envelope::generate_key();
+    let terminal_id = terminal_with_key(&app, "Desk K", key.verifying_key().as_bytes()).await;
+    let (mut first, first_nonce) = welcomed(&app, &terminal_id, &key, "virtual").await;
+    let hub = app.state.hub.clone();
+    let id = terminal_id.clone();
+    let sent = tokio::spawn(async move { hub.send_command(&id, CommandBody::SimulateRemove).await });
+    let (_, on_first) = next_command(&mut first).await;
+    let reply = Reply { terminal_id: terminal_id.clone(), command_id: on_first.command_id.clone(), outcome: Outcome::Done };
+    send_reply(&mut first, &reply, &key).await;
+    assert_eq!(sent.await.unwrap(), Ok(Outcome::Done));
+
+    // The terminal reconnects: the new connection replaces the old one, with its own session.
+    let (mut second, second_nonce) = welcomed(&app, &terminal_id, &key, "virtual").await;
+    let hub = app.state.hub.clone();
+    let id = terminal_id.clone();
+    let sent = tokio::spawn(async move { hub.send_command(&id, CommandBody::SimulateRemove).await });
+    let (_, on_second) = next_command(&mut second).await;
+    let reply = Reply { terminal_id: terminal_id.clone(), command_id: on_second.command_id.clone(), outcome: Outcome::Done };
+    send_reply(&mut second, &reply, &key).await;
+
+    assert_eq!(sent.await.unwrap(), Ok(Outcome::Done));
+    assert_eq!(on_first.session, protocol::envelope::session_id(&first_nonce, &terminal_id));
+    assert_eq!(on_second.session, protocol::envelope::session_id(&second_nonce, &terminal_id));
+    assert_ne!(on_first.session, on_second.session);
+    app.stop().await;
+}
+
+both_databases!(
+    only_the_enrolled_key_gets_in,
+    a_malformed_hello_is_refused,
+    a_revoked_terminal_is_disconnected_and_refused,
+    a_hello_for_a_weak_stored_key_is_refused,
+    commands_are_bound_to_their_connection,
+);

@@ -1,5 +1,6 @@
 //! `/ws/agent`: the bridge agents' connections. Challenge → signed Hello → Welcome; then reader
-//! events up and signed commands down, replies correlated by the hub.
+//! events up and signed commands down (bound to the connection's session), replies correlated by
+//! the hub.
 
 use std::time::Duration;
 
@@ -74,13 +75,16 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     if protocol::envelope::verify_challenge(&nonce.0, &terminal_id, &signature, &key).is_err() {
         return refuse(socket, ConnectRefusal::BadSignature).await;
     }
+    // Registered before the welcome leaves: once an agent is welcomed it is online. Commands
+    // queued meanwhile wait in the channel until the writer starts, after the welcome.
+    let (tx, rx) = mpsc::channel::<ServerToAgent>(CONNECTION_QUEUE);
+    let session = protocol::envelope::session_id(&nonce.0, &terminal_id);
+    let conn_id = state.hub.agent_connected(&terminal_id, key, session, tx, backend.clone(), policy);
     let welcome = ServerToAgent::Welcome { terminal_id: terminal_id.clone(), terminal_name: terminal.name.clone() };
     if send(&mut socket, &welcome).await.is_err() {
+        state.hub.agent_disconnected(&terminal_id, conn_id);
         return;
     }
-
-    let (tx, rx) = mpsc::channel::<ServerToAgent>(CONNECTION_QUEUE);
-    let conn_id = state.hub.agent_connected(&terminal_id, key, tx, backend.clone(), policy);
     tracing::info!(terminal_id, %agent_version, %backend, "agent connected");
     crate::reader::refresh_pages(&state, &terminal_id).await;
 
