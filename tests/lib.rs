@@ -332,6 +332,16 @@ impl PageSocket {
         self.ws.send(Message::Text(text.to_string().into())).await.expect("page frame sent");
     }
 
+    /// Send any WebSocket message as is (e.g. an oversized frame).
+    pub async fn send_message(&mut self, message: Message) {
+        let _ = self.ws.send(message).await;
+    }
+
+    /// Read until the server closes; its close frame's code and reason (`None`: no close frame).
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        close_frame_of(&mut self.ws).await
+    }
+
     /// The next server frame, or `None` if the socket closed.
     pub async fn next(&mut self) -> Option<ServerToPage> {
         loop {
@@ -361,6 +371,24 @@ impl PageSocket {
             }
         }
     }
+}
+
+/// Read `ws` until the server closes it; its close frame's code and reason, or `None` when the
+/// connection ended without one. Fails the test at the deadline.
+pub async fn close_frame_of<S>(ws: &mut WebSocketStream<S>) -> Option<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| (u16::from(f.code), f.reason.as_str().to_string())),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read).await.expect("the server closes the socket within the deadline")
 }
 
 // ---------------------------------------------------------------- keys

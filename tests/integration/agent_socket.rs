@@ -1,6 +1,6 @@
 //! `/ws/agent` from the outside: only a terminal that signs the fresh challenge with its enrolled
 //! (strong) key gets in; commands are bound to the connection; malformed frames and forged
-//! replies change nothing.
+//! replies change nothing, and oversized frames get close 1009.
 
 use cardbridge_tests::{both_databases, spawn_app, AppOptions, Engine};
 use futures_util::{SinkExt, StreamExt};
@@ -204,10 +204,39 @@ async fn commands_are_bound_to_their_connection(engine: Engine) {
     app.stop().await;
 }
 
+/// Our limit on agent frames (`ws_agent::MAX_FRAME`) and tungstenite's, which sits above it.
+const AGENT_LIMIT: usize = 256 * 1024;
+const TUNGSTENITE_HEADROOM: usize = 64 * 1024;
+
+async fn an_oversized_agent_frame_is_closed_with_1009(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    let key = protocol::envelope::generate_key();
+    let terminal_id = terminal_with_key(&app, "Desk N", key.verifying_key().as_bytes()).await;
+
+    // Instead of the hello; after the welcome; and one even over tungstenite's own limit.
+    let (mut during_hello, _) = connect(&app).await;
+    during_hello.send(Message::Text("x".repeat(AGENT_LIMIT + 1).into())).await.unwrap();
+    let hello_close = cardbridge_tests::close_frame_of(&mut during_hello).await;
+    let (mut after_welcome, _) = welcomed(&app, &terminal_id, &key, "virtual").await;
+    after_welcome.send(Message::Text("x".repeat(AGENT_LIMIT + 1).into())).await.unwrap();
+    let welcome_close = cardbridge_tests::close_frame_of(&mut after_welcome).await;
+    let (mut huge, _) = welcomed(&app, &terminal_id, &key, "virtual").await;
+    let _ = huge.send(Message::Binary(vec![0u8; AGENT_LIMIT + TUNGSTENITE_HEADROOM + 1].into())).await;
+    let huge_close = cardbridge_tests::close_frame_of(&mut huge).await;
+
+    for close in [hello_close, welcome_close, huge_close] {
+        let (code, reason) = close.expect("a close frame, not a dropped connection");
+        assert_eq!(code, 1009);
+        assert!(reason.contains("larger than"), "{reason}");
+    }
+    app.stop().await;
+}
+
 both_databases!(
     only_the_enrolled_key_gets_in,
     a_malformed_hello_is_refused,
     a_revoked_terminal_is_disconnected_and_refused,
     a_hello_for_a_weak_stored_key_is_refused,
     commands_are_bound_to_their_connection,
+    an_oversized_agent_frame_is_closed_with_1009,
 );

@@ -14,7 +14,7 @@ use protocol::agent::{AgentToServer, ConnectRefusal, ReaderEvent, ServerToAgent}
 use protocol::PROTOCOL_VERSION;
 use tokio::sync::mpsc;
 
-use super::socket::Connection;
+use super::socket::{self, Connection, Incoming};
 use crate::hub::{PresentCard, CONNECTION_QUEUE};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| handle(state, socket))
+    socket::limit_frames(ws, MAX_FRAME).on_upgrade(move |socket| handle(state, socket))
 }
 
 async fn send(socket: &mut WebSocket, message: &ServerToAgent) -> Result<(), axum::Error> {
@@ -49,8 +49,12 @@ async fn handle(state: AppState, mut socket: WebSocket) {
         return;
     }
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => protocol::decode::<AgentToServer>(&text),
-        _ => return,
+        Ok(frame) => match socket::judge(frame, MAX_FRAME) {
+            Incoming::Text(text) => protocol::decode::<AgentToServer>(&text),
+            Incoming::TooBig { size, readable } => return socket::close_too_big(&mut socket, MAX_FRAME, size, readable).await,
+            Incoming::Other | Incoming::End => return,
+        },
+        Err(_) => return,
     };
     let Ok(AgentToServer::Hello { protocol_version, terminal_id, signature, agent_version, backend, policy }) = hello else {
         return refuse(socket, ConnectRefusal::Malformed).await;
@@ -88,7 +92,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     tracing::info!(terminal_id, %agent_version, %backend, "agent connected");
     crate::reader::refresh_pages(&state, &terminal_id).await;
 
-    let mut connection = Connection::new(socket, rx);
+    let mut connection = Connection::new(socket, rx, MAX_FRAME);
     while let Some(text) = connection.next_text().await {
         match protocol::decode::<AgentToServer>(&text) {
             Ok(AgentToServer::Event(event)) => on_event(&state, &terminal_id, conn_id, event).await,

@@ -42,7 +42,7 @@ async fn upgrade(
         Ok(t) => t,
         Err(e) => return crate::http::error::ApiError::from(e).into_response(),
     };
-    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| handle(state, socket, user.ok(), terminal))
+    super::socket::limit_frames(ws, MAX_FRAME).on_upgrade(move |socket| handle(state, socket, user.ok(), terminal))
 }
 
 async fn send_now(socket: &mut WebSocket, message: &ServerToPage) {
@@ -64,7 +64,7 @@ async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, 
     let (tx, rx) = mpsc::channel::<ServerToPage>(CONNECTION_QUEUE);
     let page_id = state.hub.page_connected(&terminal_id, &user.user.user_id, &user.session_hash, tx);
     let page = PageRef { page_id, user_id: user.user.user_id.clone(), session_hash: user.session_hash.clone() };
-    let mut connection = Connection::new(socket, rx);
+    let mut connection = Connection::new(socket, rx, MAX_FRAME);
     greet(&state, &terminal_id, &page).await;
     while let Some(text) = connection.next_text().await {
         match protocol::decode::<PageToServer>(&text) {
