@@ -220,10 +220,7 @@ impl TestApp {
 
     /// Like [`TestApp::start_terminal`], with the given reader backend (e.g. PC/SC).
     pub async fn start_terminal_with(&self, name: &str, reader: cardbridge_agent::ReaderChoice) -> TestAgent {
-        let created = cardbridge::terminals::create(self.store(), name, "test").await.expect("terminal");
-        let dir = tempfile::tempdir().expect("temp dir");
-        cardbridge_agent::enrol(&self.base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
-        let agent = TestAgent::start(dir, created.terminal_id, &reader).await;
+        let agent = self.enrol_and_run(name, reader).await;
         let hub = self.state.hub.clone();
         let id = agent.terminal_id.clone();
         eventually("the agent to come online", || {
@@ -232,6 +229,17 @@ impl TestApp {
         })
         .await;
         agent
+    }
+}
+
+impl TestApp {
+    /// Create a terminal, enrol an in-process agent and start it, without waiting for it to come
+    /// online (the server may refuse it).
+    pub async fn enrol_and_run(&self, name: &str, reader: cardbridge_agent::ReaderChoice) -> TestAgent {
+        let created = cardbridge::terminals::create(self.store(), name, "test").await.expect("terminal");
+        let dir = tempfile::tempdir().expect("temp dir");
+        cardbridge_agent::enrol(&self.base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
+        TestAgent::start(dir, created.terminal_id, &reader).await
     }
 }
 

@@ -280,6 +280,9 @@ fn refused(reason: ConnectRefusal, config: &AgentConfig) -> End {
             "the server does not know terminal {}; enrol this agent again (cardbridge-agent enrol --force)",
             config.terminal_id
         )),
+        ConnectRefusal::VirtualReaderRefused => End::Fatal(anyhow!(
+            "the server is not in demo mode and refuses the virtual reader; run with --reader pcsc"
+        )),
         other => End::Lost(anyhow!("the server refused the connection ({})", refusal_code(other))),
     }
 }

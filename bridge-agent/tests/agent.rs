@@ -416,6 +416,18 @@ async fn an_unknown_terminal_stops_the_agent() {
 }
 
 #[tokio::test]
+async fn a_refused_virtual_reader_stops_the_agent_with_a_clear_error() {
+    let peer = Peer::new().await;
+    let agent = start_agent(&peer, LocalPolicy::default());
+
+    let (mut connection, _hello, _) = peer.accept_hello().await;
+    connection.send(&ServerToAgent::Refused { reason: ConnectRefusal::VirtualReaderRefused }).await;
+
+    let error = agent.stopped().await.unwrap_err();
+    assert!(format!("{error:#}").contains("demo mode"), "{error:#}");
+}
+
+#[tokio::test]
 async fn other_refusals_are_retried() {
     let peer = Peer::new().await;
     let agent = start_agent(&peer, LocalPolicy::default());

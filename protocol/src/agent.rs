@@ -32,6 +32,8 @@ pub enum ConnectRefusal {
     BadSignature,
     TerminalRevoked,
     Malformed,
+    /// The agent runs the virtual (simulated) reader and the server is not in demo mode.
+    VirtualReaderRefused,
 }
 
 /// Agent → server.

@@ -6,11 +6,12 @@
 //! bounded channels to each connection's writer task; a connection whose channel is full is too
 //! slow to serve and is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use protocol::envelope::VerifyError;
 use protocol::HexBytes;
 use protocol::agent::{
     Command, CommandBody, LocalPolicyReport, Outcome, ReaderInfo, ReaderState, Reply, ServerToAgent, SignedCommand,
@@ -25,6 +26,9 @@ use crate::util::{new_id, now_ms};
 const COMMAND_LIFETIME_MS: i64 = 30_000;
 /// Frames queued per connection before it counts as stuck.
 pub const CONNECTION_QUEUE: usize = 64;
+/// Command ids remembered per agent connection after they stopped waiting, so that a late reply
+/// (after a timeout) is told apart from an unsolicited one.
+const RECENT_COMMANDS: usize = 256;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HubError {
@@ -36,6 +40,22 @@ pub enum HubError {
     Disconnected,
     #[error("the agent's reply did not verify: {0}")]
     BadReply(String),
+}
+
+/// Why a reply from an agent was not accepted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ReplyRefused {
+    #[error("the reply names no command")]
+    Unreadable,
+    #[error("the connection is no longer the terminal's current one")]
+    StaleConnection,
+    #[error("late reply to command {0}, which no longer waits")]
+    Late(String),
+    /// The reply answers a command the hub never sent on this connection.
+    #[error("unsolicited reply to command {command_id} (signature {})", if *signature_valid { "valid" } else { "invalid" })]
+    Unsolicited { command_id: String, signature_valid: bool },
+    #[error("the reply did not verify: {0}")]
+    BadReply(VerifyError),
 }
 
 /// A card currently in one of the terminal's readers.
@@ -61,12 +81,21 @@ struct AgentConn {
     /// The connection's session (from its challenge nonce); every command carries it.
     session: HexBytes,
     pending: HashMap<String, oneshot::Sender<Result<Reply, HubError>>>,
+    /// Ids of commands sent on this connection that no longer wait, newest last.
+    finished: VecDeque<String>,
     status: AgentStatus,
     /// A read is running on this terminal: one at a time.
     busy: bool,
 }
 
 impl AgentConn {
+    fn finish(&mut self, command_id: String) {
+        if self.finished.len() == RECENT_COMMANDS {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(command_id);
+    }
+
     /// The connection is gone: every command still waiting for a reply fails now.
     fn fail_pending(self) {
         for (_, waiter) in self.pending {
@@ -154,6 +183,7 @@ impl Hub {
                 key,
                 session,
                 pending: HashMap::new(),
+                finished: VecDeque::new(),
                 status,
                 busy: false,
             },
@@ -272,7 +302,9 @@ impl Hub {
             Ok(Err(_)) => Err(HubError::Disconnected),
             Err(_) => {
                 if let Some(agent) = self.lock().agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
-                    agent.pending.remove(&command_id);
+                    if agent.pending.remove(&command_id).is_some() {
+                        agent.finish(command_id);
+                    }
                 }
                 Err(HubError::Timeout)
             }
@@ -280,28 +312,33 @@ impl Hub {
     }
 
     /// A reply arrived on an agent connection: verify it against the terminal key and the command
-    /// it claims to answer, and hand it to the waiter.
-    pub fn reply_received(&self, terminal_id: &str, conn_id: u64, signed: SignedReply) -> Result<(), HubError> {
-        let command_id = signed.claimed_command_id().ok_or_else(|| HubError::BadReply("unreadable reply".into()))?;
+    /// it claims to answer, and hand it to the waiter. A reply to a command never sent on this
+    /// connection is [`ReplyRefused::Unsolicited`].
+    pub fn reply_received(&self, terminal_id: &str, conn_id: u64, signed: SignedReply) -> Result<(), ReplyRefused> {
+        let command_id = signed.claimed_command_id().ok_or(ReplyRefused::Unreadable)?;
         let mut inner = self.lock();
         let agent = inner
             .agents
             .get_mut(terminal_id)
             .filter(|a| a.conn_id == conn_id)
-            .ok_or(HubError::Disconnected)?;
-        let waiter = agent
-            .pending
-            .remove(&command_id)
-            .ok_or_else(|| HubError::BadReply("no command waits for this reply".into()))?;
-        match signed.verify(&agent.key, terminal_id, &command_id) {
+            .ok_or(ReplyRefused::StaleConnection)?;
+        let Some(waiter) = agent.pending.remove(&command_id) else {
+            if agent.finished.contains(&command_id) {
+                return Err(ReplyRefused::Late(command_id));
+            }
+            let signature_valid = signed.verify(&agent.key, terminal_id, &command_id).is_ok();
+            return Err(ReplyRefused::Unsolicited { command_id, signature_valid });
+        };
+        let verified = signed.verify(&agent.key, terminal_id, &command_id);
+        agent.finish(command_id);
+        match verified {
             Ok(reply) => {
                 let _ = waiter.send(Ok(reply));
                 Ok(())
             }
             Err(e) => {
-                let err = HubError::BadReply(e.to_string());
-                let _ = waiter.send(Err(err.clone()));
-                Err(err)
+                let _ = waiter.send(Err(HubError::BadReply(e.to_string())));
+                Err(ReplyRefused::BadReply(e))
             }
         }
     }

@@ -1,6 +1,7 @@
 //! `/ws/agent` from the outside: only a terminal that signs the fresh challenge with its enrolled
 //! (strong) key gets in; commands are bound to the connection; malformed frames and forged
-//! replies change nothing, and oversized frames get close 1009.
+//! replies change nothing, unsolicited replies are audited, oversized frames get close 1009, and
+//! outside demo mode the virtual reader is refused.
 
 use cardbridge_tests::{both_databases, spawn_app, AppOptions, Engine};
 use futures_util::{SinkExt, StreamExt};
@@ -204,6 +205,58 @@ async fn commands_are_bound_to_their_connection(engine: Engine) {
     app.stop().await;
 }
 
+async fn an_unsolicited_reply_is_refused_and_audited(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    let key = protocol::envelope::generate_key();
+    let terminal_id = terminal_with_key(&app, "Desk L", key.verifying_key().as_bytes()).await;
+    let (mut ws, _) = welcomed(&app, &terminal_id, &key, "virtual").await;
+    let hub = app.state.hub.clone();
+    let id = terminal_id.clone();
+    let sent = tokio::spawn(async move { hub.send_command(&id, CommandBody::SimulateRemove).await });
+    let (_, command) = next_command(&mut ws).await;
+
+    // A correctly signed reply, but to a command the server never sent; then the real answer.
+    let unsolicited = Reply { terminal_id: terminal_id.clone(), command_id: "c_never_sent".into(), outcome: Outcome::Done };
+    send_reply(&mut ws, &unsolicited, &key).await;
+    let answer = Reply { terminal_id: terminal_id.clone(), command_id: command.command_id.clone(), outcome: Outcome::Done };
+    send_reply(&mut ws, &answer, &key).await;
+
+    assert_eq!(sent.await.unwrap(), Ok(Outcome::Done), "the unsolicited reply answered nothing");
+    let entries = cardbridge_tests::eventually("the unsolicited reply in the audit log", || {
+        let store = app.store().clone();
+        async move {
+            let events = store.audit_events(50).await.unwrap();
+            let unsolicited: Vec<_> = events.into_iter().filter(|e| e.action == "agent.unsolicited_reply").collect();
+            (!unsolicited.is_empty()).then_some(unsolicited)
+        }
+    })
+    .await;
+    assert_eq!(entries.len(), 1, "only the unsolicited reply is audited: {entries:?}");
+    assert_eq!(entries[0].subject, terminal_id);
+    assert!(entries[0].detail.contains("c_never_sent") && entries[0].detail.contains("signature=valid"), "{}", entries[0].detail);
+    assert!(app.state.hub.agent_status(&terminal_id).is_some(), "the connection stays");
+    app.stop().await;
+}
+
+async fn a_virtual_reader_is_refused_outside_demo_mode_and_audited(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions { demo: false, ..AppOptions::default() }).await else { return };
+    let key = protocol::envelope::generate_key();
+    let terminal_id = terminal_with_key(&app, "Desk M", key.verifying_key().as_bytes()).await;
+
+    let (mut ws, nonce) = connect(&app).await;
+    let answer = hello_with(&mut ws, &terminal_id, protocol::envelope::sign_challenge(&nonce, &terminal_id, &key), "virtual").await;
+
+    assert_eq!(answer, ServerToAgent::Refused { reason: ConnectRefusal::VirtualReaderRefused });
+    assert!(app.state.hub.agent_status(&terminal_id).is_none());
+    let events = app.store().audit_events(50).await.unwrap();
+    let refused = events.iter().find(|e| e.action == "agent.virtual_reader_refused").expect("the refusal is audited");
+    assert_eq!(refused.subject, terminal_id);
+    // A real reader is welcome.
+    let (_ws, _) = welcomed(&app, &terminal_id, &key, "pcsc").await;
+    assert_eq!(app.state.hub.agent_status(&terminal_id).map(|s| s.backend), Some("pcsc".to_string()));
+    app.stop().await;
+}
+
 /// Our limit on agent frames (`ws_agent::MAX_FRAME`) and tungstenite's, which sits above it.
 const AGENT_LIMIT: usize = 256 * 1024;
 const TUNGSTENITE_HEADROOM: usize = 64 * 1024;
@@ -238,5 +291,7 @@ both_databases!(
     a_revoked_terminal_is_disconnected_and_refused,
     a_hello_for_a_weak_stored_key_is_refused,
     commands_are_bound_to_their_connection,
+    an_unsolicited_reply_is_refused_and_audited,
+    a_virtual_reader_is_refused_outside_demo_mode_and_audited,
     an_oversized_agent_frame_is_closed_with_1009,
 );

@@ -31,7 +31,8 @@ async fn pages_pin_the_module_and_forbid_inline_script(engine: Engine) {
 async fn the_demo_tray_is_refused_outside_demo_mode(engine: Engine) {
     let Some(app) = spawn_app(engine, AppOptions { demo: false, ..AppOptions::default() }).await else { return };
     app.seed_demo().await;
-    let agent = app.start_terminal("Desk J").await;
+    // Outside demo mode the virtual reader's agent is refused at hello; the tray is refused anyway.
+    let agent = app.enrol_and_run("Desk J", cardbridge_agent::ReaderChoice::Virtual).await;
     let user = app.browser();
     user.pair_with(&agent).await;
     user.login("alice", "alice-demo-pass").await;
