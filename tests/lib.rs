@@ -174,6 +174,54 @@ pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
     })
 }
 
+/// Like [`spawn_app`], with `configure` applied to the server's configuration before it starts.
+pub async fn spawn_app_with(engine: Engine, options: AppOptions, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let db = TestDb::new(engine).await?;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        data_dir: data_dir.path().to_path_buf(),
+        www_dir: workspace_root().join("www"),
+        demo: options.demo,
+        command_timeout_ms: options.command_timeout_ms,
+        ..Config::default()
+    };
+    configure(&mut config);
+    Some(start_on(config, Some(db), data_dir).await)
+}
+
+/// Build and serve `config`; `db` (if any) is dropped when the app stops.
+async fn start_on(config: Config, db: Option<TestDb>, data_dir: tempfile::TempDir) -> TestApp {
+    let app = Application::build(config).await.expect("server builds");
+    let addr = app.local_addr();
+    let state = app.state();
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp { base: format!("http://{addr}"), host: addr.to_string(), state, db, data_dir, shutdown: Some(tx), served: Some(served) }
+}
+
+impl TestApp {
+    /// The database URL of this server.
+    pub fn database_url(&self) -> &str {
+        &self.state.config.database_url
+    }
+
+    /// A second server instance on this one's database (as behind a load balancer), with its own
+    /// port and key directory. Stopping it leaves the database to the first.
+    pub async fn second_instance(&self) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            ..self.state.config.clone()
+        };
+        start_on(config, None, data_dir).await
+    }
+}
+
 impl TestApp {
     pub fn store(&self) -> &Store {
         &self.state.store

@@ -9,12 +9,13 @@
 //!   the agent, and delivery of the number to the page.
 //! - [`data`]: the data service (Q-S5) with its disclosure rules.
 //! - [`store`]: the sqlx store facade (SQLite or PostgreSQL) and the hash-chained audit log.
-//! - [`auth`], [`secrets`], [`config`], [`terminals`], [`seed`]: the rest of the plumbing.
+//! - [`auth`], [`secrets`], [`config`], [`logging`], [`terminals`], [`seed`]: the rest of the plumbing.
 
 pub mod auth;
 pub mod config;
 pub mod data;
 pub mod http;
+pub mod logging;
 pub mod hub;
 pub mod metrics;
 pub mod reader;

@@ -5,6 +5,8 @@ mod agent_socket;
 mod audit;
 mod auth;
 mod enrolment;
+mod errors;
+mod hardening;
 mod main_path;
 mod pages;
 mod permission;

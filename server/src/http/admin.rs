@@ -4,11 +4,12 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Router;
 use protocol::api::{AuditEntry, CreateTerminal, CreatedTerminal, PairingSummary, SetPermission, TerminalSummary};
 
 use super::check_origin;
 use super::error::ApiError;
+use super::extract::Json;
 use crate::auth::AuthUser;
 use crate::state::AppState;
 use crate::store::Role;

@@ -8,7 +8,10 @@ use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
 use super::{Dialect, Store, StoreResult};
-use crate::util::now_ms;
+use crate::util::{now_ms, truncate};
+
+/// Longest actor, subject or detail an audit event stores, in bytes (before the marker).
+pub const MAX_AUDIT_FIELD_BYTES: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
@@ -37,8 +40,15 @@ fn chain_hash(prev: &str, at: i64, actor: &str, action: &str, subject: &str, det
 type AuditRow = (i64, i64, String, String, String, String, String, String);
 
 impl Store {
-    /// Append one event to the chain.
+    /// Append one event to the chain. `actor`, `subject` and `detail` may come from users: each is
+    /// cut to [`MAX_AUDIT_FIELD_BYTES`] with a marker.
     pub async fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> StoreResult<()> {
+        let (actor, subject, detail) = (
+            truncate(actor, MAX_AUDIT_FIELD_BYTES),
+            truncate(subject, MAX_AUDIT_FIELD_BYTES),
+            truncate(detail, MAX_AUDIT_FIELD_BYTES),
+        );
+        let (actor, subject, detail) = (actor.as_ref(), subject.as_ref(), detail.as_ref());
         let mut conn = self.pool.acquire().await?;
         match self.dialect {
             Dialect::Sqlite => {
