@@ -136,11 +136,16 @@ fn conflict_message(constraint: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn server_errors_do_not_echo_their_cause() {
+    #[tokio::test]
+    async fn server_errors_do_not_echo_their_cause() {
         let e = ApiError::Internal(anyhow::anyhow!("secret path /etc/x").context("loading"));
+
         let response = e.into_response();
+
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body: protocol::api::ApiError = serde_json::from_slice(&body).unwrap();
+        assert_eq!((body.code.as_str(), body.message.as_str()), ("internal", "internal error"));
     }
 
     #[test]
