@@ -149,6 +149,38 @@ mod tests {
     }
 
     #[test]
+    fn server_errors_are_logged_with_their_cause_chain() {
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = logs.clone();
+        let make_writer = move || LogSink(sink.clone());
+        let subscriber = crate::logging::subscriber(
+            crate::config::LogFormat::Text,
+            tracing_subscriber::EnvFilter::new("error"),
+            false,
+            make_writer,
+        );
+        let io = std::io::Error::other("disk full");
+        let e = ApiError::Internal(anyhow::Error::new(io).context("writing the audit log"));
+
+        tracing::subscriber::with_default(subscriber, || drop(e.into_response()));
+
+        let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("writing the audit log: disk full"), "{logs}");
+    }
+
+    struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
     fn too_many_attempts_says_when_to_retry() {
         let response = ApiError::TooManyAttempts { retry_after_secs: 7 }.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
