@@ -33,6 +33,7 @@ use crate::hub::Hub;
 use crate::secrets::Secrets;
 use crate::state::{AppState, Inner};
 use crate::store::{Role, Store};
+use crate::util::truncate;
 use error::ApiError;
 
 pub fn to_wire_role(role: Role) -> protocol::api::Role {
@@ -68,8 +69,10 @@ pub const MAX_COOKIE_AGE_DAYS: i64 = 400;
 /// token) and request id. Every event logged while handling the request carries these.
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
     let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-    // Paths and header values cannot hold control characters (the `http` crate refuses them).
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
+    // Paths and header values cannot hold control characters (the `http` crate refuses them), but
+    // both may be long: every event of the request repeats them.
+    let (path, request_id) = (truncate(request.uri().path(), 256), truncate(request_id, 64));
+    tracing::info_span!("request", method = %request.method(), path = %path, request_id = %request_id)
 }
 
 /// Cap every `Set-Cookie` at [`MAX_COOKIE_AGE_DAYS`]: a cookie set `permanent` (20 years) anywhere
