@@ -7,6 +7,7 @@
 //! - [`Misbehave`] wraps any card to answer slowly, vanish mid-command or send malformed TLV.
 //! - [`vpcd`] puts any of them into a real PC/SC reader (vsmartcard's virtual reader).
 
+pub mod issuer;
 mod misbehave;
 pub(crate) mod model;
 mod replay;
