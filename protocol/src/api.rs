@@ -78,6 +78,22 @@ pub struct QueryResult {
     pub details: Option<CardDetails>,
     pub balance: Option<Balance>,
     pub transactions: Option<Vec<Transaction>>,
+    /// With [`Disclosure::Masked`]: why no more was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked_reason: Option<MaskedReason>,
+}
+
+/// Why a result is only the masked summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskedReason {
+    /// No read of this very card backs the request (a typed number, or a read of another card).
+    NotTapped,
+    /// The card was tapped but did not prove itself with a cryptogram the bank verified (a card
+    /// the bank did not issue, or a read the server cannot trust).
+    CardNotAuthenticated,
+    /// A cardholder's request about a card read on another terminal and not bound to them.
+    OtherTerminal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

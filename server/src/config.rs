@@ -31,6 +31,9 @@ pub struct Config {
     pub command_timeout_ms: u64,
     /// How long a session lives.
     pub session_ttl_ms: i64,
+    /// The issuer key file (`CARDBRIDGE_ISSUER_KEYS_FILE`, mode 0600; see `keys`). Without one, a
+    /// demo server uses the simulator's test issuer and any other server authenticates no card.
+    pub issuer_keys_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             secure_cookies: false,
             command_timeout_ms: 5_000,
             session_ttl_ms: 8 * 3600 * 1000,
+            issuer_keys_file: None,
         }
     }
 }
@@ -64,6 +68,7 @@ struct FileConfig {
     secure_cookies: Option<bool>,
     command_timeout_ms: Option<u64>,
     session_ttl_minutes: Option<i64>,
+    issuer_keys_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -90,6 +95,7 @@ impl Config {
         if let Some(v) = f.secure_cookies { self.secure_cookies = v; }
         if let Some(v) = f.command_timeout_ms { self.command_timeout_ms = v; }
         if let Some(v) = f.session_ttl_minutes { self.session_ttl_ms = v * 60_000; }
+        if let Some(v) = f.issuer_keys_file { self.issuer_keys_file = Some(v); }
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
@@ -99,6 +105,7 @@ impl Config {
         if let Some(v) = get("CARDBRIDGE_DATABASE_URL") { self.database_url = v; }
         if let Some(v) = get("CARDBRIDGE_PUBLIC_URL") { self.public_url = Some(v); }
         if let Some(v) = get("CARDBRIDGE_DATA_DIR") { self.data_dir = v.into(); }
+        if let Some(v) = get("CARDBRIDGE_ISSUER_KEYS_FILE") { self.issuer_keys_file = Some(v.into()); }
         if let Some(v) = get("CARDBRIDGE_WWW_DIR") { self.www_dir = v.into(); }
         if let Some(v) = get("CARDBRIDGE_ALLOWED_ORIGINS") {
             self.allowed_origins = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
@@ -109,6 +116,21 @@ impl Config {
     }
 
     /// The public base URL, without trailing slash, for the actual bound address.
+    /// The issuer key store this configuration names.
+    pub fn key_store(&self) -> anyhow::Result<crate::keys::SoftKeyStore> {
+        match (&self.issuer_keys_file, self.demo) {
+            (Some(path), _) => crate::keys::SoftKeyStore::load(path),
+            (None, true) => {
+                tracing::warn!("demo mode: the simulator's public test issuer key authenticates the simulated cards");
+                Ok(crate::keys::SoftKeyStore::test_issuer())
+            }
+            (None, false) => {
+                tracing::warn!("no issuer key file: no card can be authenticated, every read gets the masked summary");
+                Ok(crate::keys::SoftKeyStore::empty())
+            }
+        }
+    }
+
     pub fn public_base(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),

@@ -77,9 +77,19 @@ struct PageConn {
     terminal_id: String,
     user_id: String,
     session_hash: String,
+    pairing_id: String,
     tx: mpsc::Sender<ServerToPage>,
     armed: bool,
     armed_at: i64,
+}
+
+/// Who opened a page connection, for [`Hub::page_connected`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewPage<'a> {
+    pub terminal_id: &'a str,
+    pub user_id: &'a str,
+    pub session_hash: &'a str,
+    pub pairing_id: &'a str,
 }
 
 /// A page connection as other modules see it.
@@ -88,6 +98,19 @@ pub struct PageRef {
     pub page_id: u64,
     pub user_id: String,
     pub session_hash: String,
+    /// The browser pairing the page's socket was opened with (re-checked for every read).
+    pub pairing_id: String,
+}
+
+impl PageConn {
+    fn page_ref(&self, page_id: u64) -> PageRef {
+        PageRef {
+            page_id,
+            user_id: self.user_id.clone(),
+            session_hash: self.session_hash.clone(),
+            pairing_id: self.pairing_id.clone(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -289,16 +312,17 @@ impl Hub {
 
     // ---- pages ----
 
-    pub fn page_connected(&self, terminal_id: &str, user_id: &str, session_hash: &str, tx: mpsc::Sender<ServerToPage>) -> u64 {
+    pub fn page_connected(&self, page: NewPage<'_>, tx: mpsc::Sender<ServerToPage>) -> u64 {
         let mut inner = self.lock();
         inner.next_conn_id += 1;
         let id = inner.next_conn_id;
         inner.pages.insert(
             id,
             PageConn {
-                terminal_id: terminal_id.into(),
-                user_id: user_id.into(),
-                session_hash: session_hash.into(),
+                terminal_id: page.terminal_id.into(),
+                user_id: page.user_id.into(),
+                session_hash: page.session_hash.into(),
+                pairing_id: page.pairing_id.into(),
                 tx,
                 armed: false,
                 armed_at: 0,
@@ -329,7 +353,7 @@ impl Hub {
             .iter()
             .filter(|(_, p)| p.terminal_id == terminal_id && p.armed)
             .max_by_key(|(_, p)| p.armed_at)
-            .map(|(id, p)| PageRef { page_id: *id, user_id: p.user_id.clone(), session_hash: p.session_hash.clone() })
+            .map(|(id, p)| p.page_ref(*id))
     }
 
     /// Queue a frame to one page; a page that cannot keep up is dropped.
@@ -350,7 +374,7 @@ impl Hub {
             .pages
             .iter()
             .filter(|(_, p)| p.terminal_id == terminal_id)
-            .map(|(id, p)| PageRef { page_id: *id, user_id: p.user_id.clone(), session_hash: p.session_hash.clone() })
+            .map(|(id, p)| p.page_ref(*id))
             .collect()
     }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod data;
 pub mod http;
 pub mod hub;
+pub mod keys;
 pub mod metrics;
 pub mod reader;
 pub mod secrets;
@@ -23,6 +24,7 @@ pub mod seed;
 pub mod state;
 pub mod store;
 pub mod terminals;
+pub mod throttle;
 pub mod util;
 
 pub use config::Config;

@@ -63,3 +63,18 @@ mod tests {
         assert_eq!(format_ms(951_782_400_000), "2000-02-29 00:00:00");
     }
 }
+
+/// An error and its causes, `: `-separated, for logs (`%e` alone shows only the outermost).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

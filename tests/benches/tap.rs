@@ -196,12 +196,12 @@ async fn main() {
         trip.push(started.elapsed());
     }
     // …and the two parts of B: the S200 checks against the database, and the read itself.
-    let user_id = app.store().user_by_name("alice").await.unwrap().user_id;
+    let page = hub.pages_of(&terminal).into_iter().next().expect("the Chromium page is connected");
     let mut checks = Vec::with_capacity(n);
     let mut reads = Vec::with_capacity(n);
     for _ in 0..n {
         let started = Instant::now();
-        let allowed = cardbridge::reader::authorize(&app.state, &terminal, &user_id, "").await;
+        let allowed = cardbridge::reader::authorize(&app.state, &terminal, &page).await;
         checks.push(started.elapsed());
         assert!(allowed.is_ok(), "{allowed:?}");
         let started = Instant::now();

@@ -8,3 +8,4 @@ mod enrolment;
 mod main_path;
 mod pages;
 mod permission;
+mod trust;

@@ -17,6 +17,8 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("too many failed attempts; try again later")]
     TooManyAttempts,
+    #[error("too many requests; try again in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
     #[error("{0}")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -38,6 +40,7 @@ impl ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -64,7 +67,11 @@ impl IntoResponse for ApiError {
                 other => other.to_string(),
             }
         };
-        (status, Json(protocol::api::ApiError { code: code.into(), message })).into_response()
+        let mut response = (status, Json(protocol::api::ApiError { code: code.into(), message })).into_response();
+        if let ApiError::RateLimited { retry_after_s } = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after_s.max(1)));
+        }
+        response
     }
 }
 

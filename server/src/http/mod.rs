@@ -88,10 +88,12 @@ impl Application {
         let bound = listener.local_addr()?;
         let hub = Hub::new(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms));
         let assets = assets::Assets::load(&config.www_dir);
+        let keys = Arc::new(config.key_store()?);
         let state = AppState::new(Inner {
             store,
             hub,
             secrets,
+            keys,
             public_base: config.public_base(bound),
             origins: config.origins(bound),
             config,
@@ -99,6 +101,7 @@ impl Application {
             consent_once: Default::default(),
             assets,
             read_timings: Default::default(),
+            throttles: Default::default(),
         });
         Ok(Application { listener, state })
     }
