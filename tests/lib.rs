@@ -137,11 +137,13 @@ pub struct AppOptions {
     /// Write an issuer key file (mode 0600) with the simulator's test issuer key and configure
     /// it, so the simulated issued cards authenticate with or without demo mode.
     pub issuer_key_file: bool,
+    /// Override every rate limit (arms, reads, typed lookups per minute); `None`: the defaults.
+    pub limits_per_minute: Option<usize>,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { demo: true, command_timeout_ms: 5_000, issuer_key_file: true }
+        AppOptions { demo: true, command_timeout_ms: 5_000, issuer_key_file: true, limits_per_minute: None }
     }
 }
 
@@ -166,7 +168,7 @@ pub fn write_test_issuer_keys(dir: &std::path::Path) -> PathBuf {
 pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
     let db = TestDb::new(engine).await?;
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url.clone(),
         data_dir: data_dir.path().to_path_buf(),
@@ -176,6 +178,9 @@ pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
         issuer_keys_file: options.issuer_key_file.then(|| write_test_issuer_keys(data_dir.path())),
         ..Config::default()
     };
+    if let Some(n) = options.limits_per_minute {
+        (config.arms_per_minute, config.reads_per_minute, config.typed_lookups_per_minute) = (n, n, n);
+    }
     let app = Application::build(config).await.expect("server builds");
     let addr = app.local_addr();
     let state = app.state();

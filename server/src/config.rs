@@ -34,6 +34,11 @@ pub struct Config {
     /// The issuer key file (`CARDBRIDGE_ISSUER_KEYS_FILE`, mode 0600; see `keys`). Without one, a
     /// demo server uses the simulator's test issuer and any other server authenticates no card.
     pub issuer_keys_file: Option<PathBuf>,
+    /// Rate limits per minute (per terminal and per user): `arm` frames, card reads, and lookups
+    /// of typed card numbers (per user).
+    pub arms_per_minute: usize,
+    pub reads_per_minute: usize,
+    pub typed_lookups_per_minute: usize,
 }
 
 impl Default for Config {
@@ -50,6 +55,9 @@ impl Default for Config {
             command_timeout_ms: 5_000,
             session_ttl_ms: 8 * 3600 * 1000,
             issuer_keys_file: None,
+            arms_per_minute: 30,
+            reads_per_minute: 20,
+            typed_lookups_per_minute: 10,
         }
     }
 }
@@ -69,6 +77,9 @@ struct FileConfig {
     command_timeout_ms: Option<u64>,
     session_ttl_minutes: Option<i64>,
     issuer_keys_file: Option<PathBuf>,
+    arms_per_minute: Option<usize>,
+    reads_per_minute: Option<usize>,
+    typed_lookups_per_minute: Option<usize>,
 }
 
 impl Config {
@@ -96,6 +107,9 @@ impl Config {
         if let Some(v) = f.command_timeout_ms { self.command_timeout_ms = v; }
         if let Some(v) = f.session_ttl_minutes { self.session_ttl_ms = v * 60_000; }
         if let Some(v) = f.issuer_keys_file { self.issuer_keys_file = Some(v); }
+        if let Some(v) = f.arms_per_minute { self.arms_per_minute = v; }
+        if let Some(v) = f.reads_per_minute { self.reads_per_minute = v; }
+        if let Some(v) = f.typed_lookups_per_minute { self.typed_lookups_per_minute = v; }
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {

@@ -51,6 +51,10 @@ pub struct AgentStatus {
     pub policy: LocalPolicyReport,
     pub readers: Vec<ReaderInfo>,
     pub card: Option<PresentCard>,
+    /// A read of the present card has started: the next read needs a new tap. (A card that
+    /// failed to read, or was pulled away while the reader still shows it, is not read again and
+    /// again while the page re-arms.)
+    pub card_read: bool,
 }
 
 struct AgentConn {
@@ -163,7 +167,7 @@ impl Hub {
         let mut inner = self.lock();
         inner.next_conn_id += 1;
         let conn_id = inner.next_conn_id;
-        let status = AgentStatus { backend, policy, readers: Vec::new(), card: None };
+        let status = AgentStatus { backend, policy, readers: Vec::new(), card: None, card_read: false };
         if let Some(old) = inner.agents.insert(
             terminal_id.to_string(),
             AgentConn { conn_id, tx, key, pending: HashMap::new(), status, busy: false },
@@ -212,6 +216,7 @@ impl Hub {
     pub fn card_present(&self, terminal_id: &str, conn_id: u64, card: PresentCard) {
         if let Some(agent) = self.lock().agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
             agent.status.card = Some(card);
+            agent.status.card_read = false;
         }
     }
 
@@ -224,12 +229,14 @@ impl Hub {
         }
     }
 
-    /// Mark the terminal busy for a read; false if a read is already running or no agent is there.
+    /// Mark the terminal busy for a read of its present card; false if a read is already running,
+    /// the present card was already read (one read per tap), or no agent is there.
     pub fn try_begin_read(&self, terminal_id: &str) -> bool {
         let mut inner = self.lock();
         match inner.agents.get_mut(terminal_id) {
-            Some(agent) if !agent.busy => {
+            Some(agent) if !agent.busy && agent.status.card.is_some() && !agent.status.card_read => {
                 agent.busy = true;
+                agent.status.card_read = true;
                 true
             }
             _ => false,

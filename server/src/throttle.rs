@@ -52,21 +52,25 @@ impl Throttle {
     }
 }
 
-/// The limits a server applies.
+/// The limits a server applies (per minute, from the configuration; defaults 30, 20, 10).
 #[derive(Debug)]
 pub struct Throttles {
-    /// `arm` frames, per terminal and per user: 30 a minute.
+    /// `arm` frames and demo taps, per terminal and per user.
     pub arm: Throttle,
-    /// Card reads started, per terminal and per user: 20 a minute.
+    /// Card reads started, per terminal and per user.
     pub read: Throttle,
-    /// Lookups of a card number without a read backing it, per user: 10 a minute.
+    /// Lookups of a card number without a read backing it, per user.
     pub typed_lookup: Throttle,
 }
 
-impl Default for Throttles {
-    fn default() -> Self {
+impl Throttles {
+    pub fn from_config(config: &crate::config::Config) -> Throttles {
         let minute = Duration::from_secs(60);
-        Throttles { arm: Throttle::new(30, minute), read: Throttle::new(20, minute), typed_lookup: Throttle::new(10, minute) }
+        Throttles {
+            arm: Throttle::new(config.arms_per_minute, minute),
+            read: Throttle::new(config.reads_per_minute, minute),
+            typed_lookup: Throttle::new(config.typed_lookups_per_minute, minute),
+        }
     }
 }
 

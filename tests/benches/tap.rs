@@ -132,7 +132,10 @@ async fn main() {
     let a_hot = tokio::task::spawn_blocking(move || local_reads_kept_present(n)).await.unwrap();
     println!("A done");
 
-    let app = spawn_app(Engine::Sqlite, AppOptions { demo: false, ..AppOptions::default() }).await.unwrap();
+    // 200 taps in a few minutes: far above the per-terminal read limit a person at a counter meets.
+    let app = spawn_app(Engine::Sqlite, AppOptions { demo: false, limits_per_minute: Some(100_000), ..AppOptions::default() })
+        .await
+        .unwrap();
     app.seed_demo().await;
     let agent = app
         .start_terminal_with("Bench desk", cardbridge_agent::ReaderChoice::Pcsc { reader: Some(card::sim::vpcd::reader_name(SLOT)) })

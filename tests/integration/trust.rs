@@ -105,6 +105,31 @@ async fn allow_once_is_one_read(engine: Engine) {
     app.stop().await;
 }
 
+/// One tap, one read: re-arming while the same card stays on the reader (after a read, or after a
+/// failed one) does not read it again — a page module re-arming in a loop cannot become a loop of
+/// reads.
+async fn a_card_is_read_once_per_tap(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    app.seed_demo().await;
+    let agent = app.start_terminal("Branch PC 13").await;
+    let (_browser, mut page) = armed_page(&app, &agent, ConsentDecision::AllowAlways).await;
+    page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
+    card_number(&mut page).await;
+    let sent = app.state.hub.commands_sent(&agent.terminal_id);
+
+    for _ in 0..5 {
+        page.send(&PageToServer::Arm).await;
+        page.expect("waiting", |f| matches!(f, ServerToPage::WaitingForCard).then_some(())).await;
+    }
+    assert_eq!(app.state.hub.commands_sent(&agent.terminal_id), sent, "the same tap was read again");
+
+    page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
+    card_number(&mut page).await;
+    assert!(app.state.hub.commands_sent(&agent.terminal_id) > sent + 1, "a new tap is read");
+    agent.stop().await;
+    app.stop().await;
+}
+
 async fn an_open_page_socket_stops_working_after_logout(engine: Engine) {
     let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
     app.seed_demo().await;
@@ -234,6 +259,7 @@ both_databases!(
     a_recorded_card_without_issuer_keys_stays_masked,
     a_cloned_card_does_not_disclose_the_customer_data,
     allow_once_is_one_read,
+    a_card_is_read_once_per_tap,
     an_open_page_socket_stops_working_after_logout,
     an_open_page_socket_stops_working_when_the_pairing_is_revoked,
     a_flood_of_arm_frames_is_throttled,

@@ -89,6 +89,7 @@ impl Application {
         let hub = Hub::new(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms));
         let assets = assets::Assets::load(&config.www_dir);
         let keys = Arc::new(config.key_store()?);
+        let throttles = crate::throttle::Throttles::from_config(&config);
         let state = AppState::new(Inner {
             store,
             hub,
@@ -101,7 +102,7 @@ impl Application {
             consent_once: Default::default(),
             assets,
             read_timings: Default::default(),
-            throttles: Default::default(),
+            throttles,
         });
         Ok(Application { listener, state })
     }
