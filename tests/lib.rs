@@ -134,11 +134,13 @@ pub struct TestApp {
 pub struct AppOptions {
     pub demo: bool,
     pub command_timeout_ms: u64,
+    /// Seconds between audit checkpoints (0: only at shutdown).
+    pub audit_checkpoint_interval_s: u64,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { demo: true, command_timeout_ms: 5_000 }
+        AppOptions { demo: true, command_timeout_ms: 5_000, audit_checkpoint_interval_s: 60 }
     }
 }
 
@@ -154,6 +156,7 @@ pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
         www_dir: workspace_root().join("www"),
         demo: options.demo,
         command_timeout_ms: options.command_timeout_ms,
+        audit_checkpoint_interval_s: options.audit_checkpoint_interval_s,
         ..Config::default()
     };
     let app = Application::build(config).await.expect("server builds");
@@ -190,6 +193,17 @@ impl TestApp {
         if let Some(db) = self.db.take() {
             db.cleanup().await;
         }
+    }
+
+    /// Shut the server down gracefully (its pool closes) and keep the database for inspection;
+    /// returns what `run_until` returned.
+    pub async fn stop_server(&mut self) -> Option<anyhow::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let served = self.served.take()?;
+        let joined = tokio::time::timeout(Duration::from_secs(5), served).await.ok()?;
+        Some(joined.unwrap_or_else(|e| Err(anyhow::anyhow!("the server task failed: {e}"))))
     }
 
     /// An HTTP client with its own cookie jar (one "browser").

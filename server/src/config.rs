@@ -31,6 +31,9 @@ pub struct Config {
     pub command_timeout_ms: u64,
     /// How long a session lives.
     pub session_ttl_ms: i64,
+    /// Seconds between signed checkpoints of the audit head (written only when the head moved;
+    /// one more at shutdown). 0: only at shutdown.
+    pub audit_checkpoint_interval_s: u64,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             secure_cookies: false,
             command_timeout_ms: 5_000,
             session_ttl_ms: 8 * 3600 * 1000,
+            audit_checkpoint_interval_s: 60,
         }
     }
 }
@@ -64,6 +68,7 @@ struct FileConfig {
     secure_cookies: Option<bool>,
     command_timeout_ms: Option<u64>,
     session_ttl_minutes: Option<i64>,
+    audit_checkpoint_interval_s: Option<u64>,
 }
 
 impl Config {
@@ -90,6 +95,7 @@ impl Config {
         if let Some(v) = f.secure_cookies { self.secure_cookies = v; }
         if let Some(v) = f.command_timeout_ms { self.command_timeout_ms = v; }
         if let Some(v) = f.session_ttl_minutes { self.session_ttl_ms = v * 60_000; }
+        if let Some(v) = f.audit_checkpoint_interval_s { self.audit_checkpoint_interval_s = v; }
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
@@ -105,6 +111,10 @@ impl Config {
         }
         if let Some(v) = get("CARDBRIDGE_DEMO") { self.demo = matches!(v.as_str(), "1" | "true" | "yes"); }
         if let Some(v) = get("CARDBRIDGE_SECURE_COOKIES") { self.secure_cookies = matches!(v.as_str(), "1" | "true" | "yes"); }
+        if let Some(v) = get("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S") {
+            self.audit_checkpoint_interval_s =
+                v.parse().with_context(|| format!("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S={v} is not a number of seconds"))?;
+        }
         Ok(())
     }
 
@@ -151,6 +161,18 @@ mod tests {
         assert_eq!(config.listen.port(), 9100);
         assert!(config.demo);
         assert_eq!(config.database_url, "postgres://x/y");
+    }
+
+    #[test]
+    fn the_audit_checkpoint_interval_comes_from_file_and_env() {
+        let mut config = Config::default();
+        assert_eq!(config.audit_checkpoint_interval_s, 60);
+        config.apply_file(toml::from_str("audit_checkpoint_interval_s = 5").unwrap());
+        assert_eq!(config.audit_checkpoint_interval_s, 5);
+        config.apply_env(|k| (k == "CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S").then(|| "0".to_string())).unwrap();
+        assert_eq!(config.audit_checkpoint_interval_s, 0);
+        let err = config.apply_env(|k| (k == "CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S").then(|| "soon".to_string())).unwrap_err();
+        assert!(err.to_string().contains("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S"));
     }
 
     #[test]
