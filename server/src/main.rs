@@ -161,23 +161,25 @@ async fn audit_verify(config: &Config, args: AuditVerifyArgs) -> anyhow::Result<
     let server_key = match &args.public_key {
         Some(text) => {
             let bytes = hex::decode(text.trim()).context("--public-key is not hex")?;
-            protocol::envelope::verifying_key(&bytes).context("--public-key is not an Ed25519 public key")?
+            Some(protocol::envelope::verifying_key(&bytes).context("--public-key is not an Ed25519 public key")?)
         }
-        None => cardbridge::secrets::Secrets::load_server_public_key(&config.data_dir)
-            .context("loading the server key to check checkpoints with (or pass --public-key)")?,
+        // A server that never ran has no key, and no checkpoints either (verify_log says if it has).
+        None if !config.data_dir.join("server.key").exists() => None,
+        None => Some(cardbridge::secrets::Secrets::load_server_public_key(&config.data_dir)?),
     };
     let expected = match (&args.expect_checkpoint, args.expect_count, &args.expect_head) {
         (Some(path), _, _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let head: protocol::api::AuditHead =
                 protocol::decode(&text).with_context(|| format!("{} is not an audit head", path.display()))?;
-            Some(ExpectedHead::from_signed(&head, &server_key)?)
+            let key = server_key.as_ref().context("no server key to check the held checkpoint with (pass --public-key)")?;
+            Some(ExpectedHead::from_signed(&head, key)?)
         }
         (None, Some(count), Some(head)) => Some(ExpectedHead::parse(count, head)?),
         _ => None,
     };
     let store = open_store(config).await?;
-    let verification = verify_log(&store, &server_key, expected.as_ref()).await?;
+    let verification = verify_log(&store, server_key.as_ref(), expected.as_ref()).await?;
     store.close().await;
     if !verification.is_intact() {
         for problem in &verification.problems {
