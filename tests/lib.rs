@@ -139,11 +139,19 @@ pub struct AppOptions {
     pub issuer_key_file: bool,
     /// Override every rate limit (arms, reads, typed lookups per minute); `None`: the defaults.
     pub limits_per_minute: Option<usize>,
+    /// Seconds between audit checkpoints (0: only at shutdown).
+    pub audit_checkpoint_interval_s: u64,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { demo: true, command_timeout_ms: 5_000, issuer_key_file: true, limits_per_minute: None }
+        AppOptions {
+            demo: true,
+            command_timeout_ms: 5_000,
+            issuer_key_file: true,
+            limits_per_minute: None,
+            audit_checkpoint_interval_s: 60,
+        }
     }
 }
 
@@ -176,6 +184,7 @@ pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
         demo: options.demo,
         command_timeout_ms: options.command_timeout_ms,
         issuer_keys_file: options.issuer_key_file.then(|| write_test_issuer_keys(data_dir.path())),
+        audit_checkpoint_interval_s: options.audit_checkpoint_interval_s,
         ..Config::default()
     };
     if let Some(n) = options.limits_per_minute {
@@ -215,6 +224,17 @@ impl TestApp {
         if let Some(db) = self.db.take() {
             db.cleanup().await;
         }
+    }
+
+    /// Shut the server down gracefully (its pool closes) and keep the database for inspection;
+    /// returns what `run_until` returned.
+    pub async fn stop_server(&mut self) -> Option<anyhow::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let served = self.served.take()?;
+        let joined = tokio::time::timeout(Duration::from_secs(5), served).await.ok()?;
+        Some(joined.unwrap_or_else(|e| Err(anyhow::anyhow!("the server task failed: {e}"))))
     }
 
     /// An HTTP client with its own cookie jar (one "browser").

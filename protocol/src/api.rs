@@ -171,6 +171,48 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// `GET /api/admin/audit?before=&limit=`: a page of the audit log, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AuditPageQuery {
+    /// Only events with an `audit_id` below this one (the previous page's `next_before`).
+    #[serde(default)]
+    pub before: Option<i64>,
+    /// Page size; default [`AuditPage::DEFAULT_LIMIT`], at most [`AuditPage::MAX_LIMIT`].
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `before` for the next (older) page; `None` on the last page.
+    pub next_before: Option<i64>,
+}
+
+impl AuditPage {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 200;
+}
+
+/// `GET /api/admin/audit/head`: the latest signed checkpoint of the audit log, for an external
+/// system to hold (signed as described in `crate::checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub checkpoint_id: i64,
+    /// Events in the log when the checkpoint was taken.
+    pub event_count: u64,
+    /// Hash of event number `event_count` (counting from 1 in `audit_id` order).
+    pub head_hash: crate::HexBytes,
+    /// When the checkpoint was signed, unix milliseconds (signed).
+    pub at_ms: i64,
+    /// The same instant, `YYYY-MM-DD HH:MM:SS` UTC (for people; not signed).
+    pub at: String,
+    /// Ed25519 signature by the server key.
+    pub signature: crate::HexBytes,
+    /// The server's Ed25519 public key (check it against one you hold, not this copy).
+    pub public_key: crate::HexBytes,
+}
+
 /// `POST /api/agent/enrol`: the agent registers its public key with a one-time code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolRequest {

@@ -39,6 +39,9 @@ pub struct Config {
     pub arms_per_minute: usize,
     pub reads_per_minute: usize,
     pub typed_lookups_per_minute: usize,
+    /// Seconds between signed checkpoints of the audit head (written only when the head moved;
+    /// one more at shutdown). 0: only at shutdown.
+    pub audit_checkpoint_interval_s: u64,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             arms_per_minute: 30,
             reads_per_minute: 20,
             typed_lookups_per_minute: 10,
+            audit_checkpoint_interval_s: 60,
         }
     }
 }
@@ -80,6 +84,7 @@ struct FileConfig {
     arms_per_minute: Option<usize>,
     reads_per_minute: Option<usize>,
     typed_lookups_per_minute: Option<usize>,
+    audit_checkpoint_interval_s: Option<u64>,
 }
 
 impl Config {
@@ -110,6 +115,7 @@ impl Config {
         if let Some(v) = f.arms_per_minute { self.arms_per_minute = v; }
         if let Some(v) = f.reads_per_minute { self.reads_per_minute = v; }
         if let Some(v) = f.typed_lookups_per_minute { self.typed_lookups_per_minute = v; }
+        if let Some(v) = f.audit_checkpoint_interval_s { self.audit_checkpoint_interval_s = v; }
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
@@ -126,6 +132,10 @@ impl Config {
         }
         if let Some(v) = get("CARDBRIDGE_DEMO") { self.demo = matches!(v.as_str(), "1" | "true" | "yes"); }
         if let Some(v) = get("CARDBRIDGE_SECURE_COOKIES") { self.secure_cookies = matches!(v.as_str(), "1" | "true" | "yes"); }
+        if let Some(v) = get("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S") {
+            self.audit_checkpoint_interval_s =
+                v.parse().with_context(|| format!("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S={v} is not a number of seconds"))?;
+        }
         Ok(())
     }
 
@@ -187,6 +197,18 @@ mod tests {
         assert_eq!(config.listen.port(), 9100);
         assert!(config.demo);
         assert_eq!(config.database_url, "postgres://x/y");
+    }
+
+    #[test]
+    fn the_audit_checkpoint_interval_comes_from_file_and_env() {
+        let mut config = Config::default();
+        assert_eq!(config.audit_checkpoint_interval_s, 60);
+        config.apply_file(toml::from_str("audit_checkpoint_interval_s = 5").unwrap());
+        assert_eq!(config.audit_checkpoint_interval_s, 5);
+        config.apply_env(|k| (k == "CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S").then(|| "0".to_string())).unwrap();
+        assert_eq!(config.audit_checkpoint_interval_s, 0);
+        let err = config.apply_env(|k| (k == "CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S").then(|| "soon".to_string())).unwrap_err();
+        assert!(err.to_string().contains("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S"));
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //!   the agent, and delivery of the number to the page.
 //! - [`data`]: the data service (Q-S5) with its disclosure rules.
 //! - [`store`]: the sqlx store facade (SQLite or PostgreSQL) and the hash-chained audit log.
+//! - [`checkpoint`]: signed checkpoints of the audit log's head, and `audit-verify`'s check.
 //! - [`auth`], [`secrets`], [`config`], [`terminals`], [`seed`]: the rest of the plumbing.
 
 pub mod auth;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod http;

@@ -136,6 +136,7 @@ const STRINGS = {
     "admin.audit_subject": "Subject",
     "admin.audit_detail": "Detail",
     "admin.audit_empty": "No entries yet",
+    "admin.audit_older": "Older entries",
   },
   "zh-CN": {
     "brand": "卡桥银行",
@@ -264,6 +265,7 @@ const STRINGS = {
     "admin.audit_subject": "对象",
     "admin.audit_detail": "详情",
     "admin.audit_empty": "暂无记录",
+    "admin.audit_older": "更早的记录",
   },
 };
 

@@ -128,11 +128,18 @@ impl Application {
                 tracing::warn!(error = %e, "setting TCP_NODELAY");
             }
         });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        let checkpointer = crate::checkpoint::Checkpointer::start(
+            self.state.store.clone(),
+            self.state.secrets.clone(),
+            Duration::from_secs(self.state.config.audit_checkpoint_interval_s),
+        );
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving")?;
+            .context("serving");
+        // The head at shutdown is signed too, so that no event of this run goes unanchored.
+        checkpointer.finish().await;
         self.state.store.close().await;
-        Ok(())
+        served
     }
 }

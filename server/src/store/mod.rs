@@ -6,11 +6,13 @@
 
 mod audit;
 mod bank;
+mod checkpoint;
 mod terminals;
 mod users;
 
-pub use audit::AuditEvent;
+pub use audit::{AuditEvent, ChainHead, ChainWalk};
 pub use bank::{BankCard, CardTransaction};
+pub use checkpoint::AuditCheckpoint;
 pub use terminals::{BrowserPairing, CardRead, Terminal};
 pub use users::{Role, StoredConsent, User};
 
