@@ -45,6 +45,17 @@ pub struct Config {
     /// Login throttling (NIST SP 800-63B 5.2.2): no account or address is ever locked; after the
     /// free failures each further one makes the next attempt wait twice as long.
     pub login_throttle: LoginThrottle,
+    /// The issuer key file (`CARDBRIDGE_ISSUER_KEYS_FILE`, mode 0600; see `keys`). Without one, a
+    /// demo server uses the simulator's test issuer and any other server authenticates no card.
+    pub issuer_keys_file: Option<PathBuf>,
+    /// Rate limits per minute (per terminal and per user): `arm` frames, card reads, and lookups
+    /// of typed card numbers (per user).
+    pub arms_per_minute: usize,
+    pub reads_per_minute: usize,
+    pub typed_lookups_per_minute: usize,
+    /// Seconds between signed checkpoints of the audit head (written only when the head moved;
+    /// one more at shutdown). 0: only at shutdown.
+    pub audit_checkpoint_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -110,6 +121,11 @@ impl Default for Config {
             log_format: LogFormat::Text,
             trusted_proxies: Vec::new(),
             login_throttle: LoginThrottle::default(),
+            issuer_keys_file: None,
+            arms_per_minute: 30,
+            reads_per_minute: 20,
+            typed_lookups_per_minute: 10,
+            audit_checkpoint_interval_s: 60,
         }
     }
 }
@@ -135,6 +151,11 @@ struct FileConfig {
     login_delay_base_ms: Option<u64>,
     login_delay_max_ms: Option<u64>,
     login_failure_window_minutes: Option<u64>,
+    issuer_keys_file: Option<PathBuf>,
+    arms_per_minute: Option<usize>,
+    reads_per_minute: Option<usize>,
+    typed_lookups_per_minute: Option<usize>,
+    audit_checkpoint_interval_s: Option<u64>,
 }
 
 impl Config {
@@ -169,6 +190,11 @@ impl Config {
         if let Some(v) = f.login_delay_base_ms { t.base_delay_ms = v; }
         if let Some(v) = f.login_delay_max_ms { t.max_delay_ms = v; }
         if let Some(v) = f.login_failure_window_minutes { t.failure_window_ms = v * 60_000; }
+        if let Some(v) = f.issuer_keys_file { self.issuer_keys_file = Some(v); }
+        if let Some(v) = f.arms_per_minute { self.arms_per_minute = v; }
+        if let Some(v) = f.reads_per_minute { self.reads_per_minute = v; }
+        if let Some(v) = f.typed_lookups_per_minute { self.typed_lookups_per_minute = v; }
+        if let Some(v) = f.audit_checkpoint_interval_s { self.audit_checkpoint_interval_s = v; }
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
@@ -178,6 +204,7 @@ impl Config {
         if let Some(v) = get("CARDBRIDGE_DATABASE_URL") { self.database_url = v; }
         if let Some(v) = get("CARDBRIDGE_PUBLIC_URL") { self.public_url = Some(v); }
         if let Some(v) = get("CARDBRIDGE_DATA_DIR") { self.data_dir = v.into(); }
+        if let Some(v) = get("CARDBRIDGE_ISSUER_KEYS_FILE") { self.issuer_keys_file = Some(v.into()); }
         if let Some(v) = get("CARDBRIDGE_WWW_DIR") { self.www_dir = v.into(); }
         if let Some(v) = get("CARDBRIDGE_ALLOWED_ORIGINS") {
             self.allowed_origins = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
@@ -195,7 +222,26 @@ impl Config {
                 .map(|s| s.parse().with_context(|| format!("CARDBRIDGE_TRUSTED_PROXIES: {s} is not an IP address")))
                 .collect::<anyhow::Result<_>>()?;
         }
+        if let Some(v) = get("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S") {
+            self.audit_checkpoint_interval_s =
+                v.parse().with_context(|| format!("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S={v} is not a number of seconds"))?;
+        }
         Ok(())
+    }
+
+    /// The issuer key store this configuration names.
+    pub fn key_store(&self) -> anyhow::Result<crate::keys::SoftKeyStore> {
+        match (&self.issuer_keys_file, self.demo) {
+            (Some(path), _) => crate::keys::SoftKeyStore::load(path),
+            (None, true) => {
+                tracing::warn!("demo mode: the simulator's public test issuer key authenticates the simulated cards");
+                Ok(crate::keys::SoftKeyStore::test_issuer())
+            }
+            (None, false) => {
+                tracing::warn!("no issuer key file: no card can be authenticated, every read gets the masked summary");
+                Ok(crate::keys::SoftKeyStore::empty())
+            }
+        }
     }
 
     /// The public base URL, without trailing slash, for the actual bound address.
@@ -258,6 +304,18 @@ mod tests {
         assert_eq!(config.trusted_proxies.len(), 2);
         assert!(config.apply_env(|k| (k == "CARDBRIDGE_TRUSTED_PROXIES").then(|| "proxy.lan".to_string())).is_err());
         assert!(config.apply_env(|k| (k == "CARDBRIDGE_LOG_FORMAT").then(|| "xml".to_string())).is_err());
+    }
+
+    #[test]
+    fn the_audit_checkpoint_interval_comes_from_file_and_env() {
+        let mut config = Config::default();
+        assert_eq!(config.audit_checkpoint_interval_s, 60);
+        config.apply_file(toml::from_str("audit_checkpoint_interval_s = 5").unwrap());
+        assert_eq!(config.audit_checkpoint_interval_s, 5);
+        config.apply_env(|k| (k == "CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S").then(|| "0".to_string())).unwrap();
+        assert_eq!(config.audit_checkpoint_interval_s, 0);
+        let err = config.apply_env(|k| (k == "CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S").then(|| "soon".to_string())).unwrap_err();
+        assert!(err.to_string().contains("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S"));
     }
 
     #[test]

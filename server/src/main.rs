@@ -41,8 +41,27 @@ enum Command {
         #[command(subcommand)]
         command: TerminalCommand,
     },
-    /// Check the audit log's hash chain.
-    AuditVerify,
+    /// Check the audit log: its hash chain, every signed checkpoint of its head, and optionally a
+    /// head held outside the database.
+    AuditVerify(AuditVerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct AuditVerifyArgs {
+    /// Event count of a head held outside the database (with --expect-head).
+    #[arg(long, requires = "expect_head", conflicts_with = "expect_checkpoint")]
+    expect_count: Option<u64>,
+    /// Head hash (hex) of that head.
+    #[arg(long, requires = "expect_count")]
+    expect_head: Option<String>,
+    /// A checkpoint held outside the database: the JSON answer of `GET /api/admin/audit/head`
+    /// (its signature must verify).
+    #[arg(long, value_name = "FILE")]
+    expect_checkpoint: Option<PathBuf>,
+    /// The server's Ed25519 public key (hex) to check signatures with; default: the key of
+    /// `server.key` in the data directory.
+    #[arg(long, value_name = "HEX")]
+    public_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -145,17 +164,51 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::AuditVerify => {
-            let store = open_store(&config).await?;
-            match store.verify_audit_chain().await? {
-                Ok(n) => {
-                    println!("audit chain intact: {n} events");
-                    Ok(())
-                }
-                Err(id) => anyhow::bail!("audit chain broken at event {id}"),
-            }
-        }
+        Command::AuditVerify(args) => audit_verify(&config, args).await,
     }
+}
+
+async fn audit_verify(config: &Config, args: AuditVerifyArgs) -> anyhow::Result<()> {
+    use cardbridge::checkpoint::{verify_log, ExpectedHead};
+    let server_key = match &args.public_key {
+        Some(text) => {
+            let bytes = hex::decode(text.trim()).context("--public-key is not hex")?;
+            Some(protocol::envelope::verifying_key(&bytes).context("--public-key is not an Ed25519 public key")?)
+        }
+        // A server that never ran has no key, and no checkpoints either (verify_log says if it has).
+        None if !config.data_dir.join("server.key").exists() => None,
+        None => Some(cardbridge::secrets::Secrets::load_server_public_key(&config.data_dir)?),
+    };
+    let expected = match (&args.expect_checkpoint, args.expect_count, &args.expect_head) {
+        (Some(path), _, _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let head: protocol::api::AuditHead =
+                protocol::decode(&text).with_context(|| format!("{} is not an audit head", path.display()))?;
+            let key = server_key.as_ref().context("no server key to check the held checkpoint with (pass --public-key)")?;
+            Some(ExpectedHead::from_signed(&head, key)?)
+        }
+        (None, Some(count), Some(head)) => Some(ExpectedHead::parse(count, head)?),
+        _ => None,
+    };
+    let store = open_store(config).await?;
+    let verification = verify_log(&store, server_key.as_ref(), expected.as_ref()).await?;
+    store.close().await;
+    if !verification.is_intact() {
+        for problem in &verification.problems {
+            eprintln!("{problem}");
+        }
+        anyhow::bail!("audit log not intact: {} problem(s) in {} events", verification.problems.len(), verification.events);
+    }
+    println!(
+        "audit log intact: {} events, {} signed checkpoint(s){}",
+        verification.events,
+        verification.checkpoints_verified,
+        if expected.is_some() { ", matches the expected head" } else { "" }
+    );
+    if verification.checkpoints_verified == 0 && expected.is_none() {
+        println!("note: no checkpoint yet, so deleting the newest events would go unnoticed");
+    }
+    Ok(())
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {

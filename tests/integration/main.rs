@@ -10,3 +10,4 @@ mod hardening;
 mod main_path;
 mod pages;
 mod permission;
+mod trust;

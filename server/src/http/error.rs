@@ -22,6 +22,8 @@ pub enum ApiError {
     /// Sent with `Retry-After: retry_after_secs`.
     #[error("too many failed attempts; try again later")]
     TooManyAttempts { retry_after_secs: u64 },
+    #[error("too many requests; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -46,6 +48,7 @@ impl ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -115,7 +118,7 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = (status, axum::Json(protocol::api::ApiError { code: code.into(), message })).into_response();
-        if let ApiError::TooManyAttempts { retry_after_secs } = self {
+        if let ApiError::TooManyAttempts { retry_after_secs } | ApiError::RateLimited { retry_after_secs } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
         }
         response

@@ -156,10 +156,13 @@ impl Application {
         let hub = Hub::new(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms));
         let assets = assets::Assets::load(&config.www_dir);
         let login_limiter = LoginLimiter::new(config.login_throttle, config.trusted_proxies.clone());
+        let keys = Arc::new(config.key_store()?);
+        let throttles = crate::throttle::Throttles::from_config(&config);
         let state = AppState::new(Inner {
             store,
             hub,
             secrets,
+            keys,
             public_base: config.public_base(bound),
             origins: config.origins(bound),
             config,
@@ -167,6 +170,7 @@ impl Application {
             consent_once: Default::default(),
             assets,
             read_timings: Default::default(),
+            throttles,
         });
         Ok(Application { listener, state })
     }
@@ -192,11 +196,18 @@ impl Application {
                 tracing::warn!(error = %e, "setting TCP_NODELAY");
             }
         });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        let checkpointer = crate::checkpoint::Checkpointer::start(
+            self.state.store.clone(),
+            self.state.secrets.clone(),
+            Duration::from_secs(self.state.config.audit_checkpoint_interval_s),
+        );
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving")?;
+            .context("serving");
+        // The head at shutdown is signed too, so that no event of this run goes unanchored.
+        checkpointer.finish().await;
         self.state.store.close().await;
-        Ok(())
+        served
     }
 }

@@ -8,12 +8,14 @@
 
 mod audit;
 mod bank;
+mod checkpoint;
 mod terminals;
 mod throttle;
 mod users;
 
-pub use audit::{AuditEvent, MAX_AUDIT_FIELD_BYTES};
+pub use audit::{AuditEvent, ChainHead, ChainWalk, MAX_AUDIT_FIELD_BYTES};
 pub use bank::{BankCard, CardTransaction};
+pub use checkpoint::AuditCheckpoint;
 pub use terminals::{BrowserPairing, CardRead, Terminal};
 pub use users::{Role, StoredConsent, User};
 
