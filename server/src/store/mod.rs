@@ -86,6 +86,39 @@ fn constraint_name(constraint: Option<&str>, message: &str) -> String {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// One database transaction of the facade: a state change, its ledger postings and its audit
+/// event commit together or not at all, on both dialects. SQLite transactions begin `immediate`
+/// (the write lock up front, so two writers never deadlock upgrading a read lock); PostgreSQL ones
+/// `begin`. Dropped without [`StoreTx::commit`], it rolls back.
+pub struct StoreTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
+    /// PostgreSQL: this transaction holds the audit chain's advisory lock.
+    audit_locked: bool,
+}
+
+impl std::fmt::Debug for StoreTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTx").field("dialect", &self.dialect).finish_non_exhaustive()
+    }
+}
+
+impl StoreTx {
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> StoreResult<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
 /// The one handle to the database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -135,6 +168,15 @@ impl Store {
             store.assert_sqlite_durability().await?;
         }
         Ok(store)
+    }
+
+    /// Begin a transaction (see [`StoreTx`]).
+    pub async fn begin(&self) -> StoreResult<StoreTx> {
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("begin immediate").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
+        Ok(StoreTx { tx, dialect: self.dialect, audit_locked: false })
     }
 
     pub fn dialect(&self) -> Dialect {
