@@ -134,12 +134,41 @@ pub struct TestApp {
 pub struct AppOptions {
     pub demo: bool,
     pub command_timeout_ms: u64,
+    /// Write an issuer key file (mode 0600) with the simulator's test issuer key and configure
+    /// it, so the simulated issued cards authenticate with or without demo mode.
+    pub issuer_key_file: bool,
+    /// Override every rate limit (arms, reads, typed lookups per minute); `None`: the defaults.
+    pub limits_per_minute: Option<usize>,
+    /// Seconds between audit checkpoints (0: only at shutdown).
+    pub audit_checkpoint_interval_s: u64,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { demo: true, command_timeout_ms: 5_000 }
+        AppOptions {
+            demo: true,
+            command_timeout_ms: 5_000,
+            issuer_key_file: true,
+            limits_per_minute: None,
+            audit_checkpoint_interval_s: 60,
+        }
     }
+}
+
+/// An issuer key file with the simulator's test issuer key for its ranges.
+pub fn write_test_issuer_keys(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("issuer-keys.toml");
+    let mut text = String::new();
+    for prefix in card::sim::issuer::TEST_ISSUER_RANGES {
+        text.push_str(&format!(
+            "[[issuer]]\nprefix = \"{prefix}\"\nkey_id = \"test-imk-ac\"\nimk_ac = \"{}\"\n",
+            hex::encode_upper(card::sim::issuer::TEST_ISSUER_MASTER_KEY)
+        ));
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).expect("key file");
+    std::io::Write::write_all(&mut file, text.as_bytes()).expect("key file written");
+    path
 }
 
 /// Start a server on a free port over a fresh database of `engine`; `None` where that engine is
@@ -147,15 +176,20 @@ impl Default for AppOptions {
 pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
     let db = TestDb::new(engine).await?;
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url.clone(),
         data_dir: data_dir.path().to_path_buf(),
         www_dir: workspace_root().join("www"),
         demo: options.demo,
         command_timeout_ms: options.command_timeout_ms,
+        issuer_keys_file: options.issuer_key_file.then(|| write_test_issuer_keys(data_dir.path())),
+        audit_checkpoint_interval_s: options.audit_checkpoint_interval_s,
         ..Config::default()
     };
+    if let Some(n) = options.limits_per_minute {
+        (config.arms_per_minute, config.reads_per_minute, config.typed_lookups_per_minute) = (n, n, n);
+    }
     let app = Application::build(config).await.expect("server builds");
     let addr = app.local_addr();
     let state = app.state();
@@ -174,6 +208,54 @@ pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
     })
 }
 
+/// Like [`spawn_app`], with `configure` applied to the server's configuration before it starts.
+pub async fn spawn_app_with(engine: Engine, options: AppOptions, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let db = TestDb::new(engine).await?;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        data_dir: data_dir.path().to_path_buf(),
+        www_dir: workspace_root().join("www"),
+        demo: options.demo,
+        command_timeout_ms: options.command_timeout_ms,
+        ..Config::default()
+    };
+    configure(&mut config);
+    Some(start_on(config, Some(db), data_dir).await)
+}
+
+/// Build and serve `config`; `db` (if any) is dropped when the app stops.
+async fn start_on(config: Config, db: Option<TestDb>, data_dir: tempfile::TempDir) -> TestApp {
+    let app = Application::build(config).await.expect("server builds");
+    let addr = app.local_addr();
+    let state = app.state();
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp { base: format!("http://{addr}"), host: addr.to_string(), state, db, data_dir, shutdown: Some(tx), served: Some(served) }
+}
+
+impl TestApp {
+    /// The database URL of this server.
+    pub fn database_url(&self) -> &str {
+        &self.state.config.database_url
+    }
+
+    /// A second server instance on this one's database (as behind a load balancer), with its own
+    /// port and key directory. Stopping it leaves the database to the first.
+    pub async fn second_instance(&self) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            ..self.state.config.clone()
+        };
+        start_on(config, None, data_dir).await
+    }
+}
+
 impl TestApp {
     pub fn store(&self) -> &Store {
         &self.state.store
@@ -190,6 +272,17 @@ impl TestApp {
         if let Some(db) = self.db.take() {
             db.cleanup().await;
         }
+    }
+
+    /// Shut the server down gracefully (its pool closes) and keep the database for inspection;
+    /// returns what `run_until` returned.
+    pub async fn stop_server(&mut self) -> Option<anyhow::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let served = self.served.take()?;
+        let joined = tokio::time::timeout(Duration::from_secs(5), served).await.ok()?;
+        Some(joined.unwrap_or_else(|e| Err(anyhow::anyhow!("the server task failed: {e}"))))
     }
 
     /// An HTTP client with its own cookie jar (one "browser").
@@ -220,7 +313,14 @@ impl TestApp {
 
     /// Like [`TestApp::start_terminal`], with the given reader backend (e.g. PC/SC).
     pub async fn start_terminal_with(&self, name: &str, reader: cardbridge_agent::ReaderChoice) -> TestAgent {
-        let agent = self.enrol_and_run(name, reader).await;
+        let backend = cardbridge_agent::backend::open(&reader, None).expect("reader backend");
+        self.start_terminal_on(name, backend).await
+    }
+
+    /// Like [`TestApp::start_terminal`], with a reader backend made by the test (e.g. a virtual
+    /// reader holding a cloned card).
+    pub async fn start_terminal_on(&self, name: &str, backend: Box<dyn cardbridge_agent::backend::ReaderBackend>) -> TestAgent {
+        let agent = self.enrol_and_run_on(name, backend).await;
         let hub = self.state.hub.clone();
         let id = agent.terminal_id.clone();
         eventually("the agent to come online", || {
@@ -236,10 +336,15 @@ impl TestApp {
     /// Create a terminal, enrol an in-process agent and start it, without waiting for it to come
     /// online (the server may refuse it).
     pub async fn enrol_and_run(&self, name: &str, reader: cardbridge_agent::ReaderChoice) -> TestAgent {
+        let backend = cardbridge_agent::backend::open(&reader, None).expect("reader backend");
+        self.enrol_and_run_on(name, backend).await
+    }
+
+    async fn enrol_and_run_on(&self, name: &str, backend: Box<dyn cardbridge_agent::backend::ReaderBackend>) -> TestAgent {
         let created = cardbridge::terminals::create(self.store(), name, "test").await.expect("terminal");
         let dir = tempfile::tempdir().expect("temp dir");
         cardbridge_agent::enrol(&self.base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
-        TestAgent::start(dir, created.terminal_id, &reader).await
+        TestAgent::start_on(dir, created.terminal_id, backend).await
     }
 }
 
@@ -254,8 +359,12 @@ pub struct TestAgent {
 
 impl TestAgent {
     pub async fn start(state_dir: tempfile::TempDir, terminal_id: String, reader: &cardbridge_agent::ReaderChoice) -> TestAgent {
-        let config = cardbridge_agent::AgentConfig::load(state_dir.path()).expect("agent config");
         let backend = cardbridge_agent::backend::open(reader, None).expect("reader backend");
+        TestAgent::start_on(state_dir, terminal_id, backend).await
+    }
+
+    pub async fn start_on(state_dir: tempfile::TempDir, terminal_id: String, backend: Box<dyn cardbridge_agent::backend::ReaderBackend>) -> TestAgent {
+        let config = cardbridge_agent::AgentConfig::load(state_dir.path()).expect("agent config");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(cardbridge_agent::run(config, backend, async {
             let _ = rx.await;

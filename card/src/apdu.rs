@@ -83,6 +83,12 @@ impl Apdu {
             .le(0)
     }
 
+    /// GENERATE APPLICATION CRYPTOGRAM, first generation, for the cryptogram type in `reference`
+    /// (`80` ARQC, `40` TC, `00` AAC) with the CDOL1 values: `80 AE ref 00 Lc data 00`.
+    pub fn generate_ac(reference: u8, cdol_data: &[u8]) -> Self {
+        Apdu::new(0x80, 0xAE, reference, 0x00).data(cdol_data).le(0)
+    }
+
     /// The PC/SC reader pseudo-APDU for the contactless UID: `FF CA 00 00 00`.
     pub fn get_uid() -> Self {
         Apdu::new(0xFF, 0xCA, 0x00, 0x00).le(0)

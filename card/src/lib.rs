@@ -4,6 +4,7 @@
 //!
 //! - [`apdu`]: command APDUs, status words, and [`apdu::exchange`], the one place that follows
 //!   `61xx` and `6Cxx`.
+//! - [`crypto`]: DES, triple DES, ISO 9797-1 MACs, EMV key derivation (cryptograms, purse MACs).
 //! - [`batch`]: groups of APDUs run in one agent round trip; the agent runs them with
 //!   [`batch::execute`].
 //! - [`tlv`]: the BER-TLV decoder (hostile input is an error, never a panic).
@@ -18,6 +19,7 @@
 
 pub mod apdu;
 pub mod batch;
+pub mod crypto;
 pub mod emv;
 pub mod pan;
 pub mod sim;

@@ -78,6 +78,22 @@ pub struct QueryResult {
     pub details: Option<CardDetails>,
     pub balance: Option<Balance>,
     pub transactions: Option<Vec<Transaction>>,
+    /// With [`Disclosure::Masked`]: why no more was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked_reason: Option<MaskedReason>,
+}
+
+/// Why a result is only the masked summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskedReason {
+    /// No read of this very card backs the request (a typed number, or a read of another card).
+    NotTapped,
+    /// The card was tapped but did not prove itself with a cryptogram the bank verified (a card
+    /// the bank did not issue, or a read the server cannot trust).
+    CardNotAuthenticated,
+    /// A cardholder's request about a card read on another terminal and not bound to them.
+    OtherTerminal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +169,48 @@ pub struct AuditEntry {
     pub action: String,
     pub subject: String,
     pub detail: String,
+}
+
+/// `GET /api/admin/audit?before=&limit=`: a page of the audit log, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AuditPageQuery {
+    /// Only events with an `audit_id` below this one (the previous page's `next_before`).
+    #[serde(default)]
+    pub before: Option<i64>,
+    /// Page size; default [`AuditPage::DEFAULT_LIMIT`], at most [`AuditPage::MAX_LIMIT`].
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `before` for the next (older) page; `None` on the last page.
+    pub next_before: Option<i64>,
+}
+
+impl AuditPage {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 200;
+}
+
+/// `GET /api/admin/audit/head`: the latest signed checkpoint of the audit log, for an external
+/// system to hold (signed as described in `crate::checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub checkpoint_id: i64,
+    /// Events in the log when the checkpoint was taken.
+    pub event_count: u64,
+    /// Hash of event number `event_count` (counting from 1 in `audit_id` order).
+    pub head_hash: crate::HexBytes,
+    /// When the checkpoint was signed, unix milliseconds (signed).
+    pub at_ms: i64,
+    /// The same instant, `YYYY-MM-DD HH:MM:SS` UTC (for people; not signed).
+    pub at: String,
+    /// Ed25519 signature by the server key.
+    pub signature: crate::HexBytes,
+    /// The server's Ed25519 public key (check it against one you hold, not this copy).
+    pub public_key: crate::HexBytes,
 }
 
 /// `POST /api/agent/enrol`: the agent registers its public key with a one-time code.

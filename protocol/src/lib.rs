@@ -8,6 +8,7 @@
 //! - [`api`]: JSON bodies of the HTTP API used by the pages and scripts.
 //! - [`envelope`] (feature `crypto`): Ed25519 signing and verification of commands, replies and the
 //!   connection challenge, with replay protection.
+//! - [`checkpoint`] (feature `crypto`): the signed checkpoint of the audit log's head.
 //!
 //! Architecture invariant: this is the only crate that knows the wire format. Types elsewhere are
 //! internal and never `Serialize`; they are converted to and from the types here at the edges.
@@ -15,6 +16,8 @@
 pub mod agent;
 pub mod api;
 pub mod bytes;
+#[cfg(feature = "crypto")]
+pub mod checkpoint;
 #[cfg(feature = "crypto")]
 pub mod envelope;
 pub mod page;

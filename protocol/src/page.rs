@@ -111,6 +111,10 @@ pub enum Refusal {
     NotADemoTerminal,
     /// The frame was not understood.
     BadRequest,
+    /// Too many arms or reads in a short time on this terminal or by this user: wait a moment.
+    TooManyRequests,
+    /// The server could not check the permission (a failure of ours, not a refusal): try again later.
+    Unavailable,
 }
 
 /// Why a read failed.

@@ -72,6 +72,10 @@ pub struct AgentStatus {
     pub policy: LocalPolicyReport,
     pub readers: Vec<ReaderInfo>,
     pub card: Option<PresentCard>,
+    /// A read of the present card has started: the next read needs a new tap. (A card that
+    /// failed to read, or was pulled away while the reader still shows it, is not read again and
+    /// again while the page re-arms.)
+    pub card_read: bool,
 }
 
 struct AgentConn {
@@ -109,9 +113,19 @@ struct PageConn {
     terminal_id: String,
     user_id: String,
     session_hash: String,
+    pairing_id: String,
     tx: mpsc::Sender<ServerToPage>,
     armed: bool,
     armed_at: i64,
+}
+
+/// Who opened a page connection, for [`Hub::page_connected`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewPage<'a> {
+    pub terminal_id: &'a str,
+    pub user_id: &'a str,
+    pub session_hash: &'a str,
+    pub pairing_id: &'a str,
 }
 
 /// A page connection as other modules see it.
@@ -120,6 +134,19 @@ pub struct PageRef {
     pub page_id: u64,
     pub user_id: String,
     pub session_hash: String,
+    /// The browser pairing the page's socket was opened with (re-checked for every read).
+    pub pairing_id: String,
+}
+
+impl PageConn {
+    fn page_ref(&self, page_id: u64) -> PageRef {
+        PageRef {
+            page_id,
+            user_id: self.user_id.clone(),
+            session_hash: self.session_hash.clone(),
+            pairing_id: self.pairing_id.clone(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -174,7 +201,7 @@ impl Hub {
         let mut inner = self.lock();
         inner.next_conn_id += 1;
         let conn_id = inner.next_conn_id;
-        let status = AgentStatus { backend, policy, readers: Vec::new(), card: None };
+        let status = AgentStatus { backend, policy, readers: Vec::new(), card: None, card_read: false };
         if let Some(old) = inner.agents.insert(
             terminal_id.to_string(),
             AgentConn {
@@ -232,6 +259,7 @@ impl Hub {
     pub fn card_present(&self, terminal_id: &str, conn_id: u64, card: PresentCard) {
         if let Some(agent) = self.lock().agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
             agent.status.card = Some(card);
+            agent.status.card_read = false;
         }
     }
 
@@ -244,12 +272,14 @@ impl Hub {
         }
     }
 
-    /// Mark the terminal busy for a read; false if a read is already running or no agent is there.
+    /// Mark the terminal busy for a read of its present card; false if a read is already running,
+    /// the present card was already read (one read per tap), or no agent is there.
     pub fn try_begin_read(&self, terminal_id: &str) -> bool {
         let mut inner = self.lock();
         match inner.agents.get_mut(terminal_id) {
-            Some(agent) if !agent.busy => {
+            Some(agent) if !agent.busy && agent.status.card.is_some() && !agent.status.card_read => {
                 agent.busy = true;
+                agent.status.card_read = true;
                 true
             }
             _ => false,
@@ -345,16 +375,17 @@ impl Hub {
 
     // ---- pages ----
 
-    pub fn page_connected(&self, terminal_id: &str, user_id: &str, session_hash: &str, tx: mpsc::Sender<ServerToPage>) -> u64 {
+    pub fn page_connected(&self, page: NewPage<'_>, tx: mpsc::Sender<ServerToPage>) -> u64 {
         let mut inner = self.lock();
         inner.next_conn_id += 1;
         let id = inner.next_conn_id;
         inner.pages.insert(
             id,
             PageConn {
-                terminal_id: terminal_id.into(),
-                user_id: user_id.into(),
-                session_hash: session_hash.into(),
+                terminal_id: page.terminal_id.into(),
+                user_id: page.user_id.into(),
+                session_hash: page.session_hash.into(),
+                pairing_id: page.pairing_id.into(),
                 tx,
                 armed: false,
                 armed_at: 0,
@@ -385,7 +416,7 @@ impl Hub {
             .iter()
             .filter(|(_, p)| p.terminal_id == terminal_id && p.armed)
             .max_by_key(|(_, p)| p.armed_at)
-            .map(|(id, p)| PageRef { page_id: *id, user_id: p.user_id.clone(), session_hash: p.session_hash.clone() })
+            .map(|(id, p)| p.page_ref(*id))
     }
 
     /// Queue a frame to one page; a page that cannot keep up is dropped.
@@ -406,7 +437,7 @@ impl Hub {
             .pages
             .iter()
             .filter(|(_, p)| p.terminal_id == terminal_id)
-            .map(|(id, p)| PageRef { page_id: *id, user_id: p.user_id.clone(), session_hash: p.session_hash.clone() })
+            .map(|(id, p)| p.page_ref(*id))
             .collect()
     }
 

@@ -9,13 +9,18 @@
 //!   the agent, and delivery of the number to the page.
 //! - [`data`]: the data service (Q-S5) with its disclosure rules.
 //! - [`store`]: the sqlx store facade (SQLite or PostgreSQL) and the hash-chained audit log.
-//! - [`auth`], [`secrets`], [`config`], [`terminals`], [`seed`]: the rest of the plumbing.
+//! - [`checkpoint`]: signed checkpoints of the audit log's head, and `audit-verify`'s check.
+//! - [`keys`]: the issuer key store behind card authentication; [`throttle`]: rate limits.
+//! - [`auth`], [`secrets`], [`config`], [`logging`], [`terminals`], [`seed`]: the rest of the plumbing.
 
 pub mod auth;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod http;
+pub mod logging;
 pub mod hub;
+pub mod keys;
 pub mod metrics;
 pub mod reader;
 pub mod secrets;
@@ -23,6 +28,7 @@ pub mod seed;
 pub mod state;
 pub mod store;
 pub mod terminals;
+pub mod throttle;
 pub mod util;
 
 pub use config::Config;

@@ -4,7 +4,9 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use cardbridge::auth::MAX_USERNAME_CHARS;
 use cardbridge::store::{Role, Store};
+use cardbridge::terminals::TerminalName;
 use cardbridge::{Application, Config};
 use clap::{Parser, Subcommand};
 
@@ -14,6 +16,9 @@ struct Cli {
     /// TOML configuration file (defaults, then this file, then CARDBRIDGE_* variables).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log format, overriding `log_format` of the configuration: text or json.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,8 +41,27 @@ enum Command {
         #[command(subcommand)]
         command: TerminalCommand,
     },
-    /// Check the audit log's hash chain.
-    AuditVerify,
+    /// Check the audit log: its hash chain, every signed checkpoint of its head, and optionally a
+    /// head held outside the database.
+    AuditVerify(AuditVerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct AuditVerifyArgs {
+    /// Event count of a head held outside the database (with --expect-head).
+    #[arg(long, requires = "expect_head", conflicts_with = "expect_checkpoint")]
+    expect_count: Option<u64>,
+    /// Head hash (hex) of that head.
+    #[arg(long, requires = "expect_count")]
+    expect_head: Option<String>,
+    /// A checkpoint held outside the database: the JSON answer of `GET /api/admin/audit/head`
+    /// (its signature must verify).
+    #[arg(long, value_name = "FILE")]
+    expect_checkpoint: Option<PathBuf>,
+    /// The server's Ed25519 public key (hex) to check signatures with; default: the key of
+    /// `server.key` in the data directory.
+    #[arg(long, value_name = "HEX")]
+    public_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -52,8 +76,12 @@ enum UserCommand {
 
 #[derive(Subcommand)]
 enum TerminalCommand {
-    /// Create a terminal; prints its id and one-time enrolment code.
-    Add { name: String },
+    /// Create a terminal; prints its id and one-time enrolment code. The name is trimmed and has at
+    /// most 64 characters, none of them control characters.
+    Add {
+        #[arg(value_parser = TerminalName::parse)]
+        name: TerminalName,
+    },
     /// Switch a terminal's permission on.
     Permit { terminal_id: String },
     /// Switch a terminal's permission off.
@@ -62,14 +90,12 @@ enum TerminalCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(format) = &cli.log_format {
+        config.log_format = format.parse()?;
+    }
+    cardbridge::logging::init(config.log_format)?;
     match cli.command {
         Command::Serve => {
             let app = Application::build(config).await?;
@@ -97,12 +123,17 @@ async fn main() -> anyhow::Result<()> {
         Command::User { command: UserCommand::Add { name, role } } => {
             let store = open_store(&config).await?;
             let role = Role::parse(&role).context("unknown role")?;
+            let name = name.trim().to_lowercase();
+            anyhow::ensure!(
+                !name.is_empty() && name.chars().count() <= MAX_USERNAME_CHARS && !name.chars().any(char::is_control),
+                "a user name has 1 to {MAX_USERNAME_CHARS} characters and no control characters"
+            );
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']);
             anyhow::ensure!(password.chars().count() >= 8, "the password must have at least 8 characters");
             let hash = cardbridge::auth::hash_password(password)?;
-            let user = store.create_user(&name.trim().to_lowercase(), &hash, role).await.map_err(|e| match e {
+            let user = store.create_user(&name, &hash, role).await.map_err(|e| match e {
                 cardbridge::store::StoreError::Conflict(_) => anyhow::anyhow!("user {name} exists already"),
                 other => other.into(),
             })?;
@@ -114,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
             let store = open_store(&config).await?;
             match command {
                 TerminalCommand::Add { name } => {
-                    let created = cardbridge::terminals::create(&store, &name, "cli").await.map_err(|e| match e {
+                    let created = cardbridge::terminals::create_named(&store, &name, "cli").await.map_err(|e| match e {
                         cardbridge::store::StoreError::Conflict(_) => anyhow::anyhow!("a terminal named {name} exists already"),
                         other => other.into(),
                     })?;
@@ -133,21 +164,78 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::AuditVerify => {
-            let store = open_store(&config).await?;
-            match store.verify_audit_chain().await? {
-                Ok(n) => {
-                    println!("audit chain intact: {n} events");
-                    Ok(())
-                }
-                Err(id) => anyhow::bail!("audit chain broken at event {id}"),
-            }
-        }
+        Command::AuditVerify(args) => audit_verify(&config, args).await,
     }
+}
+
+async fn audit_verify(config: &Config, args: AuditVerifyArgs) -> anyhow::Result<()> {
+    use cardbridge::checkpoint::{verify_log, ExpectedHead};
+    let server_key = match &args.public_key {
+        Some(text) => {
+            let bytes = hex::decode(text.trim()).context("--public-key is not hex")?;
+            Some(protocol::envelope::verifying_key(&bytes).context("--public-key is not an Ed25519 public key")?)
+        }
+        // A server that never ran has no key, and no checkpoints either (verify_log says if it has).
+        None if !config.data_dir.join("server.key").exists() => None,
+        None => Some(cardbridge::secrets::Secrets::load_server_public_key(&config.data_dir)?),
+    };
+    let expected = match (&args.expect_checkpoint, args.expect_count, &args.expect_head) {
+        (Some(path), _, _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let head: protocol::api::AuditHead =
+                protocol::decode(&text).with_context(|| format!("{} is not an audit head", path.display()))?;
+            let key = server_key.as_ref().context("no server key to check the held checkpoint with (pass --public-key)")?;
+            Some(ExpectedHead::from_signed(&head, key)?)
+        }
+        (None, Some(count), Some(head)) => Some(ExpectedHead::parse(count, head)?),
+        _ => None,
+    };
+    let store = open_store(config).await?;
+    let verification = verify_log(&store, server_key.as_ref(), expected.as_ref()).await?;
+    store.close().await;
+    if !verification.is_intact() {
+        for problem in &verification.problems {
+            eprintln!("{problem}");
+        }
+        anyhow::bail!("audit log not intact: {} problem(s) in {} events", verification.problems.len(), verification.events);
+    }
+    println!(
+        "audit log intact: {} events, {} signed checkpoint(s){}",
+        verification.events,
+        verification.checkpoints_verified,
+        if expected.is_some() { ", matches the expected head" } else { "" }
+    );
+    if verification.checkpoints_verified == 0 && expected.is_none() {
+        println!("note: no checkpoint yet, so deleting the newest events would go unnoticed");
+    }
+    Ok(())
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_names_are_parsed_on_the_command_line() {
+        let parse = |name: &str| Cli::try_parse_from(["cardbridge", "terminal", "add", name]);
+
+        let ok = parse("  Desk 4  ").expect("a plain name parses");
+        let Command::Terminal { command: TerminalCommand::Add { name } } = ok.command else { panic!("terminal add") };
+        assert_eq!(name.as_str(), "Desk 4");
+        assert!(parse("Desk\n4").is_err());
+        assert!(parse(&"x".repeat(65)).is_err());
+        assert!(parse("   ").is_err());
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        assert!(Cli::try_parse_from(["cardbridge", "--log-format", "json", "migrate"]).is_ok());
+        assert!(Cli::try_parse_from(["cardbridge", "--log-format", "xml", "migrate"]).is_err());
+    }
 }

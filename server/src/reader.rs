@@ -5,7 +5,8 @@
 //! [`authorize`] first — the admin's per-terminal switch and the user's consent are checked here,
 //! on the server, before anything leaves it.
 
-use card::emv::{CardIdentity, Next, ReadSession};
+use card::batch::{Batch, Group};
+use card::emv::{cryptogram, CardIdentity, Next, ReadSession, Terminal};
 use protocol::agent::{AgentError, ApduBatch, ApduGroup, CommandBody, GroupMode, Outcome};
 use protocol::page::{CardKind, ConsentState, ReadFailure, Refusal, ServerToPage, TerminalView};
 use protocol::HexBytes;
@@ -29,15 +30,32 @@ pub async fn consent_state(state: &AppState, user_id: &str, session_hash: &str, 
     })
 }
 
-/// S200: may this user use this terminal now? `Ok(())` or the refusal the page shows.
-pub async fn authorize(state: &AppState, terminal_id: &str, user_id: &str, session_hash: &str) -> Result<(), Refusal> {
+/// A failure of ours while checking permission: logged (with its cause) and reported as
+/// unavailable, never as the user's refusal.
+fn unavailable(what: &str, terminal_id: &str, e: &StoreError) -> Refusal {
+    tracing::error!(terminal_id, error = %crate::util::ErrorChain(e), "{what}");
+    Refusal::Unavailable
+}
+
+/// S200: may this page's user use this terminal now? Checked for every request that reaches the
+/// agent, not only when the socket opened: the session must still be live (not logged out or
+/// expired), the browser's pairing not revoked, the terminal permitted, the consent given, the
+/// agent online. `Ok` says whether the consent was "allow once" (it covers one read).
+pub async fn authorize(state: &AppState, terminal_id: &str, page: &PageRef) -> Result<ConsentState, Refusal> {
+    match state.store.session_user(&page.session_hash).await {
+        Ok(user) if user.user_id == page.user_id => {}
+        Ok(_) | Err(StoreError::NotFound) => return Err(Refusal::NotLoggedIn),
+        Err(e) => return Err(unavailable("checking a session for authorization", terminal_id, &e)),
+    }
+    match state.store.pairing(&page.pairing_id).await {
+        Ok(p) if p.terminal_id == terminal_id && p.revoked_at.is_none() => {}
+        Ok(_) | Err(StoreError::NotFound) => return Err(Refusal::NotPaired),
+        Err(e) => return Err(unavailable("checking a pairing for authorization", terminal_id, &e)),
+    }
     let terminal = match state.store.terminal(terminal_id).await {
         Ok(t) => t,
         Err(StoreError::NotFound) => return Err(Refusal::NotPaired),
-        Err(e) => {
-            tracing::error!(error = %e, "loading terminal for authorization");
-            return Err(Refusal::AgentOffline);
-        }
+        Err(e) => return Err(unavailable("loading a terminal for authorization", terminal_id, &e)),
     };
     if terminal.revoked_at.is_some() {
         return Err(Refusal::TerminalRevoked);
@@ -45,19 +63,26 @@ pub async fn authorize(state: &AppState, terminal_id: &str, user_id: &str, sessi
     if !terminal.permitted {
         return Err(Refusal::TerminalForbidden);
     }
-    match consent_state(state, user_id, session_hash, terminal_id).await {
-        Ok(ConsentState::AllowedOnce | ConsentState::AllowedAlways) => {}
+    let consent = match consent_state(state, &page.user_id, &page.session_hash, terminal_id).await {
+        Ok(c @ (ConsentState::AllowedOnce | ConsentState::AllowedAlways)) => c,
         Ok(ConsentState::Denied) => return Err(Refusal::ConsentDenied),
         Ok(ConsentState::Unknown) => return Err(Refusal::ConsentRequired),
-        Err(e) => {
-            tracing::error!(error = %e, "loading consent");
-            return Err(Refusal::ConsentRequired);
-        }
-    }
+        Err(e) => return Err(unavailable("loading consent", terminal_id, &e)),
+    };
     if state.hub.agent_status(terminal_id).is_none() {
         return Err(Refusal::AgentOffline);
     }
-    Ok(())
+    Ok(consent)
+}
+
+/// Arming and reading are limited per terminal and per user: a card read costs real time on a
+/// real reader, and a flood of frames must not become a flood of reads.
+pub fn throttle(throttle: &crate::throttle::Throttle, terminal_id: &str, page: &PageRef) -> Result<(), Refusal> {
+    let keys = [format!("terminal:{terminal_id}"), format!("user:{}", page.user_id)];
+    throttle.check(&[&keys[0], &keys[1]], crate::util::now_ms()).map_err(|_| {
+        tracing::warn!(terminal_id, user_id = %page.user_id, "throttled");
+        Refusal::TooManyRequests
+    })
 }
 
 /// Everything a page shows about its terminal, for one user.
@@ -88,7 +113,7 @@ pub async fn refresh_pages(state: &AppState, terminal_id: &str) {
             Err(e) => tracing::warn!(error = %e, "building a terminal view"),
         }
         if state.hub.is_armed(page.page_id) {
-            if let Err(reason) = authorize(state, terminal_id, &page.user_id, &page.session_hash).await {
+            if let Err(reason) = authorize(state, terminal_id, &page).await {
                 state.hub.set_armed(page.page_id, false);
                 state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason });
             }
@@ -121,7 +146,11 @@ const SHOW_READING_AFTER: std::time::Duration = std::time::Duration::from_millis
 
 async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card: PresentCard) {
     let card_present = std::time::Instant::now();
-    if let Err(reason) = authorize(state, terminal_id, &page.user_id, &page.session_hash).await {
+    let refused = match authorize(state, terminal_id, page).await {
+        Ok(consent) => throttle(&state.throttles.read, terminal_id, page).err().map(|r| (r, consent)),
+        Err(reason) => Some((reason, ConsentState::Unknown)),
+    };
+    if let Some((reason, _)) = refused {
         state.hub.set_armed(page.page_id, false);
         state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason });
         return;
@@ -136,7 +165,7 @@ async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card
         }
     };
     match result {
-        Ok(identity) => deliver(state, terminal_id, page, identity, card_present).await,
+        Ok(read) => deliver(state, terminal_id, page, read, card_present).await,
         Err(reason) => {
             tracing::info!(terminal_id, ?reason, "card read failed");
             state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason });
@@ -144,43 +173,128 @@ async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card
     }
 }
 
-/// S300: run the EMV read (or UID read) on the terminal's card through its agent.
-pub async fn read_card(state: &AppState, terminal_id: &str, card: &PresentCard) -> Result<CardIdentity, ReadFailure> {
-    let (mut session, mut batch) = ReadSession::start(&card.atr);
-    loop {
-        let body = CommandBody::Transmit { reader: Some(card.reader.clone()), batch: to_wire(&batch) };
-        let outcome = state.hub.send_command(terminal_id, body).await.map_err(|e| match e {
-            HubError::Timeout => ReadFailure::Timeout,
-            HubError::AgentOffline | HubError::Disconnected => ReadFailure::ReaderError,
-            HubError::BadReply(reason) => {
-                tracing::warn!(terminal_id, %reason, "agent reply refused");
-                ReadFailure::ReaderError
-            }
-        })?;
-        let groups = match outcome {
-            Outcome::Transmitted { groups, .. } => groups
-                .into_iter()
-                .map(|g| g.into_iter().map(|r| r.0).collect())
-                .collect(),
-            Outcome::Failed { error, message } => {
-                tracing::info!(terminal_id, ?error, %message, "agent reported a failure");
-                return Err(match error {
-                    AgentError::CardRemoved | AgentError::CardReset | AgentError::NoCard => ReadFailure::CardRemoved,
-                    AgentError::PolicyRefused => ReadFailure::PolicyRefused,
-                    AgentError::Timeout => ReadFailure::Timeout,
-                    _ => ReadFailure::ReaderError,
-                });
-            }
-            Outcome::Done => return Err(ReadFailure::ReaderError),
-        };
+/// Whether a read proved the card, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardAuth {
+    /// The card computed an ARQC over our unpredictable number that its issuer key verified.
+    Verified,
+    /// Not a card the bank issued (no issuer key covers it), or not a bank card at all.
+    NotIssued,
+    /// A card in the bank's ranges that did not prove itself: a faked tap, a cloned or broken card.
+    Failed(String),
+}
+
+/// A finished read: the card and whether it proved itself.
+#[derive(Debug)]
+pub struct Read {
+    pub identity: CardIdentity,
+    pub auth: CardAuth,
+}
+
+/// S300: run the EMV read (or UID read) on the terminal's card through its agent, then, for a card
+/// the bank issued, GENERATE AC over a fresh unpredictable number and verify the cryptogram.
+pub async fn read_card(state: &AppState, terminal_id: &str, card: &PresentCard) -> Result<Read, ReadFailure> {
+    let terminal = Terminal::at(crate::util::now_ms() as u64 / 1000, unpredictable_number());
+    let (mut session, mut batch) = ReadSession::start_with(&card.atr, terminal.clone());
+    let identity = loop {
+        let groups = transmit(state, terminal_id, card, &batch).await?;
         match session.advance(groups) {
             Ok(Next::Send(next)) => batch = next,
-            Ok(Next::Done(identity)) => return Ok(identity),
+            Ok(Next::Done(identity)) => break identity,
             Err(e) => {
                 tracing::info!(terminal_id, error = %e, "card gave no usable number");
+                if e == card::emv::ReadError::InconsistentNumber {
+                    audit_refused_read(state, terminal_id, "card.read_refused", "two different card numbers in one read").await;
+                }
                 return Err(ReadFailure::UnsupportedCard);
             }
         }
+    };
+    let auth = match &identity {
+        CardIdentity::Bank { pan, auth, .. } => authenticate(state, terminal_id, card, &terminal, pan, auth).await?,
+        CardIdentity::Uid { .. } => CardAuth::NotIssued,
+    };
+    if let (CardAuth::Failed(reason), CardIdentity::Bank { pan, .. }) = (&auth, &identity) {
+        tracing::warn!(terminal_id, card = %pan.masked(), %reason, "card authentication failed");
+        let detail = format!("{}: {reason}", pan.masked());
+        audit_refused_read(state, terminal_id, "card.auth_failed", &detail).await;
+    }
+    Ok(Read { identity, auth })
+}
+
+async fn audit_refused_read(state: &AppState, terminal_id: &str, action: &str, detail: &str) {
+    if let Err(e) = state.store.audit("server", action, terminal_id, detail).await {
+        tracing::error!(error = %crate::util::ErrorChain(&e), "auditing a refused read");
+    }
+}
+
+/// The server's unpredictable number for a read: from the operating system's CSPRNG, never from
+/// the clock.
+fn unpredictable_number() -> [u8; 4] {
+    use rand::RngCore;
+    let mut un = [0u8; 4];
+    rand::rngs::OsRng.fill_bytes(&mut un);
+    un
+}
+
+/// GENERATE AC (ARQC, amount 0) for a card the bank issued, and the issuer-side check.
+async fn authenticate(
+    state: &AppState,
+    terminal_id: &str,
+    card: &PresentCard,
+    terminal: &Terminal,
+    pan: &card::pan::Pan,
+    auth: &card::emv::AuthData,
+) -> Result<CardAuth, ReadFailure> {
+    let Some(key) = state.keys.issuer_key(pan) else { return Ok(CardAuth::NotIssued) };
+    let (Some(cdol1), Some(aip)) = (auth.cdol1.as_deref(), auth.aip) else {
+        return Ok(CardAuth::Failed("the card gave no CDOL1 or AIP".into()));
+    };
+    let request = match cryptogram::request_arqc(cdol1, terminal) {
+        Ok(r) => r,
+        Err(e) => return Ok(CardAuth::Failed(e.to_string())),
+    };
+    let batch = Batch { groups: vec![Group::sequence(vec![request.apdu.clone()])] };
+    let groups = transmit(state, terminal_id, card, &batch).await?;
+    let Some(raw) = groups.first().and_then(|g| g.first()) else {
+        return Ok(CardAuth::Failed("no answer to GENERATE AC".into()));
+    };
+    let response = match cryptogram::parse_response(raw) {
+        Ok(r) => r,
+        Err(e) => return Ok(CardAuth::Failed(e.to_string())),
+    };
+    if state.keys.verify_arqc(&key, pan, auth.psn.unwrap_or(0), &request.terminal_data, aip, &response) {
+        Ok(CardAuth::Verified)
+    } else {
+        Ok(CardAuth::Failed(format!("the cryptogram does not verify under {}", key.0)))
+    }
+}
+
+/// One batch through the agent; the responses group by group.
+async fn transmit(state: &AppState, terminal_id: &str, card: &PresentCard, batch: &Batch) -> Result<Vec<Vec<Vec<u8>>>, ReadFailure> {
+    let body = CommandBody::Transmit { reader: Some(card.reader.clone()), batch: to_wire(batch) };
+    let outcome = state.hub.send_command(terminal_id, body).await.map_err(|e| match e {
+        HubError::Timeout => ReadFailure::Timeout,
+        HubError::AgentOffline | HubError::Disconnected => ReadFailure::ReaderError,
+        HubError::BadReply(reason) => {
+            tracing::warn!(terminal_id, %reason, "agent reply refused");
+            ReadFailure::ReaderError
+        }
+    })?;
+    match outcome {
+        Outcome::Transmitted { groups, .. } => {
+            Ok(groups.into_iter().map(|g| g.into_iter().map(|r| r.0).collect()).collect())
+        }
+        Outcome::Failed { error, message } => {
+            tracing::info!(terminal_id, ?error, message = ?message, "agent reported a failure");
+            Err(match error {
+                AgentError::CardRemoved | AgentError::CardReset | AgentError::NoCard => ReadFailure::CardRemoved,
+                AgentError::PolicyRefused => ReadFailure::PolicyRefused,
+                AgentError::Timeout => ReadFailure::Timeout,
+                _ => ReadFailure::ReaderError,
+            })
+        }
+        Outcome::Done => Err(ReadFailure::ReaderError),
     }
 }
 
@@ -200,9 +314,10 @@ fn to_wire(batch: &card::batch::Batch) -> ApduBatch {
     }
 }
 
-/// S400: remember the read (keyed hash only) and push the number to the page.
-async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, identity: CardIdentity, card_present: std::time::Instant) {
-    let (number, kind, masked) = match &identity {
+/// S400: remember the read (keyed hash only, and whether the card proved itself) and push the
+/// number to the page. An "allow once" consent is spent by the read it allowed.
+async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, read: Read, card_present: std::time::Instant) {
+    let (number, kind, masked) = match &read.identity {
         CardIdentity::Bank { pan, .. } => (pan.as_str().to_string(), CardKind::Bank, pan.masked()),
         CardIdentity::Uid { uid } => {
             let uid = hex::encode_upper(uid);
@@ -210,7 +325,8 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, identity: 
             (uid, CardKind::Uid, masked)
         }
     };
-    let read = CardRead {
+    let authenticated = read.auth == CardAuth::Verified;
+    let record = CardRead {
         read_id: new_id("r"),
         terminal_id: terminal_id.to_string(),
         user_id: page.user_id.clone(),
@@ -219,18 +335,25 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, identity: 
             CardKind::Bank => "bank".into(),
             CardKind::Uid => "uid".into(),
         },
+        authenticated,
     };
-    state.read_timings.read_done(&read.read_id, card_present);
+    state.read_timings.read_done(&record.read_id, card_present);
     let last4 = number[number.len().saturating_sub(4)..].to_string();
-    if let Err(e) = state.store.record_card_read(&read, &last4, READ_TTL_MS).await {
-        tracing::error!(error = %e, "recording a card read");
+    if let Err(e) = state.store.record_card_read(&record, &last4, READ_TTL_MS).await {
+        tracing::error!(error = %crate::util::ErrorChain(&e), "recording a card read");
         state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason: ReadFailure::ReaderError });
         return;
     }
-    if let Err(e) = state.store.audit(&page.user_id, "card.read", terminal_id, &masked).await {
-        tracing::error!(error = %e, "auditing a card read");
+    let detail = match &read.auth {
+        CardAuth::Verified => format!("{masked} authenticated"),
+        CardAuth::NotIssued => format!("{masked} not authenticated (not issued here)"),
+        CardAuth::Failed(_) => format!("{masked} not authenticated (cryptogram failed)"),
+    };
+    if let Err(e) = state.store.audit(&page.user_id, "card.read", terminal_id, &detail).await {
+        tracing::error!(error = %crate::util::ErrorChain(&e), "auditing a card read");
     }
-    tracing::info!(terminal_id, card = %masked, "card read");
+    tracing::info!(terminal_id, card = %masked, authenticated, "card read");
+    state.set_consent_once(&page.session_hash, terminal_id, false);
     state.hub.set_armed(page.page_id, false);
-    state.hub.send_to_page(page.page_id, ServerToPage::CardNumber { read_id: read.read_id, card_number: number, kind });
+    state.hub.send_to_page(page.page_id, ServerToPage::CardNumber { read_id: record.read_id, card_number: number, kind });
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -29,6 +29,15 @@ impl Secrets {
         let server_key = SigningKey::from_bytes(&load_or_create_key(&data_dir.join("server.key"))?);
         let pan_key = load_or_create_key(&data_dir.join("pan.key"))?;
         Ok(Secrets { server_key, pan_key })
+    }
+
+    /// The server's public key from `server.key` in `data_dir`, creating nothing (for checks such
+    /// as `audit-verify`, where a fresh key would be wrong).
+    pub fn load_server_public_key(data_dir: &Path) -> anyhow::Result<VerifyingKey> {
+        let path = data_dir.join("server.key");
+        anyhow::ensure!(path.exists(), "no server key at {}", path.display());
+        let key = SigningKey::from_bytes(&load_or_create_key(&path)?);
+        Ok(key.verifying_key())
     }
 
     /// Keyed hash of a card number: the only form in which a number is stored or looked up.

@@ -18,6 +18,8 @@ pub struct Inner {
     pub store: Store,
     pub hub: Arc<Hub>,
     pub secrets: Arc<Secrets>,
+    /// Issuer keys for card authentication.
+    pub keys: Arc<dyn crate::keys::KeyStore>,
     pub config: Config,
     /// Base URL people reach this server at (pairing links).
     pub public_base: String,
@@ -27,6 +29,8 @@ pub struct Inner {
     /// "Allow once" consents: (session hash, terminal id). They end with the session.
     pub consent_once: Mutex<HashSet<(String, String)>>,
     pub assets: Assets,
+    /// Rate limits on arming, reads and typed lookups.
+    pub throttles: crate::throttle::Throttles,
     /// Recent read timings (card present → number → submit).
     pub read_timings: crate::metrics::ReadTimings,
 }

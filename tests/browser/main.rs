@@ -99,10 +99,10 @@ async fn a_cardholder_taps_and_sees_the_balance_and_switches_language() {
     let mut world = world().await;
     let client = world.person("alice", "alice-demo-pass", "/cardholder.html").await;
 
-    allow_and_tap(&client, "visa_credit_de_dkb").await;
-    let text = assert_filled_and_submitted(&client, &expected("visa_credit_de_dkb")).await;
+    allow_and_tap(&client, "unionpay-debit").await;
+    let text = assert_filled_and_submitted(&client, &expected("unionpay-debit")).await;
 
-    assert!(text.contains("476173******3981"), "{text}");
+    assert!(text.contains("620000******0005"), "{text}");
     let disclosure = client.find(Locator::Css("#result")).await.unwrap().attr("data-disclosure").await.unwrap();
     assert_eq!(disclosure.as_deref(), Some("full"));
     screenshot(&client, "cardholder").await;
@@ -124,10 +124,10 @@ async fn staff_look_up_a_customer_card_at_the_desk() {
     let client = world.person("teller", "teller-demo-pass", "/desk.html").await;
     client.find(Locator::Css("#request option[value=transactions]")).await.unwrap().click().await.unwrap();
 
-    allow_and_tap(&client, "unionpay_uicc_contact_pse").await;
-    let text = assert_filled_and_submitted(&client, &expected("unionpay_uicc_contact_pse")).await;
+    allow_and_tap(&client, "chained-t0").await;
+    let text = assert_filled_and_submitted(&client, &expected("chained-t0")).await;
 
-    assert!(text.contains("621094******0011"), "{text}");
+    assert!(text.contains("401288******1881"), "{text}");
     assert!(client.find_all(Locator::Css("#result [data-amount-minor]")).await.unwrap().len() >= 3);
     screenshot(&client, "desk").await;
     world.end(vec![client]).await;
@@ -163,6 +163,11 @@ async fn an_admin_switches_a_terminal_off_and_the_page_says_why() {
     wait_for(&holder, "html[data-cardbridge-state=waiting]", "waiting again after permit").await;
     wait_for(&holder, "[data-cardbridge-action=demo-tap][data-card=mc_credit_de_db]", "the demo tray").await.click().await.unwrap();
     assert_filled_and_submitted(&holder, &expected("mc_credit_de_db")).await;
+    // A recorded foreign card cannot prove itself to this bank: the page says why it is masked.
+    let badge = holder.find(Locator::Css("#result-disclosure")).await.unwrap().attr("data-disclosure").await.unwrap();
+    assert_eq!(badge.as_deref(), Some("masked"));
+    wait_for(&holder, "#result-masked-reason[data-masked-reason=card_not_authenticated]", "why the result is masked").await;
+    screenshot(&holder, "masked-not-authenticated").await;
     let audit = world.app.store().audit_events(100).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "terminal.forbid" && e.actor == "admin"));
     assert!(audit.iter().any(|e| e.action == "terminal.permit" && e.actor == "admin"));
@@ -176,11 +181,11 @@ async fn any_form_with_the_data_attributes_is_filled_and_submitted() {
     let client = world.person("alice", "alice-demo-pass", "/cardholder.html").await;
     client.goto(&format!("{}/examples/form.html", world.app.base)).await.unwrap();
 
-    allow_and_tap(&client, "mc_debit_de_aab").await;
+    allow_and_tap(&client, "ppse-missing").await;
     let result = wait_for(&client, "table#result[data-result-state=shown]", "the form's result page").await;
 
     let text = result.text().await.unwrap();
-    assert!(text.contains(&card::pan::mask(&expected("mc_debit_de_aab"))), "{text}");
+    assert!(text.contains(&card::pan::mask(&expected("ppse-missing"))), "{text}");
     let disclosure = client.find(Locator::Css("#disclosure")).await.unwrap().text().await.unwrap();
     assert_eq!(disclosure, "full");
     screenshot(&client, "example-form").await;
@@ -217,6 +222,9 @@ async fn the_full_journey_over_pcscd_and_vpcd() {
     let card = card::sim::vpcd::insert(card::sim::load("unionpay-debit").unwrap(), 0).expect("vpcd slot 0");
     let text = assert_filled_and_submitted(&client, &expected("unionpay-debit")).await;
     assert!(text.contains(&card::pan::mask(&expected("unionpay-debit"))), "{text}");
+    // The card proved itself over the real PC/SC stack (GENERATE AC through pcscd and vpcd).
+    let disclosure = client.find(Locator::Css("#result")).await.unwrap().attr("data-disclosure").await.unwrap();
+    assert_eq!(disclosure.as_deref(), Some("full"));
     screenshot(&client, "pcsc-journey").await;
     let _ = card.remove();
     wait_until_card_gone(&world.app, &world.agent.terminal_id).await;

@@ -2,14 +2,14 @@
 //! agent, receive the number, submit it with its read id, get the result.
 
 use cardbridge_tests::{both_databases, eventually, spawn_app, AppOptions, Engine};
-use protocol::api::{Disclosure, QueryRequest, QueryResult, RequestKind};
+use protocol::api::{Disclosure, MaskedReason, QueryRequest, QueryResult, RequestKind};
 use protocol::page::{CardKind, ConsentDecision, PageToServer, ServerToPage};
 
-fn expected(name: &str) -> String {
+pub(crate) fn expected(name: &str) -> String {
     card::sim::catalogue().into_iter().find(|c| c.name == name).expect("catalogue card").expected_number.to_string()
 }
 
-async fn query(browser: &cardbridge_tests::Browser, number: &str, read_id: Option<String>, request: RequestKind) -> reqwest::Response {
+pub(crate) async fn query(browser: &cardbridge_tests::Browser, number: &str, read_id: Option<String>, request: RequestKind) -> reqwest::Response {
     browser
         .client
         .post(format!("{}/api/query", browser.base))
@@ -33,7 +33,7 @@ async fn a_tapped_card_reaches_the_page_and_the_data_service(engine: Engine) {
     page.send(&PageToServer::Consent { decision: ConsentDecision::AllowOnce }).await;
     page.send(&PageToServer::Arm).await;
     page.expect("waiting for a card", |f| matches!(f, ServerToPage::WaitingForCard).then_some(())).await;
-    page.send(&PageToServer::DemoTap { card: "visa_credit_de_dkb".into() }).await;
+    page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
     let (read_id, number, kind) = page
         .expect("the card number", |f| match f {
             ServerToPage::CardNumber { read_id, card_number, kind } => Some((read_id.clone(), card_number.clone(), *kind)),
@@ -41,17 +41,19 @@ async fn a_tapped_card_reaches_the_page_and_the_data_service(engine: Engine) {
         })
         .await;
 
-    assert_eq!(number, expected("visa_credit_de_dkb"));
+    assert_eq!(number, expected("unionpay-debit"));
     assert_eq!(kind, CardKind::Bank);
     let full = query(&browser, &number, Some(read_id.clone()), RequestKind::Balance).await;
     assert_eq!(full.status(), 200);
     let full: QueryResult = full.json().await.unwrap();
     assert_eq!(full.disclosure, Disclosure::Full);
     assert!(full.balance.is_some());
-    assert_eq!(full.masked_number, "476173******3981");
+    assert_eq!(full.masked_number, "620000******0005");
+    assert_eq!(full.masked_reason, None);
 
     let typed: QueryResult = query(&browser, &number, None, RequestKind::Balance).await.json().await.unwrap();
     assert_eq!(typed.disclosure, Disclosure::Masked);
+    assert_eq!(typed.masked_reason, Some(MaskedReason::NotTapped));
     assert!(typed.balance.is_none());
 
     let other = expected("mc_debit_de_aab");
@@ -80,7 +82,7 @@ async fn staff_see_a_tapped_card_in_full(engine: Engine) {
     page.send(&PageToServer::Arm).await;
     page.expect("waiting", |f| matches!(f, ServerToPage::WaitingForCard).then_some(())).await;
 
-    page.send(&PageToServer::DemoTap { card: "unionpay_uicc_contact_pse".into() }).await;
+    page.send(&PageToServer::DemoTap { card: "chained-t0".into() }).await;
     let (read_id, number) = page
         .expect("the card number", |f| match f {
             ServerToPage::CardNumber { read_id, card_number, .. } => Some((read_id.clone(), card_number.clone())),
@@ -89,7 +91,7 @@ async fn staff_see_a_tapped_card_in_full(engine: Engine) {
         .await;
     let result: QueryResult = query(&browser, &number, Some(read_id), RequestKind::Transactions).await.json().await.unwrap();
 
-    assert_eq!(number, expected("unionpay_uicc_contact_pse"));
+    assert_eq!(number, expected("chained-t0"));
     assert_eq!(result.disclosure, Disclosure::Full);
     assert!(!result.transactions.unwrap().is_empty());
     agent.stop().await;

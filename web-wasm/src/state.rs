@@ -76,6 +76,8 @@ impl Reason {
                 Refusal::TerminalRevoked => "terminal_revoked",
                 Refusal::NotADemoTerminal => "not_a_demo_terminal",
                 Refusal::BadRequest => "bad_request",
+                Refusal::TooManyRequests => "too_many_requests",
+                Refusal::Unavailable => "unavailable",
             },
             Reason::Failure(failure) => match failure {
                 ReadFailure::CardRemoved => "card_removed",
@@ -355,9 +357,10 @@ impl Machine {
                 view.consent = ConsentState::Unknown;
                 self.consent_sent = false;
             }
-            Refusal::NotADemoTerminal | Refusal::BadRequest => {
-                self.note = Some(Reason::Refusal(reason))
-            }
+            Refusal::NotADemoTerminal
+            | Refusal::BadRequest
+            | Refusal::TooManyRequests
+            | Refusal::Unavailable => self.note = Some(Reason::Refusal(reason)),
             Refusal::NotLoggedIn | Refusal::NotPaired | Refusal::TerminalRevoked => {}
         }
     }
@@ -474,7 +477,9 @@ fn refusal_phase(refusal: Refusal) -> (Phase, Option<Reason>) {
         | Refusal::ConsentDenied
         | Refusal::TerminalRevoked
         | Refusal::NotADemoTerminal
-        | Refusal::BadRequest => Phase::Refused,
+        | Refusal::BadRequest
+        | Refusal::TooManyRequests
+        | Refusal::Unavailable => Phase::Refused,
     };
     (phase, Some(Reason::Refusal(refusal)))
 }

@@ -131,6 +131,16 @@ fn reason_text(lang: Lang, reason: Reason) -> &'static str {
                 "服务器无法处理该请求",
                 "The bank could not process that request",
             ),
+            Refusal::TooManyRequests => pick(
+                lang,
+                "操作过于频繁 — 请稍候再试",
+                "Too many attempts in a short time — please wait a moment",
+            ),
+            Refusal::Unavailable => pick(
+                lang,
+                "服务暂时不可用 — 请稍后再试",
+                "The service is temporarily unavailable — please try again shortly",
+            ),
         },
         Reason::Failure(failure) => match failure {
             ReadFailure::CardRemoved => pick(lang, "卡片已移开 — 请重新刷卡", "Card removed — tap again"),

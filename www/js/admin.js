@@ -1,11 +1,12 @@
 // Administration: the terminals (refreshed every 2 s) with their permission switch, revocation of
-// terminals and browser pairings, enrolment of new terminals, and the audit log.
+// terminals and browser pairings, enrolment of new terminals, and the audit log: the newest page
+// refreshed with the terminals, older pages on request.
 import { t, onLangChange } from "/js/i18n.js";
 import { api, describe, el, showAlert } from "/js/api.js";
 import { loadSession } from "/js/session.js";
 
 const REFRESH_MS = 2000;
-const AUDIT_ROWS = 200;
+const AUDIT_PAGE = 50;
 
 const terminalsBody = document.getElementById("terminals-body");
 const terminalsEmpty = document.getElementById("terminals-empty");
@@ -13,13 +14,19 @@ const updated = document.getElementById("terminals-updated");
 const adminError = document.getElementById("admin-error");
 const auditBody = document.getElementById("audit-body");
 const auditEmpty = document.getElementById("audit-empty");
+const auditOlder = document.getElementById("audit-older");
 const createForm = document.getElementById("create-form");
 const createName = document.getElementById("create-name");
 const createError = document.getElementById("create-error");
 const created = document.getElementById("created");
 
 let terminals = null;
+// The audit rows shown, newest first, and the cursor of the next older page (null: none).
 let audit = null;
+let auditCursor = null;
+// Older pages loaded with the button stay across refreshes while they join up with the newest page.
+let auditExpanded = false;
+let auditGeneration = 0;
 let shownTerminals = "";
 let shownAudit = "";
 let loading = false;
@@ -139,9 +146,46 @@ function controlKey(button) {
   return [button.closest("tr")?.dataset.terminalId, action, button.dataset.pairingId ?? ""].join("|");
 }
 
+/** Take in a fresh newest page, keeping loaded older rows when nothing lies between them. */
+function mergeNewest(page) {
+  const oldestNew = page.entries.length ? page.entries[page.entries.length - 1].audit_id : null;
+  const newestKnown = audit && audit.length ? audit[0].audit_id : null;
+  const joins = page.next_before === null || oldestNew === null || newestKnown === null || oldestNew <= newestKnown;
+  if (auditExpanded && joins) {
+    audit = [...page.entries, ...audit.filter((entry) => oldestNew === null || entry.audit_id < oldestNew)];
+    return;
+  }
+  // More than a page arrived since the last refresh: start again from the newest page.
+  if (auditExpanded) auditGeneration += 1;
+  auditExpanded = false;
+  audit = page.entries;
+  auditCursor = page.next_before;
+}
+
+async function loadOlder() {
+  if (auditCursor === null) return;
+  const generation = auditGeneration;
+  auditOlder.disabled = true;
+  try {
+    const page = await api("GET", `/api/admin/audit?before=${encodeURIComponent(auditCursor)}&limit=${AUDIT_PAGE}`);
+    if (generation !== auditGeneration) return;
+    const oldest = audit.length ? audit[audit.length - 1].audit_id : Infinity;
+    audit = [...audit, ...page.entries.filter((entry) => entry.audit_id < oldest)];
+    auditCursor = page.next_before;
+    auditExpanded = true;
+    renderAudit();
+    showAlert(adminError, "");
+  } catch (failure) {
+    showAlert(adminError, `${t("admin.load_failed")}: ${describe(failure)}`);
+  } finally {
+    auditOlder.disabled = false;
+  }
+}
+
 function renderAudit(force = false) {
   if (!audit) return;
-  const entries = [...audit].sort((a, b) => b.audit_id - a.audit_id).slice(0, AUDIT_ROWS);
+  auditOlder.hidden = auditCursor === null;
+  const entries = [...audit].sort((a, b) => b.audit_id - a.audit_id);
   const key = JSON.stringify(entries);
   if (!force && key === shownAudit) return;
   shownAudit = key;
@@ -161,10 +205,10 @@ async function refresh() {
   try {
     const [nextTerminals, nextAudit] = await Promise.all([
       api("GET", "/api/admin/terminals"),
-      api("GET", "/api/admin/audit"),
+      api("GET", `/api/admin/audit?limit=${AUDIT_PAGE}`),
     ]);
     terminals = nextTerminals;
-    audit = nextAudit;
+    mergeNewest(nextAudit);
     renderTerminals();
     renderAudit();
     showAlert(adminError, "");
@@ -237,6 +281,8 @@ document.getElementById("copy-command").addEventListener("click", async (event) 
     getSelection().addRange(range);
   }
 });
+
+auditOlder.addEventListener("click", loadOlder);
 
 onLangChange(() => {
   renderTerminals(true);

@@ -68,7 +68,9 @@ const STRINGS = {
     "result.disclosure": "Disclosure",
     "result.disclosure_full": "Full",
     "result.disclosure_masked": "Masked summary only",
-    "result.masked_note": "Only a masked summary is shown for a typed number or a card not tapped on this terminal. Tap the card on the reader to see everything.",
+    "result.masked_not_tapped": "Only a masked summary is shown for a typed number. Tap the card on the reader to see everything.",
+    "result.masked_card_not_authenticated": "This card could not be authenticated (it was not issued by this bank, or it did not prove itself to the bank), so only a masked summary is shown.",
+    "result.masked_other_terminal": "Only a masked summary is shown for a card tapped on another terminal. Tap the card on this PC's reader to see everything.",
     "result.holder": "Card holder",
     "result.card_type": "Card type",
     "result.issuer": "Issuer",
@@ -134,6 +136,7 @@ const STRINGS = {
     "admin.audit_subject": "Subject",
     "admin.audit_detail": "Detail",
     "admin.audit_empty": "No entries yet",
+    "admin.audit_older": "Older entries",
   },
   "zh-CN": {
     "brand": "卡桥银行",
@@ -194,7 +197,9 @@ const STRINGS = {
     "result.disclosure": "披露范围",
     "result.disclosure_full": "完整",
     "result.disclosure_masked": "仅脱敏摘要",
-    "result.masked_note": "手动输入的卡号或未在本终端刷过的卡只显示脱敏摘要。在读卡器上刷卡可查看全部信息。",
+    "result.masked_not_tapped": "手动输入的卡号只显示脱敏摘要。在读卡器上刷卡可查看全部信息。",
+    "result.masked_card_not_authenticated": "此卡未通过认证（非本行发行，或未能向本行证明其真实性），因此只显示脱敏摘要。",
+    "result.masked_other_terminal": "在其他终端刷过的卡只显示脱敏摘要。请在本机读卡器上刷卡以查看全部信息。",
     "result.holder": "持卡人",
     "result.card_type": "卡种",
     "result.issuer": "发卡行",
@@ -260,6 +265,7 @@ const STRINGS = {
     "admin.audit_subject": "对象",
     "admin.audit_detail": "详情",
     "admin.audit_empty": "暂无记录",
+    "admin.audit_older": "更早的记录",
   },
 };
 

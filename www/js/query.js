@@ -84,7 +84,11 @@ function renderResult(container, result, { staff, readId }) {
   summary.append(disclosure);
   parts.push(summary);
   if (!full) {
-    parts.push(el("p", "alert alert-info", t("result.masked_note")));
+    const reason = result.masked_reason || "not_tapped";
+    const note = el("p", "alert alert-info", t("result.masked_" + reason));
+    note.id = "result-masked-reason";
+    note.dataset.maskedReason = reason;
+    parts.push(note);
   }
 
   let shown = false;

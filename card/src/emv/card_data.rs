@@ -97,12 +97,20 @@ impl AflEntry {
 pub struct GpoData {
     pub tlvs: Vec<Tlv>,
     pub afl: Vec<AflEntry>,
+    /// Application Interchange Profile.
+    pub aip: Option<[u8; 2]>,
 }
 
 /// Format 1 (`80`: AIP then AFL) or format 2 (`77` template with `94`).
 pub fn parse_gpo(data: &[u8]) -> Result<GpoData, ReadError> {
     let tlvs = tlv::parse(data).map_err(|e| ReadError::Malformed(format!("GPO response: {e}")))?;
     let format2 = tlvs.first().is_some_and(|t| t.tag == 0x77);
+    let aip = match tlvs.first() {
+        Some(t) if t.tag == 0x80 => t.value.get(..2),
+        Some(t) => tlv::find(&t.children, 0x82).map(|a| a.value.as_slice()),
+        None => None,
+    }
+    .and_then(|a| <[u8; 2]>::try_from(a).ok());
     let afl_bytes = match tlvs.first() {
         Some(t) if t.tag == 0x80 => {
             if t.value.len() < 2 || (t.value.len() - 2) % 4 != 0 {
@@ -138,7 +146,30 @@ pub fn parse_gpo(data: &[u8]) -> Result<GpoData, ReadError> {
         .filter(|e| (1..=30).contains(&e.sfi) && e.first >= 1 && e.last >= e.first)
         .collect();
     let tlvs = if format2 { tlvs } else { Vec::new() };
-    Ok(GpoData { tlvs, afl })
+    Ok(GpoData { tlvs, afl, aip })
+}
+
+/// Every card number the data carries in 5A or a track 2 (57, 9F6B) is `pan`: a card (or an
+/// agent) answering with two different numbers is not believed.
+pub fn numbers_agree(sources: &[&[Tlv]], pan: &Pan) -> bool {
+    sources.iter().all(|source| {
+        [0x5A, 0x57, 0x9F6B].into_iter().all(|tag| {
+            tlv::find_all(source, tag).into_iter().all(|t| {
+                let digits = if tag == 0x5A { bcd_digits(&t.value) } else { track2(&t.value).0 };
+                digits == pan.as_str()
+            })
+        })
+    })
+}
+
+/// AIP (from the GPO response), PAN sequence number and CDOL1 (from the records) for a cryptogram.
+pub fn auth_data(gpo: Option<&GpoData>, sources: &[Vec<Tlv>]) -> super::AuthData {
+    let first = |tag: u32| sources.iter().find_map(|s| tlv::find_all(s, tag).into_iter().next().map(|t| t.value.clone()));
+    super::AuthData {
+        aip: gpo.and_then(|g| g.aip),
+        psn: first(0x5F34).and_then(|v| v.first().copied()).map(|b| (b >> 4) * 10 + (b & 0x0F)),
+        cdol1: first(0x8C),
+    }
 }
 
 /// The card number found in some decoded data, and the expiry that goes with it (YYMM).

@@ -48,6 +48,7 @@
 //! the AFL records.
 
 mod card_data;
+pub mod cryptogram;
 mod terminal;
 
 use std::collections::BTreeMap;
@@ -59,6 +60,7 @@ use crate::pan::{self, Pan};
 use crate::tlv::{self, Tlv};
 
 pub use card_data::{AflEntry, Candidate};
+pub use cryptogram::AuthData;
 pub use terminal::Terminal;
 
 use card_data::{Fci, GpoData};
@@ -111,6 +113,8 @@ pub enum CardIdentity {
         expiry: Option<String>,
         aid: Vec<u8>,
         label: Option<String>,
+        /// What a cryptogram check of this card needs (AIP, PAN sequence number, CDOL1).
+        auth: AuthData,
     },
     /// A card with no payment application that answered the reader's UID command.
     Uid { uid: Vec<u8> },
@@ -125,12 +129,14 @@ impl fmt::Debug for CardIdentity {
                 expiry,
                 aid,
                 label,
+                auth,
             } => f
                 .debug_struct("Bank")
                 .field("pan", pan)
                 .field("expiry", expiry)
                 .field("aid", &hex::encode_upper(aid))
                 .field("label", label)
+                .field("auth", auth)
                 .finish(),
             CardIdentity::Uid { uid } => f
                 .debug_struct("Uid")
@@ -160,6 +166,10 @@ pub enum ReadError {
     UnexpectedResponse(String),
     #[error("card read needs more than {MAX_ROUND_TRIPS} round trips")]
     TooManyRoundTrips,
+    #[error("the card's data objects carry different card numbers")]
+    InconsistentNumber,
+    #[error("the card's risk management data cannot be used for an online cryptogram")]
+    NotAuthenticable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -613,12 +623,19 @@ fn finish(
     let empty = GpoData::default();
     let decoded = sources(gpo.unwrap_or(&empty), records, true);
     match card_data::find_pan(&decoded.iter().map(Vec::as_slice).collect::<Vec<_>>()) {
-        Ok(found) => Ok(Step::Done(CardIdentity::Bank {
-            pan: found.pan,
-            expiry: found.expiry,
-            aid: app.aid,
-            label: app.label,
-        })),
+        Ok(found) => {
+            if !card_data::numbers_agree(&decoded.iter().map(Vec::as_slice).collect::<Vec<_>>(), &found.pan) {
+                return Err(ReadError::InconsistentNumber);
+            }
+            let auth = card_data::auth_data(gpo, &decoded);
+            Ok(Step::Done(CardIdentity::Bank {
+                pan: found.pan,
+                expiry: found.expiry,
+                aid: app.aid,
+                label: app.label,
+                auth,
+            }))
+        }
         Err(true) => Err(ReadError::Malformed(
             "the card number on the card fails validation".into(),
         )),

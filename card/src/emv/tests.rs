@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use super::*;
-use crate::sim::model::{bcd_pan, AppSpec, GpoFormat, ModelCard};
+use crate::sim::model::{bcd_pan, track2, AppSpec, GpoFormat, ModelCard};
 use crate::sim::SimCard;
 use crate::tlv::encode as t;
 
@@ -25,6 +25,7 @@ fn app(afl: &str, records: Vec<((u8, u8), Vec<u8>)>) -> AppSpec {
         aip: [0x20, 0x00],
         afl: h(afl),
         records: records.into_iter().collect::<BTreeMap<_, _>>(),
+        icc_key: None,
     }
 }
 
@@ -416,4 +417,66 @@ fn the_select_round_leaves_out_known_aids_round_1_saw_fail() {
         batches[1].groups,
         vec![Group::first_success(vec![h("00A4040007A000000099999900")])]
     );
+}
+
+/// A read of an issued simulated card, then GENERATE AC with a fresh unpredictable number: the
+/// issuer-side check accepts the cryptogram with the key derived from the test issuer master key,
+/// and refuses it for another number, another unpredictable number or another key.
+#[test]
+fn an_issued_card_proves_itself_with_an_arqc_over_the_servers_number() {
+    use crate::emv::cryptogram::{check_arqc, parse_response, request_arqc};
+    use crate::sim::issuer::TEST_ISSUER_MASTER_KEY;
+
+    for name in ["unionpay-debit", "unionpay-credit", "chained-t0", "ppse-missing"] {
+        let mut card = crate::sim::load(name).unwrap();
+        let atr = card.atr();
+        let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, std::convert::Infallible> { Ok(card.transmit(apdu)) };
+        let (identity, _) = crate::emv::read_card(&atr, &mut transmit).unwrap();
+        let CardIdentity::Bank { pan, auth, .. } = identity else { panic!("{name}: not a bank card") };
+        let terminal = Terminal::at(1_780_000_000, [0x1F, 0x2E, 0x3D, 0x4C]);
+        let request = request_arqc(auth.cdol1.as_deref().expect("CDOL1"), &terminal).unwrap();
+        let raw = crate::apdu::exchange(&request.apdu, &mut transmit).unwrap();
+        let response = parse_response(&raw).unwrap();
+        let key = crate::crypto::derive_icc_master_key(&TEST_ISSUER_MASTER_KEY, pan.as_str(), auth.psn.unwrap_or(0)).unwrap();
+        let aip = auth.aip.expect("AIP");
+
+        assert!(check_arqc(&key, &request.terminal_data, aip, &response), "{name}");
+        let mut other_un = request.terminal_data.clone();
+        *other_un.last_mut().unwrap() ^= 1;
+        assert!(!check_arqc(&key, &other_un, aip, &response), "{name}: replay under another number");
+        let other_card = crate::crypto::derive_icc_master_key(&TEST_ISSUER_MASTER_KEY, "6200000000000013", 1).unwrap();
+        assert!(!check_arqc(&other_card, &request.terminal_data, aip, &response), "{name}: another card's key");
+        // A second GENERATE AC without a new GET PROCESSING OPTIONS is refused by the card.
+        let again = crate::apdu::exchange(&request.apdu, &mut transmit).unwrap();
+        assert_eq!(again, [0x69, 0x85], "{name}");
+    }
+}
+
+#[test]
+fn recorded_cards_have_no_keys() {
+    for entry in crate::sim::catalogue().iter().filter(|e| e.bank) {
+        let issued = crate::sim::issuer::TEST_ISSUER_RANGES.iter().any(|r| entry.expected_number.starts_with(r));
+        let synthetic = ["unionpay-debit", "unionpay-credit", "chained-t0", "ppse-missing"].contains(&entry.name);
+        assert_eq!(issued, synthetic, "{}", entry.name);
+    }
+}
+
+#[test]
+fn two_different_numbers_on_one_card_are_refused() {
+    let mut card = ModelCard::new(
+        "two-numbers",
+        h("3B8080010101"),
+        vec![app(
+            "08010100",
+            vec![(
+                (1, 1),
+                t(0x70, &[t(0x5A, &bcd_pan(PAN)), t(0x57, &track2("4761739001010028", "3012", "201", "0"))].concat()),
+            )],
+        )],
+    );
+    card.ppse = true;
+    let atr = card.atr();
+    let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, std::convert::Infallible> { Ok(card.transmit(apdu)) };
+    let result = crate::emv::read_card(&atr, &mut transmit);
+    assert!(matches!(result, Err(crate::emv::ReadCardError::Read(ReadError::InconsistentNumber))), "{result:?}");
 }

@@ -7,6 +7,7 @@
 //! - [`Misbehave`] wraps any card to answer slowly, vanish mid-command or send malformed TLV.
 //! - [`vpcd`] puts any of them into a real PC/SC reader (vsmartcard's virtual reader).
 
+pub mod issuer;
 mod misbehave;
 pub(crate) mod model;
 mod replay;
@@ -245,6 +246,27 @@ pub fn load(name: &str) -> Option<Box<dyn SimCard>> {
         "campus-card" => Box::new(synthetic::campus_card()),
         _ => return None,
     })
+}
+
+/// A clone of an issued synthetic card, made from everything the card tells any reader (numbers,
+/// records, AIP, CDOL1) but without its secret key — what a skimmed clone or a faked tap has. It
+/// answers GENERATE AC like the real card, with cryptograms under a key of the cloner's own.
+/// `None` for cards without keys (the recorded ones, the campus card).
+pub fn cloned(name: &str) -> Option<Box<dyn SimCard>> {
+    let mut card = match name {
+        "unionpay-debit" => synthetic::unionpay_debit(),
+        "unionpay-credit" => synthetic::unionpay_credit(),
+        "chained-t0" => synthetic::chained_t0(),
+        "ppse-missing" => synthetic::ppse_missing(),
+        _ => return None,
+    };
+    for app in &mut card.apps {
+        if let Some(key) = &mut app.icc_key {
+            // Any key but the issuer's: the cloner does not have it.
+            key.iter_mut().for_each(|b| *b ^= 0x5A);
+        }
+    }
+    Some(Box::new(card))
 }
 
 #[cfg(test)]

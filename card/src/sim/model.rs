@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::crypto::DoubleKey;
+use crate::emv::cryptogram;
 use crate::tlv::{self, encode as t};
 
 use super::SimCard;
@@ -39,6 +41,9 @@ pub(crate) struct AppSpec {
     pub afl: Vec<u8>,
     /// (SFI, record) → the whole record (a `70` template).
     pub records: BTreeMap<(u8, u8), Vec<u8>>,
+    /// The ICC master key for application cryptograms, for cards an issuer personalised with
+    /// keys (see [`super::issuer`]); `None`: GENERATE AC is not supported (`6D00`).
+    pub icc_key: Option<DoubleKey>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +68,10 @@ pub(crate) struct ModelCard {
     pub t0_chunk: Option<u8>,
     selected: Selected,
     pending: Vec<u8>,
+    /// GET PROCESSING OPTIONS ran on the selected application and no GENERATE AC since.
+    transaction_open: bool,
+    /// Application Transaction Counter; non-volatile, one step per GENERATE AC.
+    atc: u16,
 }
 
 /// A parsed short command APDU.
@@ -109,6 +118,8 @@ impl ModelCard {
             t0_chunk: None,
             selected: Selected::Nothing,
             pending: Vec::new(),
+            transaction_open: false,
+            atc: 0x0010,
         }
     }
 
@@ -123,6 +134,7 @@ impl ModelCard {
             (0x00, 0xA4) => (Vec::new(), 0x6A86),
             (0x00, 0xB2) => self.read_record(c.p1, c.p2),
             (0x80, 0xA8) if c.p1 == 0 && c.p2 == 0 => self.gpo(c.data),
+            (0x80, 0xAE) if c.p2 == 0 => self.generate_ac(c.p1, c.data),
             (0x80, 0xCA) => (Vec::new(), 0x6A88),
             (0x00 | 0x80, _) => (Vec::new(), 0x6D00),
             _ => (Vec::new(), 0x6E00),
@@ -159,6 +171,7 @@ impl ModelCard {
             return (Vec::new(), 0x6A82);
         };
         self.selected = Selected::App(index);
+        self.transaction_open = false;
         let app = &self.apps[index];
         let mut proprietary = t(0x50, app.label.as_bytes());
         if let Some(p) = app.priority {
@@ -206,7 +219,7 @@ impl ModelCard {
         }
     }
 
-    fn gpo(&self, data: &[u8]) -> (Vec<u8>, u16) {
+    fn gpo(&mut self, data: &[u8]) -> (Vec<u8>, u16) {
         let Selected::App(i) = self.selected else {
             return (Vec::new(), 0x6985);
         };
@@ -235,6 +248,49 @@ impl ModelCard {
                 &[t(0x82, &app.aip), t(0x94, &app.afl), extra.clone()].concat(),
             ),
         };
+        self.transaction_open = true;
+        (response, SW_OK)
+    }
+
+    /// First GENERATE AC of a transaction: the card always asks to go online (ARQC) unless the
+    /// terminal asks for an AAC. The cryptogram covers the minimum data set from the CDOL1 values,
+    /// the AIP and the incremented ATC, under the ATC's session key. Format 2 response.
+    fn generate_ac(&mut self, reference: u8, data: &[u8]) -> (Vec<u8>, u16) {
+        let Selected::App(i) = self.selected else {
+            return (Vec::new(), 0x6985);
+        };
+        let app = &self.apps[i];
+        let Some(icc_key) = app.icc_key else {
+            return (Vec::new(), 0x6D00);
+        };
+        if !self.transaction_open {
+            return (Vec::new(), 0x6985);
+        }
+        let Some(cdol1) = app.records.values().find_map(|r| {
+            let tlvs = tlv::parse(r).ok()?;
+            tlv::find(&tlvs, 0x8C).map(|c| c.value.clone())
+        }) else {
+            return (Vec::new(), 0x6985);
+        };
+        let Ok(terminal_data) = cryptogram::minimum_set_values(&cdol1, data) else {
+            return (Vec::new(), 0x6700);
+        };
+        let aip = app.aip;
+        self.transaction_open = false;
+        self.atc = self.atc.wrapping_add(1);
+        let atc = self.atc.to_be_bytes();
+        let cid = if reference & 0xC0 == cryptogram::AAC { cryptogram::AAC } else { cryptogram::ARQC };
+        let ac = cryptogram::compute_arqc(&icc_key, atc, &cryptogram::arqc_input(&terminal_data, aip, atc));
+        let response = t(
+            0x77,
+            &[
+                t(0x9F27, &[cid]),
+                t(0x9F36, &atc),
+                t(0x9F26, &ac),
+                t(0x9F10, &[0x07, 0x01, 0x01, 0x03, 0xA0, 0x00, 0x00]),
+            ]
+            .concat(),
+        );
         (response, SW_OK)
     }
 
@@ -315,6 +371,7 @@ impl SimCard for ModelCard {
     fn reset(&mut self) {
         self.selected = Selected::Nothing;
         self.pending.clear();
+        self.transaction_open = false;
     }
 }
 
@@ -396,6 +453,7 @@ mod tests {
             aip: [0x19, 0x80],
             afl: h("08010100"),
             records: BTreeMap::from([((1, 1), t(0x70, &t(0x5A, &bcd_pan("4761340000000050"))))]),
+            icc_key: None,
         };
         let mut card = ModelCard::new("test", h("3B600000"), vec![app]);
         card.t0_chunk = t0_chunk;

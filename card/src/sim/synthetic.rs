@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::tlv::encode as t;
 
+use super::issuer::icc_key;
 use super::model::{bcd_pan, filler, track2, AppSpec, GpoFormat, ModelCard, UidCard};
 
 /// ATR of a contactless card as PC/SC part 3 synthesizes it, no historical bytes.
@@ -26,6 +27,9 @@ pub(crate) const CAMPUS_UID: &str = "045A7C22E16B80";
 const AID_UNIONPAY_DEBIT: &str = "A000000333010101";
 const AID_UNIONPAY_CREDIT: &str = "A000000333010102";
 const AID_VISA: &str = "A0000000031010";
+/// CDOL1 of the issued cards: the EMV minimum data set for a cryptogram, then terminal type and
+/// CVM results.
+const ISSUED_CDOL1: &str = "9F02069F03069F1A0295055F2A029A039C019F37049F35019F3403";
 
 fn h(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap_or_default()
@@ -77,6 +81,7 @@ pub(crate) fn unionpay_debit() -> ModelCard {
         priority: Some(1),
         pdol: h("9F66049F02069F1A025F2A02"),
         needs_contactless_ttq: true,
+        icc_key: icc_key(UNIONPAY_DEBIT_PAN, 1),
         gpo: GpoFormat::Two {
             extra: quics_gpo_extra(11),
         },
@@ -92,6 +97,7 @@ pub(crate) fn unionpay_debit() -> ModelCard {
                     t(0x5F34, &[0x01]),
                     t(0x5F28, &h("0156")),
                     t(0x9F07, &h("FF00")),
+                    t(0x8C, &h(ISSUED_CDOL1)),
                 ]),
             )]
             .into_iter()
@@ -114,6 +120,7 @@ pub(crate) fn unionpay_credit() -> ModelCard {
         priority: Some(2),
         pdol: pdol.clone(),
         needs_contactless_ttq: true,
+        icc_key: None,
         gpo: GpoFormat::Two {
             extra: quics_gpo_extra(21),
         },
@@ -133,6 +140,7 @@ pub(crate) fn unionpay_credit() -> ModelCard {
         priority: Some(1),
         pdol,
         needs_contactless_ttq: true,
+        icc_key: icc_key(UNIONPAY_CREDIT_PAN, 0),
         gpo: GpoFormat::Two {
             extra: [
                 t(
@@ -152,6 +160,7 @@ pub(crate) fn unionpay_credit() -> ModelCard {
                     t(0x5A, &bcd_pan(UNIONPAY_CREDIT_PAN)),
                     t(0x5F24, &h("280630")),
                     t(0x5F34, &[0x00]),
+                    t(0x8C, &h(ISSUED_CDOL1)),
                 ]),
             )]
             .into_iter()
@@ -173,6 +182,7 @@ pub(crate) fn chained_t0() -> ModelCard {
         priority: Some(1),
         pdol: h("9F1A025F2A029A03"),
         needs_contactless_ttq: false,
+        icc_key: icc_key(CHAINED_T0_PAN, 1),
         gpo: GpoFormat::One,
         aip: [0x5C, 0x00],
         afl: h("0801010010010201"),
@@ -228,6 +238,7 @@ pub(crate) fn ppse_missing() -> ModelCard {
         priority: None,
         pdol: Vec::new(),
         needs_contactless_ttq: false,
+        icc_key: icc_key(PPSE_MISSING_PAN, 0),
         gpo: GpoFormat::One,
         aip: [0x7C, 0x00],
         afl: h("0801010010010100"),

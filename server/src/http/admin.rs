@@ -1,14 +1,19 @@
 //! Admin API: terminals (create with enrolment code, permit/forbid, revoke), browser pairings,
-//! and the audit log. Every switch is audited.
+//! the audit log (paged, newest first) and its latest signed head. Every switch is audited.
 
-use axum::extract::{Path, State};
+use anyhow::Context;
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use protocol::api::{AuditEntry, CreateTerminal, CreatedTerminal, PairingSummary, SetPermission, TerminalSummary};
+use axum::Router;
+use protocol::api::{
+    AuditEntry, AuditHead, AuditPage, AuditPageQuery, CreateTerminal, CreatedTerminal, PairingSummary, SetPermission,
+    TerminalSummary,
+};
 
 use super::check_origin;
 use super::error::ApiError;
+use super::extract::Json;
 use crate::auth::AuthUser;
 use crate::state::AppState;
 use crate::store::Role;
@@ -22,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/terminals/{terminal_id}/revoke", post(revoke))
         .route("/api/admin/pairings/{pairing_id}/revoke", post(revoke_pairing))
         .route("/api/admin/audit", get(audit))
+        .route("/api/admin/audit/head", get(audit_head))
 }
 
 async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<TerminalSummary>>, ApiError> {
@@ -107,13 +113,41 @@ async fn revoke_pairing(
     Ok(Json(()))
 }
 
-async fn audit(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+async fn audit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    query: Result<Query<AuditPageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
     user.require(&[Role::Admin])?;
-    let events = state.store.audit_events(200).await?;
-    Ok(Json(
-        events
-            .into_iter()
-            .map(|e| AuditEntry { audit_id: e.audit_id, at: format_ms(e.at), actor: e.actor, action: e.action, subject: e.subject, detail: e.detail })
-            .collect(),
-    ))
+    let Query(query) = query.map_err(|_| ApiError::BadRequest("before and limit must be whole numbers".into()))?;
+    let limit = query.limit.unwrap_or(AuditPage::DEFAULT_LIMIT).clamp(1, AuditPage::MAX_LIMIT) as usize;
+    // One more than asked for says whether an older page exists.
+    let mut events = state.store.audit_page(query.before, limit as i64 + 1).await?;
+    let next_before = if events.len() > limit {
+        events.truncate(limit);
+        events.last().map(|e| e.audit_id)
+    } else {
+        None
+    };
+    let entries = events
+        .into_iter()
+        .map(|e| AuditEntry { audit_id: e.audit_id, at: format_ms(e.at), actor: e.actor, action: e.action, subject: e.subject, detail: e.detail })
+        .collect();
+    Ok(Json(AuditPage { entries, next_before }))
+}
+
+/// The latest signed checkpoint, for an external system to hold (and hand to `audit-verify`).
+async fn audit_head(State(state): State<AppState>, user: AuthUser) -> Result<Json<AuditHead>, ApiError> {
+    user.require(&[Role::Admin])?;
+    let checkpoint = state.store.latest_audit_checkpoint().await?.ok_or(ApiError::NotFound("no audit checkpoint yet"))?;
+    let hex_field = |name: &str, text: &str| hex::decode(text).with_context(|| format!("stored checkpoint {name} is not hex"));
+    Ok(Json(AuditHead {
+        checkpoint_id: checkpoint.audit_checkpoint_id,
+        event_count: u64::try_from(checkpoint.event_count).context("stored checkpoint count")?,
+        head_hash: hex_field("head hash", &checkpoint.head_hash)?.into(),
+        at_ms: checkpoint.at,
+        at: format_ms(checkpoint.at),
+        signature: hex_field("signature", &checkpoint.signature)?.into(),
+        public_key: hex_field("public key", &checkpoint.public_key)?.into(),
+    }))
 }

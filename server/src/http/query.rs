@@ -5,13 +5,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Html;
 use axum::routing::post;
-use axum::{Form, Json, Router};
+use axum::Router;
 use axum_extra::extract::cookie::CookieJar;
-use protocol::api::{Disclosure, QueryRequest, QueryResult, RequestKind};
+use protocol::api::{Disclosure, MaskedReason, QueryRequest, QueryResult, RequestKind};
 use serde::Deserialize;
 
 use super::check_origin;
 use super::error::ApiError;
+use super::extract::{Form, Json};
 use crate::auth::{paired_terminal, AuthUser};
 use crate::state::AppState;
 use crate::store::Role;
@@ -79,6 +80,14 @@ fn render(r: &QueryResult) -> String {
         Disclosure::Masked => "masked",
     };
     rows.push(format!("<tr><th>Disclosure</th><td id=\"disclosure\">{disclosure}</td></tr>"));
+    if let Some(reason) = r.masked_reason {
+        let why = match reason {
+            MaskedReason::NotTapped => "a typed number: tap the card to see everything",
+            MaskedReason::CardNotAuthenticated => "the card could not be authenticated",
+            MaskedReason::OtherTerminal => "the card was tapped on another terminal",
+        };
+        rows.push(format!("<tr><th>Why masked</th><td id=\"masked-reason\">{why}</td></tr>"));
+    }
     if let Some(d) = &r.details {
         rows.push(format!("<tr><th>Holder</th><td>{}</td></tr>", escape(&d.holder_name)));
         rows.push(format!("<tr><th>Type</th><td>{}</td></tr>", escape(&d.card_type)));

@@ -13,12 +13,12 @@ use protocol::agent::CommandBody;
 use protocol::page::{ConsentDecision, ConsentState, PageToServer, Refusal, ServerToPage};
 use tokio::sync::mpsc;
 
-use crate::auth::{paired_terminal, AuthUser};
+use crate::auth::{AuthUser, PAIRING_COOKIE};
 use super::socket::Connection;
-use crate::hub::{PageRef, CONNECTION_QUEUE};
+use crate::hub::{NewPage, PageRef, CONNECTION_QUEUE};
 use crate::reader;
 use crate::state::AppState;
-use crate::store::StoredConsent;
+use crate::store::{BrowserPairing, StoreError, StoredConsent};
 
 const MAX_FRAME: usize = 16 * 1024;
 
@@ -38,32 +38,48 @@ async fn upgrade(
         tracing::warn!(%origin, "page socket refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let terminal = match paired_terminal(&state, &jar).await {
-        Ok(t) => t,
-        Err(e) => return crate::http::error::ApiError::from(e).into_response(),
+    let pairing = match jar.get(PAIRING_COOKIE) {
+        Some(binding) => match state.store.pairing_by_binding(binding.value()).await {
+            Ok(p) => Some(p),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return crate::http::error::ApiError::from(e).into_response(),
+        },
+        None => None,
     };
-    super::socket::limit_frames(ws, MAX_FRAME).on_upgrade(move |socket| handle(state, socket, user.ok(), terminal))
+    super::socket::limit_frames(ws, MAX_FRAME).on_upgrade(move |socket| handle(state, socket, user.ok(), pairing))
 }
 
 async fn send_now(socket: &mut WebSocket, message: &ServerToPage) {
     let _ = socket.send(Message::Text(protocol::encode(message).into())).await;
 }
 
-async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, terminal_id: Option<String>) {
+async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, pairing: Option<BrowserPairing>) {
     let Some(user) = user else {
         send_now(&mut socket, &ServerToPage::Refused { reason: Refusal::NotLoggedIn }).await;
         let _ = socket.close().await;
         return;
     };
-    let Some(terminal_id) = terminal_id else {
+    let Some(pairing) = pairing else {
         send_now(&mut socket, &ServerToPage::Refused { reason: Refusal::NotPaired }).await;
         let _ = socket.close().await;
         return;
     };
 
+    let terminal_id = pairing.terminal_id.clone();
     let (tx, rx) = mpsc::channel::<ServerToPage>(CONNECTION_QUEUE);
-    let page_id = state.hub.page_connected(&terminal_id, &user.user.user_id, &user.session_hash, tx);
-    let page = PageRef { page_id, user_id: user.user.user_id.clone(), session_hash: user.session_hash.clone() };
+    let new_page = NewPage {
+        terminal_id: &terminal_id,
+        user_id: &user.user.user_id,
+        session_hash: &user.session_hash,
+        pairing_id: &pairing.pairing_id,
+    };
+    let page_id = state.hub.page_connected(new_page, tx);
+    let page = PageRef {
+        page_id,
+        user_id: user.user.user_id.clone(),
+        session_hash: user.session_hash.clone(),
+        pairing_id: pairing.pairing_id.clone(),
+    };
     let mut connection = Connection::new(socket, rx, MAX_FRAME);
     greet(&state, &terminal_id, &page).await;
     while let Some(text) = connection.next_text().await {
@@ -120,7 +136,7 @@ async fn on_message(state: &AppState, terminal_id: &str, page: &PageRef, user: &
             }
             reader::refresh_pages(state, terminal_id).await;
         }
-        PageToServer::Arm => match reader::authorize(state, terminal_id, &page.user_id, &page.session_hash).await {
+        PageToServer::Arm => match arm_check(state, terminal_id, page).await {
             Ok(()) => {
                 state.hub.set_armed(page.page_id, true);
                 state.hub.send_to_page(page.page_id, ServerToPage::WaitingForCard);
@@ -137,6 +153,13 @@ async fn on_message(state: &AppState, terminal_id: &str, page: &PageRef, user: &
     }
 }
 
+/// Arming (and the demo tray, which taps a card for the page) re-checks the authorization and
+/// counts against the per-terminal and per-user arming limit.
+async fn arm_check(state: &AppState, terminal_id: &str, page: &PageRef) -> Result<(), Refusal> {
+    reader::authorize(state, terminal_id, page).await?;
+    reader::throttle(&state.throttles.arm, terminal_id, page)
+}
+
 /// The demo card tray: only in demo mode, only on virtual-reader terminals, and only through the
 /// same authorization as a real read.
 async fn demo(state: &AppState, terminal_id: &str, page: &PageRef, who: &str, body: CommandBody) {
@@ -145,7 +168,7 @@ async fn demo(state: &AppState, terminal_id: &str, page: &PageRef, who: &str, bo
         state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::NotADemoTerminal });
         return;
     }
-    if let Err(reason) = reader::authorize(state, terminal_id, &page.user_id, &page.session_hash).await {
+    if let Err(reason) = arm_check(state, terminal_id, page).await {
         state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason });
         return;
     }

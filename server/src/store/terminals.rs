@@ -51,6 +51,8 @@ pub struct CardRead {
     pub user_id: String,
     pub pan_hash: String,
     pub kind: String,
+    /// The card proved itself with a verified cryptogram (see `reader`).
+    pub authenticated: bool,
 }
 
 /// The one-time secrets a terminal hands out.
@@ -203,6 +205,14 @@ impl Store {
         Ok(pairing_from(row))
     }
 
+    pub async fn pairing(&self, pairing_id: &str) -> StoreResult<BrowserPairing> {
+        let row: PairingRow = sqlx::query_as(&format!("select {PAIRING_COLUMNS} from browser_pairing where pairing_id = $1"))
+            .bind(pairing_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(pairing_from(row))
+    }
+
     pub async fn pairings(&self, terminal_id: &str) -> StoreResult<Vec<BrowserPairing>> {
         let rows: Vec<PairingRow> = sqlx::query_as(&format!(
             "select {PAIRING_COLUMNS} from browser_pairing where terminal_id = $1 order by created_at"
@@ -232,8 +242,8 @@ impl Store {
     pub async fn record_card_read(&self, read: &CardRead, last4: &str, ttl_ms: i64) -> StoreResult<()> {
         let now = now_ms();
         sqlx::query(
-            "insert into card_read (read_id, terminal_id, user_id, pan_hash, last4, kind, created_at, expires_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "insert into card_read (read_id, terminal_id, user_id, pan_hash, last4, kind, created_at, expires_at, authenticated) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&read.read_id)
         .bind(&read.terminal_id)
@@ -243,6 +253,7 @@ impl Store {
         .bind(&read.kind)
         .bind(now)
         .bind(now + ttl_ms)
+        .bind(flag(read.authenticated))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -251,8 +262,8 @@ impl Store {
     /// A card read that has not expired, for this user. Reads may back several requests about the
     /// same card until they expire (balance, then transactions).
     pub async fn live_card_read(&self, read_id: &str, user_id: &str) -> StoreResult<CardRead> {
-        let row: (String, String, String, String, String) = sqlx::query_as(
-            "select read_id, terminal_id, user_id, pan_hash, kind from card_read \
+        let row: (String, String, String, String, String, i64) = sqlx::query_as(
+            "select read_id, terminal_id, user_id, pan_hash, kind, authenticated from card_read \
              where read_id = $1 and user_id = $2 and expires_at > $3",
         )
         .bind(read_id)
@@ -265,6 +276,6 @@ impl Store {
             .bind(read_id)
             .execute(&self.pool)
             .await?;
-        Ok(CardRead { read_id: row.0, terminal_id: row.1, user_id: row.2, pan_hash: row.3, kind: row.4 })
+        Ok(CardRead { read_id: row.0, terminal_id: row.1, user_id: row.2, pan_hash: row.3, kind: row.4, authenticated: row.5 != 0 })
     }
 }

@@ -1,0 +1,22 @@
+//! The simulator's test issuer: the issuer master key the simulated issued cards derive their cryptogram keys from, and the card-number ranges it issues
+//!
+//! TEST KEYS ONLY. The key is the public EMV test issuer master key
+//! (`0123456789ABCDEF FEDCBA9876543210`, check value `08D7`); a server uses it only in demo mode
+//! or when a key file names it. The recorded real cards of the catalogue have no keys here: a
+//! server cannot authenticate them, so it never discloses their data in full.
+
+use crate::crypto::{self, DoubleKey};
+
+/// The test issuer master key for application cryptograms (IMK-AC).
+pub const TEST_ISSUER_MASTER_KEY: DoubleKey = [
+    0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54, 0x32, 0x10,
+];
+
+/// Card-number prefixes of the cards the test issuer personalised with keys: the synthetic
+/// UnionPay debit, credit and PPSE-less cards and the T=0 Visa card.
+pub const TEST_ISSUER_RANGES: &[&str] = &["620000", "620550", "625094", "401288"];
+
+/// The ICC master key the test issuer put on the card with this number and sequence number.
+pub(crate) fn icc_key(pan: &str, pan_sequence: u8) -> Option<DoubleKey> {
+    crypto::derive_icc_master_key(&TEST_ISSUER_MASTER_KEY, pan, pan_sequence).ok()
+}
