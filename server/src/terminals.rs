@@ -88,17 +88,21 @@ pub async fn create(store: &Store, name: &str, actor: &str) -> Result<Created, C
 }
 
 pub async fn create_named(store: &Store, name: &TerminalName, actor: &str) -> StoreResult<Created> {
-    let terminal = store.create_terminal(name.as_str()).await?;
+    let mut tx = store.begin().await?;
+    let terminal_id = tx.create_terminal(name.as_str()).await?;
     let enrolment_code = new_enrolment_code();
-    let expires_at = store.create_enrolment_code(&terminal.terminal_id, &enrolment_code, ENROLMENT_CODE_TTL_MS).await?;
-    store.audit(actor, "terminal.create", &terminal.terminal_id, name.as_str()).await?;
-    Ok(Created { terminal_id: terminal.terminal_id, enrolment_code, expires_at })
+    let expires_at = tx.create_enrolment_code(&terminal_id, &enrolment_code, ENROLMENT_CODE_TTL_MS).await?;
+    tx.audit(actor, "terminal.create", &terminal_id, name.as_str()).await?;
+    tx.commit().await?;
+    Ok(Created { terminal_id, enrolment_code, expires_at })
 }
 
 pub async fn set_permitted(store: &Store, terminal_id: &str, permitted: bool, actor: &str) -> StoreResult<()> {
-    store.set_terminal_permitted(terminal_id, permitted).await?;
     let action = if permitted { "terminal.permit" } else { "terminal.forbid" };
-    store.audit(actor, action, terminal_id, "").await
+    let mut tx = store.begin().await?;
+    tx.set_terminal_permitted(terminal_id, permitted).await?;
+    tx.audit(actor, action, terminal_id, "").await?;
+    tx.commit().await
 }
 
 #[cfg(test)]

@@ -10,4 +10,5 @@ mod hardening;
 mod main_path;
 mod pages;
 mod permission;
+mod transactions;
 mod trust;

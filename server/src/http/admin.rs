@@ -93,8 +93,10 @@ async fn revoke(
 ) -> Result<Json<()>, ApiError> {
     check_origin(&state, &headers)?;
     user.require(&[Role::Admin])?;
-    state.store.revoke_terminal(&terminal_id).await?;
-    state.store.audit(&user.user.username, "terminal.revoke", &terminal_id, "").await?;
+    let mut tx = state.store.begin().await?;
+    tx.revoke_terminal(&terminal_id).await?;
+    tx.audit(&user.user.username, "terminal.revoke", &terminal_id, "").await?;
+    tx.commit().await?;
     state.hub.disconnect_agent(&terminal_id);
     crate::reader::refresh_pages(&state, &terminal_id).await;
     Ok(Json(()))
@@ -108,8 +110,10 @@ async fn revoke_pairing(
 ) -> Result<Json<()>, ApiError> {
     check_origin(&state, &headers)?;
     user.require(&[Role::Admin])?;
-    let pairing = state.store.revoke_pairing(&pairing_id).await?;
-    state.store.audit(&user.user.username, "pairing.revoke", &pairing_id, &pairing.terminal_id).await?;
+    let mut tx = state.store.begin().await?;
+    let pairing = tx.revoke_pairing(&pairing_id).await?;
+    tx.audit(&user.user.username, "pairing.revoke", &pairing_id, &pairing.terminal_id).await?;
+    tx.commit().await?;
     Ok(Json(()))
 }
 

@@ -5,18 +5,19 @@
 //! code is spent, and stored keys are loaded only through `protocol::envelope::verifying_key`,
 //! which refuses them too.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum::Router;
+use axum_extra::extract::cookie::CookieJar;
+
+use super::extract::{Json, Query};
 use protocol::api::{EnrolRequest, EnrolResponse, PairingLink, PairingRequest};
 use protocol::HexBytes;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::auth::PAIRING_COOKIE;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::util::{format_ms, now_ms, random_token};
@@ -97,12 +98,5 @@ async fn pair(State(state): State<AppState>, jar: CookieJar, Query(q): Query<Pai
         Err(e) => return Err(e.into()),
     };
     state.store.audit("browser", "pairing.create", &pairing.pairing_id, &pairing.terminal_id).await?;
-    let cookie = Cookie::build((PAIRING_COOKIE, binding))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(state.config.secure_cookies)
-        .path("/")
-        .permanent()
-        .build();
-    Ok((jar.add(cookie), Redirect::to("/")))
+    Ok((jar.add(crate::auth::pairing_cookie(binding, state.config.secure_cookies)), Redirect::to("/")))
 }

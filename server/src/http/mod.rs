@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
-use axum::response::Response;
 use axum::Router;
-use axum_extra::extract::cookie::Cookie;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -62,9 +60,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `Strict-Transport-Security` sent when cookies are `Secure` (the server is behind TLS): one year.
 pub const HSTS: &str = "max-age=31536000";
 
-/// No cookie lives longer than this (RFC 6265bis caps cookie lifetimes at 400 days).
-pub const MAX_COOKIE_AGE_DAYS: i64 = 400;
-
 /// The span of one request: method, path (never the query string, which may carry a pairing
 /// token) and request id. Every event logged while handling the request carries these.
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
@@ -73,31 +68,6 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
     // both may be long: every event of the request repeats them.
     let (path, request_id) = (truncate(request.uri().path(), 256), truncate(request_id, 64));
     tracing::info_span!("request", method = %request.method(), path = %path, request_id = %request_id)
-}
-
-/// Cap every `Set-Cookie` at [`MAX_COOKIE_AGE_DAYS`]: a cookie set `permanent` (20 years) anywhere
-/// in the router is bounded here.
-async fn cap_cookie_lifetimes(mut response: Response) -> Response {
-    let max = cookie::time::Duration::days(MAX_COOKIE_AGE_DAYS);
-    let now = cookie::time::OffsetDateTime::now_utc();
-    let values: Vec<HeaderValue> = response.headers().get_all(header::SET_COOKIE).iter().cloned().collect();
-    if values.is_empty() {
-        return response;
-    }
-    let headers = response.headers_mut();
-    headers.remove(header::SET_COOKIE);
-    for value in values {
-        let capped = value.to_str().ok().and_then(|text| Cookie::parse(text.to_string()).ok()).and_then(|mut c| {
-            let too_long = c.max_age().is_some_and(|age| age > max) || c.expires_datetime().is_some_and(|at| at > now + max);
-            too_long.then(|| {
-                c.set_max_age(max);
-                c.unset_expires();
-                HeaderValue::from_str(&c.to_string()).ok()
-            })?
-        });
-        headers.append(header::SET_COOKIE, capped.unwrap_or(value));
-    }
-    response
 }
 
 pub fn router(state: AppState) -> Router {
@@ -114,8 +84,7 @@ pub fn router(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         // `same-origin`, not `no-referrer`: with the latter browsers send `Origin: null` on form posts.
-        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
-        .layer(axum::middleware::map_response(cap_cookie_lifetimes));
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")));
     let router = if hsts {
         router.layer(SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS)))
     } else {
