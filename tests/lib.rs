@@ -174,6 +174,12 @@ pub fn write_test_issuer_keys(dir: &std::path::Path) -> PathBuf {
 /// Start a server on a free port over a fresh database of `engine`; `None` where that engine is
 /// not available outside CI.
 pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
+    spawn_app_with_clock(engine, options, Arc::new(cardbridge::clock::SystemClock)).await
+}
+
+/// Like [`spawn_app`], with the server's clock given: a [`cardbridge::clock::ManualClock`] the
+/// test moves by hand instead of sleeping.
+pub async fn spawn_app_with_clock(engine: Engine, options: AppOptions, clock: Arc<dyn cardbridge::clock::Clock>) -> Option<TestApp> {
     let db = TestDb::new(engine).await?;
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config {
@@ -190,7 +196,7 @@ pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
     if let Some(n) = options.limits_per_minute {
         (config.arms_per_minute, config.reads_per_minute, config.typed_lookups_per_minute) = (n, n, n);
     }
-    let app = Application::build(config).await.expect("server builds");
+    let app = Application::build_with_clock(config, clock).await.expect("server builds");
     let addr = app.local_addr();
     let state = app.state();
     let (tx, rx) = oneshot::channel::<()>();

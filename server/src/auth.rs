@@ -15,7 +15,7 @@ use crate::config::LoginThrottle;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Role, Store, StoreError, StoreResult, User};
-use crate::util::{now_ms, sha256_hex};
+use crate::util::sha256_hex;
 
 pub const SESSION_COOKIE: &str = "cb_session";
 pub const PAIRING_COOKIE: &str = "cb_terminal";
@@ -118,16 +118,17 @@ impl LoginLimiter {
         client
     }
 
-    /// How long `keys` must still wait before trying, if at all.
-    pub async fn wait(&self, store: &Store, keys: &LoginKeys) -> StoreResult<Option<Duration>> {
+    /// How long `keys` must still wait at `now_ms` before trying, if at all.
+    pub async fn wait(&self, store: &Store, keys: &LoginKeys, now_ms: i64) -> StoreResult<Option<Duration>> {
         let until = store.login_blocked_until(&[&keys.account, &keys.address]).await?;
-        let left = until - now_ms();
+        let left = until - now_ms;
         Ok((left > 0).then(|| Duration::from_millis(left as u64)))
     }
 
-    pub async fn record_failure(&self, store: &Store, keys: &LoginKeys) -> StoreResult<()> {
+    /// Count a failed attempt at `now_ms` and hold the keys that used their free failures.
+    pub async fn record_failure(&self, store: &Store, keys: &LoginKeys, now_ms: i64) -> StoreResult<()> {
         let p = &self.policy;
-        let now = now_ms();
+        let now = now_ms;
         let window_start = now - i64::try_from(p.failure_window_ms).unwrap_or(i64::MAX);
         for (key, free) in [(&keys.account, p.account_free_failures), (&keys.address, p.address_free_failures)] {
             let failures = store.record_login_failure(key, now, window_start).await?;
@@ -170,7 +171,7 @@ impl FromRequestParts<AppState> for AuthUser {
         let jar = CookieJar::from_headers(&parts.headers);
         let token = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()).ok_or(ApiError::Unauthorized)?;
         let session_hash = sha256_hex(&token);
-        match state.store.session_user(&session_hash).await {
+        match state.store.session_user(&session_hash, state.now_ms()).await {
             Ok(user) => Ok(AuthUser { user, session_hash }),
             Err(StoreError::NotFound) => Err(ApiError::Unauthorized),
             Err(e) => Err(e.into()),

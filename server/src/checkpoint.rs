@@ -3,10 +3,10 @@
 //! The hash chain shows an edited or removed event in the middle, but deleting the newest events
 //! leaves a shorter chain that still verifies. A checkpoint anchors the head: the number of events
 //! and the hash of the last one, signed with the server key (see `protocol::checkpoint`). The
-//! server writes one periodically when the head moved ([`Checkpointer`]) and one at shutdown;
-//! `cardbridge audit-verify` ([`verify_log`]) then requires, for every checkpoint, a valid
-//! signature and a log that still has at least that many events, the one at that position
-//! carrying the checkpoint's hash. Someone who can write the database can delete checkpoints too:
+//! server writes one periodically when the head moved ([`Checkpointer`], a supervised task) and
+//! one at shutdown; `cardbridge audit-verify` ([`verify_log`]) then requires, for every
+//! checkpoint, a valid signature and a log that still has at least that many events, the one at
+//! that position carrying the checkpoint's hash. Someone who can write the database can delete checkpoints too:
 //! that is why the head is exported (`GET /api/admin/audit/head`) for an external system to hold
 //! and hand back as an [`ExpectedHead`].
 
@@ -16,17 +16,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::secrets::Secrets;
 use crate::store::{AuditCheckpoint, Store};
-use crate::util::now_ms;
+use crate::util::ErrorChain;
 
 /// Sign the current head and store it, unless it is where the latest checkpoint left it (or the
 /// log is empty). Refuses to sign a head that does not extend the latest checkpoint: the server
-/// never vouches for a log that lost events.
+/// never vouches for a log that lost events. Stamped with the system's time; a running server
+/// stamps with its clock ([`Checkpointer::checkpoint`]).
 pub async fn write_checkpoint(store: &Store, server_key: &SigningKey) -> anyhow::Result<Option<AuditCheckpoint>> {
+    write_checkpoint_at(store, server_key, crate::util::now_ms()).await
+}
+
+/// [`write_checkpoint`] with the checkpoint's instant (unix ms) given, from the server's clock.
+pub async fn write_checkpoint_at(store: &Store, server_key: &SigningKey, at: i64) -> anyhow::Result<Option<AuditCheckpoint>> {
     let head = store.audit_head().await.context("reading the audit head")?;
     if head.event_count == 0 {
         return Ok(None);
@@ -43,7 +49,6 @@ pub async fn write_checkpoint(store: &Store, server_key: &SigningKey) -> anyhow:
         );
     }
     let hash = head_bytes(&head.head_hash).context("the audit head hash")?;
-    let at = now_ms();
     let count = u64::try_from(head.event_count).context("event count")?;
     let signature = protocol::checkpoint::sign_checkpoint(count, &hash, at, server_key);
     let public_key = hex::encode(server_key.verifying_key().as_bytes());
@@ -60,58 +65,60 @@ fn head_bytes(text: &str) -> anyhow::Result<[u8; protocol::checkpoint::HEAD_HASH
     bytes.try_into().map_err(|_| anyhow::anyhow!("not 32 bytes"))
 }
 
-/// The periodic checkpoint task of a running server, and the last checkpoint at shutdown.
-#[derive(Debug)]
+/// The audit checkpoints of a running server: the periodic task ([`Checkpointer::run`], supervised
+/// by the application) and the last checkpoint at shutdown ([`Checkpointer::finish`]). Instants
+/// come from the server's clock.
+#[derive(Debug, Clone)]
 pub struct Checkpointer {
     store: Store,
     secrets: Arc<Secrets>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
 }
 
 impl Checkpointer {
-    /// Start writing a checkpoint every `interval` (the first one interval after start); a zero
-    /// interval writes none until [`Checkpointer::finish`].
-    pub fn start(store: Store, secrets: Arc<Secrets>, interval: Duration) -> Checkpointer {
-        if interval.is_zero() {
-            return Checkpointer { store, secrets, stop: None, task: None };
-        }
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let store = store.clone();
-            let secrets = secrets.clone();
-            async move {
-                let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = ticker.tick() => {
-                            if let Err(e) = write_checkpoint(&store, &secrets.server_key).await {
-                                tracing::error!(error = format!("{e:#}"), "audit checkpoint failed");
-                            }
-                        }
-                        _ = &mut stopped => break,
-                    }
-                }
-            }
-        });
-        Checkpointer { store, secrets, stop: Some(stop), task: Some(task) }
+    /// A checkpointer writing every `interval`; a zero interval writes none until
+    /// [`Checkpointer::finish`].
+    pub fn new(store: Store, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, interval: Duration) -> Checkpointer {
+        Checkpointer { store, secrets, clock, interval }
     }
 
-    /// Stop the periodic task (letting a write in progress complete) and checkpoint the final head.
-    pub async fn finish(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Sign and store the current head now (see [`write_checkpoint_at`]).
+    pub async fn checkpoint(&self) -> anyhow::Result<Option<AuditCheckpoint>> {
+        write_checkpoint_at(&self.store, &self.secrets.server_key, self.clock.now_ms()).await
+    }
+
+    /// Write a checkpoint every interval (the first one interval after start, on `tokio::time`)
+    /// until `stop` is cancelled; a write in progress completes first. A failed write ends the run
+    /// with its error, for the supervisor to log and restart. With a zero interval it only waits.
+    pub async fn run(&self, stop: CancellationToken) -> anyhow::Result<()> {
+        if self.interval.is_zero() {
+            stop.cancelled().await;
+            return Ok(());
         }
-        if let Some(task) = self.task.take() {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "the audit checkpoint task ended abnormally");
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.checkpoint().await.context("periodic audit checkpoint")?;
+                }
+                _ = stop.cancelled() => return Ok(()),
             }
         }
-        match write_checkpoint(&self.store, &self.secrets.server_key).await {
+    }
+
+    /// Checkpoint the final head (after the periodic task stopped): no event of this run goes
+    /// unanchored. A failure is logged; shutdown goes on.
+    pub async fn finish(&self) {
+        match self.checkpoint().await {
             Ok(Some(c)) => tracing::info!(checkpoint_id = c.audit_checkpoint_id, event_count = c.event_count, "audit checkpoint at shutdown"),
             Ok(None) => {}
-            Err(e) => tracing::error!(error = format!("{e:#}"), "audit checkpoint at shutdown failed"),
+            Err(e) => tracing::error!(error = %ErrorChain(e.as_ref()), "audit checkpoint at shutdown failed"),
         }
     }
 }

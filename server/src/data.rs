@@ -33,7 +33,7 @@ pub async fn query(
     let masked = card::pan::mask(&number);
 
     let tapped = match request.read_id.as_deref().filter(|r| !r.is_empty()) {
-        Some(read_id) => match state.store.live_card_read(read_id, &user.user_id).await {
+        Some(read_id) => match state.store.live_card_read(read_id, &user.user_id, state.now_ms()).await {
             Ok(read) if read.pan_hash == pan_hash => Some(read),
             Ok(_) => None,
             Err(StoreError::NotFound) => None,
@@ -44,7 +44,7 @@ pub async fn query(
     if tapped.is_none() {
         // A lookup no read backs is a guess at a number: limited per user.
         let key = format!("user:{}", user.user_id);
-        if let Err(wait) = state.throttles.typed_lookup.check(&[&key], crate::util::now_ms()) {
+        if let Err(wait) = state.throttles.typed_lookup.check(&[&key], state.now_ms()) {
             tracing::warn!(user = %user.username, "typed card lookups throttled");
             return Err(ApiError::RateLimited { retry_after_secs: wait.as_secs() + 1 });
         }

@@ -20,7 +20,8 @@ use protocol::agent::{
 use protocol::page::ServerToPage;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::util::{new_id, now_ms};
+use crate::clock::Clock;
+use crate::util::new_id;
 
 /// How long a signed command stays valid.
 const COMMAND_LIFETIME_MS: i64 = 30_000;
@@ -162,6 +163,9 @@ pub struct Hub {
     inner: Mutex<Inner>,
     server_key: SigningKey,
     command_timeout: Duration,
+    /// Stamps commands (`issued_at_ms`, `expires_at_ms`) and arming. The agent checks a command's
+    /// expiry against its own clock, so a test clock far from real time makes agents refuse.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -171,8 +175,8 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    pub fn new(server_key: SigningKey, command_timeout: Duration) -> Arc<Hub> {
-        Arc::new(Hub { inner: Mutex::new(Inner::default()), server_key, command_timeout })
+    pub fn new(server_key: SigningKey, command_timeout: Duration, clock: Arc<dyn Clock>) -> Arc<Hub> {
+        Arc::new(Hub { inner: Mutex::new(Inner::default()), server_key, command_timeout, clock })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -305,7 +309,7 @@ impl Hub {
             let agent = inner.agents.get_mut(terminal_id).ok_or(HubError::AgentOffline)?;
             // Signed under the lock (no await; microseconds) so that the command carries the
             // session of exactly the connection it is queued on.
-            let issued_at_ms = now_ms();
+            let issued_at_ms = self.clock.now_ms();
             let command = Command {
                 v: protocol::PROTOCOL_VERSION,
                 terminal_id: terminal_id.to_string(),
@@ -401,7 +405,7 @@ impl Hub {
     pub fn set_armed(&self, page_id: u64, armed: bool) {
         if let Some(page) = self.lock().pages.get_mut(&page_id) {
             page.armed = armed;
-            page.armed_at = now_ms();
+            page.armed_at = self.clock.now_ms();
         }
     }
 

@@ -2,8 +2,11 @@
 //!
 //! # Layout
 //!
+//! - [`app`]: the [`Application`] — builds the state, binds, serves, runs the background tasks
+//!   under the [`supervisor`] and stops them all at shutdown.
 //! - [`http`]: axum routes (login, admin, agent enrolment and pairing, the data query, static
-//!   pages) and the two WebSockets, `/ws/agent` and `/ws/page`; [`http::Application`] binds and runs.
+//!   pages) and the two WebSockets, `/ws/agent` and `/ws/page`.
+//! - [`clock`]: the injectable wall clock every time decision reads (`AppState::clock`).
 //! - [`hub`]: connected agents and pages, command signing and reply correlation.
 //! - [`reader`]: the receiver module (Q-S1) — permission and consent checks, the EMV read through
 //!   the agent, and delivery of the number to the page.
@@ -13,8 +16,10 @@
 //! - [`keys`]: the issuer key store behind card authentication; [`throttle`]: rate limits.
 //! - [`auth`], [`secrets`], [`config`], [`logging`], [`terminals`], [`seed`]: the rest of the plumbing.
 
+pub mod app;
 pub mod auth;
 pub mod checkpoint;
+pub mod clock;
 pub mod config;
 pub mod data;
 pub mod http;
@@ -27,9 +32,10 @@ pub mod secrets;
 pub mod seed;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 pub mod terminals;
 pub mod throttle;
 pub mod util;
 
 pub use config::Config;
-pub use http::Application;
+pub use app::Application;

@@ -42,7 +42,7 @@ fn unavailable(what: &str, terminal_id: &str, e: &StoreError) -> Refusal {
 /// expired), the browser's pairing not revoked, the terminal permitted, the consent given, the
 /// agent online. `Ok` says whether the consent was "allow once" (it covers one read).
 pub async fn authorize(state: &AppState, terminal_id: &str, page: &PageRef) -> Result<ConsentState, Refusal> {
-    match state.store.session_user(&page.session_hash).await {
+    match state.store.session_user(&page.session_hash, state.now_ms()).await {
         Ok(user) if user.user_id == page.user_id => {}
         Ok(_) | Err(StoreError::NotFound) => return Err(Refusal::NotLoggedIn),
         Err(e) => return Err(unavailable("checking a session for authorization", terminal_id, &e)),
@@ -77,9 +77,9 @@ pub async fn authorize(state: &AppState, terminal_id: &str, page: &PageRef) -> R
 
 /// Arming and reading are limited per terminal and per user: a card read costs real time on a
 /// real reader, and a flood of frames must not become a flood of reads.
-pub fn throttle(throttle: &crate::throttle::Throttle, terminal_id: &str, page: &PageRef) -> Result<(), Refusal> {
+pub fn throttle(throttle: &crate::throttle::Throttle, terminal_id: &str, page: &PageRef, now_ms: i64) -> Result<(), Refusal> {
     let keys = [format!("terminal:{terminal_id}"), format!("user:{}", page.user_id)];
-    throttle.check(&[&keys[0], &keys[1]], crate::util::now_ms()).map_err(|_| {
+    throttle.check(&[&keys[0], &keys[1]], now_ms).map_err(|_| {
         tracing::warn!(terminal_id, user_id = %page.user_id, "throttled");
         Refusal::TooManyRequests
     })
@@ -147,7 +147,7 @@ const SHOW_READING_AFTER: std::time::Duration = std::time::Duration::from_millis
 async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card: PresentCard) {
     let card_present = std::time::Instant::now();
     let refused = match authorize(state, terminal_id, page).await {
-        Ok(consent) => throttle(&state.throttles.read, terminal_id, page).err().map(|r| (r, consent)),
+        Ok(consent) => throttle(&state.throttles.read, terminal_id, page, state.now_ms()).err().map(|r| (r, consent)),
         Err(reason) => Some((reason, ConsentState::Unknown)),
     };
     if let Some((reason, _)) = refused {
@@ -194,7 +194,7 @@ pub struct Read {
 /// S300: run the EMV read (or UID read) on the terminal's card through its agent, then, for a card
 /// the bank issued, GENERATE AC over a fresh unpredictable number and verify the cryptogram.
 pub async fn read_card(state: &AppState, terminal_id: &str, card: &PresentCard) -> Result<Read, ReadFailure> {
-    let terminal = Terminal::at(crate::util::now_ms() as u64 / 1000, unpredictable_number());
+    let terminal = Terminal::at(state.now_ms() as u64 / 1000, unpredictable_number());
     let (mut session, mut batch) = ReadSession::start_with(&card.atr, terminal.clone());
     let identity = loop {
         let groups = transmit(state, terminal_id, card, &batch).await?;
@@ -339,7 +339,7 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, read: Read
     };
     state.read_timings.read_done(&record.read_id, card_present);
     let last4 = number[number.len().saturating_sub(4)..].to_string();
-    if let Err(e) = state.store.record_card_read(&record, &last4, READ_TTL_MS).await {
+    if let Err(e) = state.store.record_card_read(&record, &last4, READ_TTL_MS, state.now_ms()).await {
         tracing::error!(error = %crate::util::ErrorChain(&e), "recording a card read");
         state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason: ReadFailure::ReaderError });
         return;

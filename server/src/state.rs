@@ -33,6 +33,10 @@ pub struct Inner {
     pub throttles: crate::throttle::Throttles,
     /// Recent read timings (card present → number → submit).
     pub read_timings: crate::metrics::ReadTimings,
+    /// Where "now" comes from for every time decision (a manual clock in tests).
+    pub clock: Arc<dyn crate::clock::Clock>,
+    /// The supervised background tasks and how they fare.
+    pub tasks: crate::supervisor::TaskBoard,
 }
 
 impl std::ops::Deref for AppState {
@@ -62,6 +66,11 @@ impl AppState {
         } else {
             set.remove(&key);
         }
+    }
+
+    /// Milliseconds since the unix epoch, by the server's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn is_allowed_origin(&self, origin: &str) -> bool {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::util::{format_ms, now_ms, random_token};
+use crate::util::{format_ms, random_token};
 
 /// A pairing link is valid this long.
 const PAIRING_TTL_MS: i64 = 10 * 60 * 1000;
@@ -69,7 +69,7 @@ async fn enrol_key(state: AppState, body: EnrolRequest) -> Result<Json<EnrolResp
 
 async fn pairing(State(state): State<AppState>, Json(body): Json<PairingRequest>) -> Result<Json<PairingLink>, ApiError> {
     let refused = || ApiError::BadRequest("pairing request refused".into());
-    if (body.issued_at_ms - now_ms()).abs() > PAIRING_SKEW_MS {
+    if (body.issued_at_ms - state.now_ms()).abs() > PAIRING_SKEW_MS {
         return Err(refused());
     }
     let terminal = match state.store.terminal(&body.terminal_id).await {

@@ -1,5 +1,5 @@
-//! HTTP: the router of every feature, security headers, request ids and spans, origin checks,
-//! and the [`Application`] that binds its own listener and runs until told to stop.
+//! HTTP: the router of every feature, security headers, request ids and spans, and origin checks.
+//! [`crate::app::Application`] serves it.
 
 pub mod admin;
 pub mod agent_api;
@@ -12,12 +12,6 @@ pub mod socket;
 pub mod ws_agent;
 pub mod ws_page;
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
 use axum::Router;
 use tower::ServiceBuilder;
@@ -25,12 +19,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::LoginLimiter;
-use crate::config::Config;
-use crate::hub::Hub;
-use crate::secrets::Secrets;
-use crate::state::{AppState, Inner};
-use crate::store::{Role, Store};
+use crate::state::AppState;
+use crate::store::Role;
 use crate::util::truncate;
 use error::ApiError;
 
@@ -98,85 +88,4 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)
-}
-
-/// The server, bound and ready: `build` then `run_until`.
-#[derive(Debug)]
-pub struct Application {
-    listener: tokio::net::TcpListener,
-    state: AppState,
-}
-
-impl Application {
-    /// Connect and migrate the database, load the secrets and pages, bind the listener (port 0
-    /// picks a free port).
-    pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = Store::connect(&config.database_url).await?;
-        store.migrate().await?;
-        Application::build_with_store(config, store).await
-    }
-
-    pub async fn build_with_store(config: Config, store: Store) -> anyhow::Result<Application> {
-        let secrets = Arc::new(Secrets::load_or_create(&config.data_dir)?);
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let bound = listener.local_addr()?;
-        let hub = Hub::new(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms));
-        let assets = assets::Assets::load(&config.www_dir);
-        let login_limiter = LoginLimiter::new(config.login_throttle, config.trusted_proxies.clone());
-        let keys = Arc::new(config.key_store()?);
-        let throttles = crate::throttle::Throttles::from_config(&config);
-        let state = AppState::new(Inner {
-            store,
-            hub,
-            secrets,
-            keys,
-            public_base: config.public_base(bound),
-            origins: config.origins(bound),
-            config,
-            login_limiter,
-            consent_once: Default::default(),
-            assets,
-            read_timings: Default::default(),
-            throttles,
-        });
-        Ok(Application { listener, state })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
-    }
-
-    pub fn port(&self) -> u16 {
-        self.local_addr().port()
-    }
-
-    pub fn state(&self) -> AppState {
-        self.state.clone()
-    }
-
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let app = router(self.state.clone());
-        use axum::serve::ListenerExt;
-        // Agent commands and page frames are small and latency-bound: no Nagle delay.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "setting TCP_NODELAY");
-            }
-        });
-        let checkpointer = crate::checkpoint::Checkpointer::start(
-            self.state.store.clone(),
-            self.state.secrets.clone(),
-            Duration::from_secs(self.state.config.audit_checkpoint_interval_s),
-        );
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving");
-        // The head at shutdown is signed too, so that no event of this run goes unanchored.
-        checkpointer.finish().await;
-        self.state.store.close().await;
-        served
-    }
 }

@@ -43,7 +43,7 @@ async fn login(
     let username = username.to_lowercase();
     let client = state.login_limiter.client_ip(peer.ip(), &headers);
     let keys = LoginKeys::new(&username, client);
-    if let Some(wait) = state.login_limiter.wait(&state.store, &keys).await? {
+    if let Some(wait) = state.login_limiter.wait(&state.store, &keys, state.now_ms()).await? {
         tracing::warn!(user = %Escaped(&username), %client, "login refused: too many failures");
         return Err(ApiError::TooManyAttempts { retry_after_secs: wait.as_millis().div_ceil(1000) as u64 });
     }
@@ -59,14 +59,14 @@ async fn login(
         .await
         .map_err(|e| anyhow::anyhow!("password check task: {e}"))?;
     let Some(user) = user.filter(|_| ok) else {
-        state.login_limiter.record_failure(&state.store, &keys).await?;
+        state.login_limiter.record_failure(&state.store, &keys, state.now_ms()).await?;
         tracing::info!(user = %Escaped(&username), %client, "login failed");
         state.store.audit(&username, "login.failed", &username, &client.to_string()).await?;
         return Err(ApiError::InvalidCredentials);
     };
     state.login_limiter.record_success(&state.store, &keys).await?;
     let token = random_token(32);
-    state.store.create_session(&sha256_hex(&token), &user.user_id, state.config.session_ttl_ms).await?;
+    state.store.create_session(&sha256_hex(&token), &user.user_id, state.config.session_ttl_ms, state.now_ms()).await?;
     state.store.audit(&user.username, "login", &user.user_id, user.role.as_str()).await?;
     let cookie = Cookie::build((SESSION_COOKIE, token))
         .http_only(true)

@@ -18,7 +18,6 @@ use super::socket::{self, Connection, Incoming};
 use crate::hub::{PresentCard, ReplyRefused, CONNECTION_QUEUE};
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::util::now_ms;
 
 /// Largest frame an agent may send (a batch of APDU responses fits many times over).
 const MAX_FRAME: usize = 256 * 1024;
@@ -46,7 +45,7 @@ async fn refuse(mut socket: WebSocket, reason: ConnectRefusal) {
 
 async fn handle(state: AppState, mut socket: WebSocket) {
     let nonce = protocol::envelope::fresh_nonce();
-    let challenge = ServerToAgent::Challenge { protocol_version: PROTOCOL_VERSION, nonce: nonce.clone(), server_time_ms: now_ms() };
+    let challenge = ServerToAgent::Challenge { protocol_version: PROTOCOL_VERSION, nonce: nonce.clone(), server_time_ms: state.now_ms() };
     if send(&mut socket, &challenge).await.is_err() {
         return;
     }

@@ -184,8 +184,8 @@ impl Store {
         Ok(rows.into_iter().map(pairing_from).collect())
     }
 
-    pub async fn record_card_read(&self, read: &CardRead, last4: &str, ttl_ms: i64) -> StoreResult<()> {
-        let now = now_ms();
+    /// Remember a read made at `now` (unix ms), live for `ttl_ms`.
+    pub async fn record_card_read(&self, read: &CardRead, last4: &str, ttl_ms: i64, now: i64) -> StoreResult<()> {
         sqlx::query(
             "insert into card_read (read_id, terminal_id, user_id, pan_hash, last4, kind, created_at, expires_at, authenticated) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -204,20 +204,20 @@ impl Store {
         Ok(())
     }
 
-    /// A card read that has not expired, for this user. Reads may back several requests about the
-    /// same card until they expire (balance, then transactions).
-    pub async fn live_card_read(&self, read_id: &str, user_id: &str) -> StoreResult<CardRead> {
+    /// A card read that has not expired at `now` (unix ms), for this user. Reads may back several
+    /// requests about the same card until they expire (balance, then transactions).
+    pub async fn live_card_read(&self, read_id: &str, user_id: &str, now: i64) -> StoreResult<CardRead> {
         let row: (String, String, String, String, String, i64) = sqlx::query_as(
             "select read_id, terminal_id, user_id, pan_hash, kind, authenticated from card_read \
              where read_id = $1 and user_id = $2 and expires_at > $3",
         )
         .bind(read_id)
         .bind(user_id)
-        .bind(now_ms())
+        .bind(now)
         .fetch_one(&self.pool)
         .await?;
         sqlx::query("update card_read set used_at = $1 where read_id = $2 and used_at is null")
-            .bind(now_ms())
+            .bind(now)
             .bind(read_id)
             .execute(&self.pool)
             .await?;

@@ -79,8 +79,8 @@ impl Store {
         Ok(user_from(row))
     }
 
-    pub async fn create_session(&self, session_hash: &str, user_id: &str, ttl_ms: i64) -> StoreResult<()> {
-        let now = now_ms();
+    /// A session created at `now` (unix ms), live for `ttl_ms`.
+    pub async fn create_session(&self, session_hash: &str, user_id: &str, ttl_ms: i64, now: i64) -> StoreResult<()> {
         sqlx::query("insert into session (session_id, user_id, created_at, expires_at) values ($1, $2, $3, $4)")
             .bind(session_hash)
             .bind(user_id)
@@ -91,14 +91,14 @@ impl Store {
         Ok(())
     }
 
-    /// The user behind a live session.
-    pub async fn session_user(&self, session_hash: &str) -> StoreResult<User> {
+    /// The user behind a session live at `now` (unix ms).
+    pub async fn session_user(&self, session_hash: &str, now: i64) -> StoreResult<User> {
         let row: UserRow = sqlx::query_as(
             "select u.user_id, u.username, u.role, u.password_hash from session s \
              join app_user u on u.user_id = s.user_id where s.session_id = $1 and s.expires_at > $2",
         )
         .bind(session_hash)
-        .bind(now_ms())
+        .bind(now)
         .fetch_one(&self.pool)
         .await?;
         Ok(user_from(row))

@@ -1,0 +1,150 @@
+//! The [`Application`]: builds the state, binds its own listener, and runs the HTTP server and the
+//! supervised background tasks until one shutdown signal stops them all.
+//!
+//! Shutdown, in order: the signal cancels the supervisor's token, so axum stops accepting and
+//! drains its connections while every background task winds down; the supervisor waits for the
+//! tasks (at most [`TASK_STOP_DEADLINE`], then aborts what is left); the final audit checkpoint is
+//! written; the pool closes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::auth::LoginLimiter;
+use crate::checkpoint::Checkpointer;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::http;
+use crate::hub::Hub;
+use crate::secrets::Secrets;
+use crate::state::{AppState, Inner};
+use crate::store::Store;
+use crate::supervisor::{RestartPolicy, Supervisor, TaskBoard, TaskStatus};
+
+/// The name of the periodic audit checkpoint task on the [`TaskBoard`].
+pub const AUDIT_CHECKPOINT_TASK: &str = "audit-checkpoint";
+
+/// How long shutdown waits for the background tasks to stop before it aborts them.
+pub const TASK_STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The server, bound and ready: `build` then `run_until`.
+#[derive(Debug)]
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connect and migrate the database, load the secrets and pages, bind the listener (port 0
+    /// picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Application::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with the clock every time decision reads (a
+    /// [`crate::clock::ManualClock`] in tests).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let store = Store::connect(&config.database_url).await?;
+        store.migrate().await?;
+        Application::build_with(config, store, clock).await
+    }
+
+    /// [`Application::build`] over a store connected (and migrated) already.
+    pub async fn build_with_store(config: Config, store: Store) -> anyhow::Result<Application> {
+        Application::build_with(config, store, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build_with_store`] with the server's clock.
+    pub async fn build_with(config: Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let secrets = Arc::new(Secrets::load_or_create(&config.data_dir)?);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let bound = listener.local_addr()?;
+        let hub = Hub::new(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms), clock.clone());
+        let assets = http::assets::Assets::load(&config.www_dir);
+        let login_limiter = LoginLimiter::new(config.login_throttle, config.trusted_proxies.clone());
+        let keys = Arc::new(config.key_store()?);
+        let throttles = crate::throttle::Throttles::from_config(&config);
+        let state = AppState::new(Inner {
+            store,
+            hub,
+            secrets,
+            keys,
+            public_base: config.public_base(bound),
+            origins: config.origins(bound),
+            config,
+            login_limiter,
+            consent_once: Default::default(),
+            assets,
+            read_timings: Default::default(),
+            throttles,
+            clock,
+            tasks: TaskBoard::default(),
+        });
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// The background tasks and how they fare (also `state().tasks`, which outlives `run_until`).
+    pub fn task_status(&self) -> Vec<TaskStatus> {
+        self.state.tasks.statuses()
+    }
+
+    /// Serve and run the background tasks until `shutdown` completes, then stop everything (see
+    /// the module documentation). Returns the server's error, if it had one.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let state = self.state;
+        let mut supervisor = Supervisor::new(state.tasks.clone());
+        let checkpointer = Checkpointer::new(
+            state.store.clone(),
+            state.secrets.clone(),
+            state.clock.clone(),
+            Duration::from_secs(state.config.audit_checkpoint_interval_s),
+        );
+        if !checkpointer.interval().is_zero() {
+            let periodic = checkpointer.clone();
+            supervisor.spawn(AUDIT_CHECKPOINT_TASK, RestartPolicy::default(), move |stop| {
+                let periodic = periodic.clone();
+                async move { periodic.run(stop).await }
+            })?;
+        }
+
+        use axum::serve::ListenerExt;
+        // Agent commands and page frames are small and latency-bound: no Nagle delay.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "setting TCP_NODELAY");
+            }
+        });
+        let stop = supervisor.stop_token();
+        let signal = async move {
+            shutdown.await;
+            stop.cancel();
+        };
+        let app = http::router(state.clone());
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(signal)
+            .await
+            .context("serving");
+        supervisor.shutdown(TASK_STOP_DEADLINE).await;
+        // The head at shutdown is signed too, so that no event of this run goes unanchored.
+        checkpointer.finish().await;
+        state.store.close().await;
+        served
+    }
+}
