@@ -4,6 +4,8 @@
 mod agent_socket;
 mod audit;
 mod auth;
+mod background;
+mod clock;
 mod enrolment;
 mod errors;
 mod hardening;
