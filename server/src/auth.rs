@@ -125,10 +125,9 @@ impl LoginLimiter {
         Ok((left > 0).then(|| Duration::from_millis(left as u64)))
     }
 
-    /// Count a failed attempt at `now_ms` and hold the keys that used their free failures.
-    pub async fn record_failure(&self, store: &Store, keys: &LoginKeys, now_ms: i64) -> StoreResult<()> {
+    /// Count a failed attempt at `now` (unix ms) and hold the keys that used their free failures.
+    pub async fn record_failure(&self, store: &Store, keys: &LoginKeys, now: i64) -> StoreResult<()> {
         let p = &self.policy;
-        let now = now_ms;
         let window_start = now - i64::try_from(p.failure_window_ms).unwrap_or(i64::MAX);
         for (key, free) in [(&keys.account, p.account_free_failures), (&keys.address, p.address_free_failures)] {
             let failures = store.record_login_failure(key, now, window_start).await?;

@@ -1,11 +1,13 @@
 //! The server's clock decides: with a manual clock, a throttle's window, a read id's lifetime and
-//! a login hold pass when the test moves the clock, not when real time passes.
+//! a login hold pass when the test moves the clock, not when real time passes, and checkpoints
+//! carry the clock's instant.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cardbridge::clock::ManualClock;
-use cardbridge::store::Role;
+use cardbridge::checkpoint::verify_log;
+use cardbridge::store::{Role, Store};
 use cardbridge_tests::{both_databases, spawn_app_with_clock, AppOptions, Engine};
 use protocol::api::{Disclosure, MaskedReason, QueryResult, RequestKind};
 use protocol::page::{ConsentDecision, PageToServer, ServerToPage};
@@ -95,7 +97,26 @@ async fn a_login_hold_ends_when_the_clock_passes_it(engine: Engine) {
     app.stop().await;
 }
 
+async fn the_checkpoint_at_shutdown_carries_the_clocks_time(engine: Engine) {
+    let clock = Arc::new(ManualClock::at(1_800_000_000_000));
+    let options = AppOptions { audit_checkpoint_interval_s: 0, ..AppOptions::default() };
+    let Some(mut app) = spawn_app_with_clock(engine, options, clock.clone()).await else { return };
+    app.store().audit("test", "test.event", "1", "").await.expect("event appended");
+    let (url, key) = (app.database_url().to_string(), app.state.secrets.server_key.verifying_key());
+
+    app.stop_server().await.expect("the server stops within the deadline").unwrap();
+
+    let store = Store::connect(&url).await.unwrap();
+    let latest = store.latest_audit_checkpoint().await.unwrap().expect("a checkpoint at shutdown");
+    assert_eq!(latest.at, 1_800_000_000_000);
+    let verification = verify_log(&store, Some(&key), None).await.unwrap();
+    assert!(verification.is_intact(), "the signature covers the clock's instant: {:?}", verification.problems);
+    store.close().await;
+    app.stop().await;
+}
+
 both_databases!(
+    the_checkpoint_at_shutdown_carries_the_clocks_time,
     typed_lookups_are_allowed_again_when_the_clock_passes_the_window,
     a_read_id_expires_when_the_clock_passes_its_lifetime,
     a_login_hold_ends_when_the_clock_passes_it,
