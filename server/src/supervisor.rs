@@ -300,6 +300,11 @@ mod tests {
         Arc::new(AtomicU32::new(0))
     }
 
+    /// The statuses once `condition` holds; fails the test if it does not within a (paused) hour.
+    async fn when(board: &TaskBoard, condition: impl FnMut(&[TaskStatus]) -> bool) -> Vec<TaskStatus> {
+        tokio::time::timeout(Duration::from_secs(3600), board.wait_for(condition)).await.expect("the statuses reach the condition")
+    }
+
     #[test]
     fn backoff_doubles_and_stops_at_the_cap() {
         let waits: Vec<u64> = (1..=5).map(|n| policy(10).backoff(n).as_secs()).collect();
@@ -324,7 +329,7 @@ mod tests {
             })
             .unwrap();
 
-        let statuses = board.wait_for(|s| s[0].restarts == 1 && s[0].state == TaskState::Running).await;
+        let statuses = when(&board, |s| s[0].restarts == 1 && s[0].state == TaskState::Running).await;
 
         assert_eq!(runs.load(Ordering::SeqCst), 2);
         assert_eq!(statuses[0].failures_in_a_row, 1);
@@ -347,7 +352,7 @@ mod tests {
             .unwrap();
         let started = Instant::now();
 
-        let statuses = board.wait_for(|s| s[0].state == TaskState::Failed).await;
+        let statuses = when(&board, |s| s[0].state == TaskState::Failed).await;
 
         assert_eq!(runs.load(Ordering::SeqCst), 3, "three failures in a row, then no more runs");
         assert_eq!((statuses[0].restarts, statuses[0].failures_in_a_row), (2, 3));
@@ -384,10 +389,10 @@ mod tests {
             })
             .unwrap();
 
-        let statuses = board.wait_for(|s| s[0].restarts == 2 && s[0].state != TaskState::Restarting).await;
+        let statuses = when(&board, |s| s[0].state == TaskState::Failed).await;
 
-        assert_eq!(statuses[0].state, TaskState::Failed, "two quick failures in a row after the healthy run");
-        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(statuses[0].restarts, 2, "the late failure of the healthy run was restarted");
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "then two quick failures in a row gave up");
         assert_eq!(statuses[0].last_error.as_deref(), Some("run 3 failed"));
         supervisor.shutdown(Duration::from_secs(1)).await;
     }
@@ -415,7 +420,7 @@ mod tests {
                 }
             })
             .unwrap();
-        board.wait_for(|s| s.len() == 2).await;
+        when(&board, |s| s.len() == 2).await;
         let started = Instant::now();
 
         supervisor.shutdown(Duration::from_secs(5)).await;
@@ -440,7 +445,7 @@ mod tests {
                 async { anyhow::bail!("no") }
             })
             .unwrap();
-        board.wait_for(|s| s[0].state == TaskState::Restarting).await;
+        when(&board, |s| s[0].state == TaskState::Restarting).await;
         let started = Instant::now();
 
         supervisor.shutdown(Duration::from_secs(5)).await;
@@ -462,7 +467,7 @@ mod tests {
             })
             .unwrap();
 
-        board.wait_for(|s| s[0].state == TaskState::Finished).await;
+        when(&board, |s| s[0].state == TaskState::Finished).await;
 
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         supervisor.shutdown(Duration::from_secs(1)).await;
@@ -501,7 +506,7 @@ mod tests {
         drop(supervisor);
 
         stop.cancelled().await;
-        board.wait_for(|s| s[0].state == TaskState::Stopped).await;
+        when(&board, |s| s[0].state == TaskState::Stopped).await;
     }
 
     /// Sends on its channel when dropped.
