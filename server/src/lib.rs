@@ -13,6 +13,7 @@
 //! - [`auth`], [`secrets`], [`config`], [`terminals`], [`seed`]: the rest of the plumbing.
 
 pub mod auth;
+pub mod bank;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
