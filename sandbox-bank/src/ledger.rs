@@ -173,7 +173,7 @@ impl Ledger {
         sqlx::query("insert into card (card_number, account_id, phone) values ($1, $2, $3) on conflict do nothing")
             .bind(&c.card_number)
             .bind(&c.account_id)
-            .bind(&c.phone)
+            .bind(normalise_phone(&c.phone))
             .execute(&mut *tx)
             .await
             .context("seeding a card")?;
