@@ -60,6 +60,15 @@ async fn main() -> anyhow::Result<()> {
     let bank = SandboxBank::spawn(config).await?;
     println!("sandbox bank listening on {}", bank.base_url());
     bank.run_until(async {
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;

@@ -48,6 +48,20 @@ impl BankClientConfig {
     }
 }
 
+/// Read the shared key from a key file (`<key id>:<hex secret>`, see `docs/bank-gateway.md`). On
+/// Unix the file must not be readable by group or others.
+pub fn load_key_file(path: &std::path::Path) -> anyhow::Result<BankKey> {
+    use anyhow::Context;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+        anyhow::ensure!(mode & 0o077 == 0, "the bank key file {} is readable by others (mode {:o}); chmod 600 it", path.display(), mode & 0o777);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    BankKey::parse_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// A bank-issued stand-in for a bound bank card. `Debug` shows only its start.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BindingToken(String);

@@ -489,3 +489,25 @@ async fn bank_ids_that_would_change_the_path_are_refused_before_sending() {
 
     assert!(matches!(status, Err(BankError::Rejected { status: 0, code: RejectCode::BadRequest, .. })), "{status:?}");
 }
+
+#[test]
+fn bank_a_key_file_must_be_private_and_well_formed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let path = dir.join("bank.key");
+    let key = BankKey::generate("k-file");
+    std::fs::write(&path, key.to_file()).unwrap();
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let too_open = load_key_file(&path);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let loaded = load_key_file(&path).unwrap();
+    std::fs::write(&path, "k-file:not-hex").unwrap();
+    let garbled = load_key_file(&path);
+
+    assert!(too_open.unwrap_err().to_string().contains("readable by others"));
+    assert_eq!((loaded.key_id.as_str(), loaded.secret_hex()), ("k-file", key.secret_hex()));
+    assert!(garbled.is_err());
+    assert!(load_key_file(&dir.join("missing.key")).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
