@@ -217,7 +217,8 @@ async fn after_commit<T: serde::Serialize>(state: &Shared, conn: &ConnHandle, pl
         Plan::DropAfter => {
             tracing::info!("injected fault: committed, dropping the connection without a reply");
             conn.drop_connection();
-            Err(state.hang().await)
+            // The socket is shut down: whatever is written now goes nowhere.
+            Err(BankError::Injected)
         }
         Plan::Normal | Plan::Forced(_) => Ok((status, Json(body)).into_response()),
     }

@@ -96,6 +96,17 @@ impl std::fmt::Debug for SandboxBank {
     }
 }
 
+/// Dropping a running bank stops it the hard way (no waiting for the database to close).
+impl Drop for SandboxBank {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(true);
+            net::drop_all(&running.registry);
+            running.task.abort();
+        }
+    }
+}
+
 impl SandboxBank {
     /// Open the database, seed the configured accounts, bind and serve.
     pub async fn spawn(config: SandboxConfig) -> anyhow::Result<SandboxBank> {
