@@ -511,3 +511,57 @@ fn bank_a_key_file_must_be_private_and_well_formed() {
     assert!(load_key_file(&dir.join("missing.key")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Wait (polling, with a deadline) until the bank has taken every injected fault.
+async fn until_faults_taken(bank: &SandboxBank) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !bank.faults().rules.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the request never reached the bank");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn bank_a_crash_keeps_a_transfer_committed_before_it_and_leaves_no_trace_of_one_that_was_not() {
+    let mut env = env().await;
+    let token = env.bind(ALICE_CARD, ALICE_PHONE).await;
+    // Both requests hang at the bank: one after its commit, one before doing anything.
+    env.bank.set_faults(FaultPlan::once(Endpoint::Transfer, Fault::TimeoutAfterCommit));
+    let committed = tokio::spawn({
+        let (gateway, order) = (env.gateway.clone(), order("t-crash-after", &token, 1_100));
+        async move { gateway.transfer(&order).await }
+    });
+    until_faults_taken(&env.bank).await;
+    env.bank.set_faults(FaultPlan::once(Endpoint::Transfer, Fault::Timeout));
+    let lost = tokio::spawn({
+        let (gateway, order) = (env.gateway.clone(), order("t-crash-before", &token, 2_200));
+        async move { gateway.transfer(&order).await }
+    });
+    until_faults_taken(&env.bank).await;
+
+    env.bank.stop().await;
+    let outcomes = (committed.await.unwrap().unwrap(), lost.await.unwrap().unwrap());
+    env.bank.start().await.unwrap();
+
+    assert!(matches!(outcomes.0, TransferOutcome::Unknown(_)), "{outcomes:?}");
+    assert!(matches!(outcomes.1, TransferOutcome::Unknown(_)), "{outcomes:?}");
+    let after = env.gateway.transfer_status("t-crash-after").await.unwrap();
+    assert!(matches!(after, TransferStatus::Completed { amount_minor: 1_100, .. }), "{after:?}");
+    assert_eq!(env.gateway.transfer_status("t-crash-before").await.unwrap(), TransferStatus::NeverSeen);
+    assert_eq!(env.balance(ALICE_ACCOUNT).await, 8_900);
+    assert_eq!(env.balance(SETTLEMENT).await, 1_100);
+}
+
+#[tokio::test]
+async fn bank_a_binding_whose_reply_is_lost_is_an_error_and_not_retried() {
+    let env = env().await;
+    env.bank.set_faults(FaultPlan {
+        latency_ms: 0,
+        rules: vec![FaultRule { endpoint: Endpoint::CreateBinding, fault: Fault::ReplyLostAfterCommit, times: 2 }],
+    });
+
+    let bound = env.gateway.create_binding(&Pan::parse(ALICE_CARD).unwrap(), ALICE_PHONE).await;
+
+    assert!(matches!(bound, Err(BankError::Unavailable(_))), "{bound:?}");
+    assert_eq!(env.bank.faults().rules[0].times, 1, "sent once, never retried");
+}
