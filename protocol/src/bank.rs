@@ -238,11 +238,22 @@ pub mod signing {
         Mismatch,
     }
 
+    /// Why a key or key file is not usable.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum KeyError {
+        #[error("a bank key needs at least 32 bytes, got {0}")]
+        TooShort(usize),
+        #[error("a bank key file is one line `<key id>:<hex secret>`")]
+        Format,
+        #[error("the bank key secret is not hex")]
+        NotHex,
+    }
+
     impl BankKey {
         /// A key from its id and secret (at least 32 bytes).
-        pub fn new(key_id: impl Into<String>, secret: Vec<u8>) -> Result<BankKey, String> {
+        pub fn new(key_id: impl Into<String>, secret: Vec<u8>) -> Result<BankKey, KeyError> {
             if secret.len() < 32 {
-                return Err(format!("a bank key needs at least 32 bytes, got {}", secret.len()));
+                return Err(KeyError::TooShort(secret.len()));
             }
             Ok(BankKey { key_id: key_id.into(), secret })
         }
@@ -261,9 +272,12 @@ pub mod signing {
         }
 
         /// Parse a key file: `<key id>:<hex secret>` on one line.
-        pub fn parse_file(text: &str) -> Result<BankKey, String> {
-            let (id, secret) = text.trim().split_once(':').ok_or("a bank key file is `<key id>:<hex secret>`")?;
-            let secret = hex::decode(secret.trim()).map_err(|_| "the bank key secret is not hex".to_string())?;
+        pub fn parse_file(text: &str) -> Result<BankKey, KeyError> {
+            let (id, secret) = text.trim().split_once(':').ok_or(KeyError::Format)?;
+            if id.trim().is_empty() {
+                return Err(KeyError::Format);
+            }
+            let secret = hex::decode(secret.trim()).map_err(|_| KeyError::NotHex)?;
             BankKey::new(id.trim(), secret)
         }
 
@@ -393,7 +407,9 @@ pub mod signing {
             let back = BankKey::parse_file(&k.to_file()).unwrap();
             assert_eq!(back.key_id, "bank-1");
             assert_eq!(back.secret_hex(), k.secret_hex());
-            assert!(BankKey::parse_file("x:0011").is_err());
+            assert_eq!(BankKey::parse_file("x:0011").unwrap_err(), KeyError::TooShort(2));
+            assert_eq!(BankKey::parse_file("no colon").unwrap_err(), KeyError::Format);
+            assert_eq!(BankKey::parse_file("x:zz").unwrap_err(), KeyError::NotHex);
             assert!(!format!("{k:?}").contains(&k.secret_hex()));
         }
     }

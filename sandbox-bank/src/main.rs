@@ -30,7 +30,7 @@ struct Args {
 fn load_or_create_key(path: &Path) -> anyhow::Result<BankKey> {
     if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return BankKey::parse_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+        return BankKey::parse_file(&text).with_context(|| format!("parsing {}", path.display()));
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;

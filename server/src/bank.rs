@@ -59,7 +59,7 @@ pub fn load_key_file(path: &std::path::Path) -> anyhow::Result<BankKey> {
         anyhow::ensure!(mode & 0o077 == 0, "the bank key file {} is readable by others (mode {:o}); chmod 600 it", path.display(), mode & 0o777);
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    BankKey::parse_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    BankKey::parse_file(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// A bank-issued stand-in for a bound bank card. `Debug` shows only its start.
@@ -220,6 +220,9 @@ pub enum BankError {
     /// A signed reply that does not parse as the API says.
     #[error("malformed reply from the bank: {0}")]
     MalformedReply(String),
+    /// Refused here, before sending: the request could not be well-formed.
+    #[error("invalid bank request: {0}")]
+    InvalidRequest(&'static str),
 }
 
 /// The bank's settlement system as the top-up engine sees it.
@@ -393,7 +396,7 @@ fn encode<T: serde::Serialize>(body: &T) -> Vec<u8> {
 /// Path segments are ids the server made or the bank issued; refuse anything that would change the path.
 fn segment(s: &str) -> Result<&str, BankError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
-        return Err(BankError::Rejected { status: 0, code: RejectCode::BadRequest, message: "id not usable in a path".into() });
+        return Err(BankError::InvalidRequest("id not usable in a path"));
     }
     Ok(s)
 }
