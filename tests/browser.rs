@@ -70,15 +70,23 @@ impl Driver {
 
 /// Wait until the CSS selector matches an element, or fail with `what`.
 pub async fn wait_for(client: &Client, css: &str, what: &str) -> fantoccini::elements::Element {
-    match client.wait().at_most(crate::DEADLINE).every(Duration::from_millis(50)).for_element(Locator::Css(css)).await {
-        Ok(element) => element,
-        Err(e) => {
-            let name = format!("failure-{}", what.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
-            screenshot(client, &name).await;
-            let url = client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
-            panic!("timed out waiting for {what} ({css}) at {url}: {e}; screenshot target/screenshots/{name}.png")
+    let deadline = std::time::Instant::now() + crate::DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match client.wait().at_most(left).every(Duration::from_millis(50)).for_element(Locator::Css(css)).await {
+            Ok(element) => return element,
+            // A page that navigates (login → the page it leads to) aborts a pending find: look again.
+            Err(e) if e.to_string().contains("aborted by navigation") && !left.is_zero() => continue,
+            Err(e) => return fail_waiting(client, css, what, e).await,
         }
     }
+}
+
+async fn fail_waiting(client: &Client, css: &str, what: &str, e: fantoccini::error::CmdError) -> fantoccini::elements::Element {
+    let name = format!("failure-{}", what.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+    screenshot(client, &name).await;
+    let url = client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+    panic!("timed out waiting for {what} ({css}) at {url}: {e}; screenshot target/screenshots/{name}.png")
 }
 
 /// Save a screenshot under `target/screenshots/NAME.png`.

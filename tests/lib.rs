@@ -208,6 +208,54 @@ pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
     })
 }
 
+/// Like [`spawn_app`], with `configure` applied to the server's configuration before it starts.
+pub async fn spawn_app_with(engine: Engine, options: AppOptions, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let db = TestDb::new(engine).await?;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        data_dir: data_dir.path().to_path_buf(),
+        www_dir: workspace_root().join("www"),
+        demo: options.demo,
+        command_timeout_ms: options.command_timeout_ms,
+        ..Config::default()
+    };
+    configure(&mut config);
+    Some(start_on(config, Some(db), data_dir).await)
+}
+
+/// Build and serve `config`; `db` (if any) is dropped when the app stops.
+async fn start_on(config: Config, db: Option<TestDb>, data_dir: tempfile::TempDir) -> TestApp {
+    let app = Application::build(config).await.expect("server builds");
+    let addr = app.local_addr();
+    let state = app.state();
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp { base: format!("http://{addr}"), host: addr.to_string(), state, db, data_dir, shutdown: Some(tx), served: Some(served) }
+}
+
+impl TestApp {
+    /// The database URL of this server.
+    pub fn database_url(&self) -> &str {
+        &self.state.config.database_url
+    }
+
+    /// A second server instance on this one's database (as behind a load balancer), with its own
+    /// port and key directory. Stopping it leaves the database to the first.
+    pub async fn second_instance(&self) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            ..self.state.config.clone()
+        };
+        start_on(config, None, data_dir).await
+    }
+}
+
 impl TestApp {
     pub fn store(&self) -> &Store {
         &self.state.store
@@ -272,10 +320,7 @@ impl TestApp {
     /// Like [`TestApp::start_terminal`], with a reader backend made by the test (e.g. a virtual
     /// reader holding a cloned card).
     pub async fn start_terminal_on(&self, name: &str, backend: Box<dyn cardbridge_agent::backend::ReaderBackend>) -> TestAgent {
-        let created = cardbridge::terminals::create(self.store(), name, "test").await.expect("terminal");
-        let dir = tempfile::tempdir().expect("temp dir");
-        cardbridge_agent::enrol(&self.base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
-        let agent = TestAgent::start_on(dir, created.terminal_id, backend).await;
+        let agent = self.enrol_and_run_on(name, backend).await;
         let hub = self.state.hub.clone();
         let id = agent.terminal_id.clone();
         eventually("the agent to come online", || {
@@ -284,6 +329,22 @@ impl TestApp {
         })
         .await;
         agent
+    }
+}
+
+impl TestApp {
+    /// Create a terminal, enrol an in-process agent and start it, without waiting for it to come
+    /// online (the server may refuse it).
+    pub async fn enrol_and_run(&self, name: &str, reader: cardbridge_agent::ReaderChoice) -> TestAgent {
+        let backend = cardbridge_agent::backend::open(&reader, None).expect("reader backend");
+        self.enrol_and_run_on(name, backend).await
+    }
+
+    async fn enrol_and_run_on(&self, name: &str, backend: Box<dyn cardbridge_agent::backend::ReaderBackend>) -> TestAgent {
+        let created = cardbridge::terminals::create(self.store(), name, "test").await.expect("terminal");
+        let dir = tempfile::tempdir().expect("temp dir");
+        cardbridge_agent::enrol(&self.base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
+        TestAgent::start_on(dir, created.terminal_id, backend).await
     }
 }
 
@@ -388,6 +449,16 @@ impl PageSocket {
         self.ws.send(Message::Text(text.to_string().into())).await.expect("page frame sent");
     }
 
+    /// Send any WebSocket message as is (e.g. an oversized frame).
+    pub async fn send_message(&mut self, message: Message) {
+        let _ = self.ws.send(message).await;
+    }
+
+    /// Read until the server closes; its close frame's code and reason (`None`: no close frame).
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        close_frame_of(&mut self.ws).await
+    }
+
     /// The next server frame, or `None` if the socket closed.
     pub async fn next(&mut self) -> Option<ServerToPage> {
         loop {
@@ -417,6 +488,48 @@ impl PageSocket {
             }
         }
     }
+}
+
+/// Read `ws` until the server closes it; its close frame's code and reason, or `None` when the
+/// connection ended without one. Fails the test at the deadline.
+pub async fn close_frame_of<S>(ws: &mut WebSocketStream<S>) -> Option<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| (u16::from(f.code), f.reason.as_str().to_string())),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read).await.expect("the server closes the socket within the deadline")
+}
+
+// ---------------------------------------------------------------- keys
+
+/// Encodings of the eight small-order points of edwards25519 (the torsion subgroup: the identity,
+/// order 2, two of order 4, four of order 8). As Ed25519 public keys they are "weak": under
+/// non-strict verification a signature can be forged that verifies for almost any message.
+pub const SMALL_ORDER_POINTS: [&str; 8] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+];
+
+/// The signature `R = identity, s = 0`: with the identity as public key (the first of
+/// [`SMALL_ORDER_POINTS`]), the non-strict check `[s]B = R + [k]A` holds for every message.
+pub fn universal_forgery() -> protocol::HexBytes {
+    let mut signature = vec![0u8; 64];
+    signature[0] = 1;
+    protocol::HexBytes(signature)
 }
 
 // ---------------------------------------------------------------- PC/SC

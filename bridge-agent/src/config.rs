@@ -1,6 +1,6 @@
 //! The agent's configuration: who it is, whom it trusts, what its owner allows, and its timings.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -22,6 +22,8 @@ pub struct AgentConfig {
     pub server_key: VerifyingKey,
     pub policy: LocalPolicy,
     pub connection: ConnectionSettings,
+    /// The state directory; `run` keeps the sessions it joined there (see [`crate::sessions`]).
+    pub state_dir: PathBuf,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -34,6 +36,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("server_key", &hex::encode(self.server_key.to_bytes()))
             .field("policy", &self.policy)
             .field("connection", &self.connection)
+            .field("state_dir", &self.state_dir)
             .finish()
     }
 }
@@ -81,6 +84,7 @@ impl AgentConfig {
             server_key,
             policy,
             connection: ConnectionSettings::default(),
+            state_dir: state_dir.to_path_buf(),
         })
     }
 
@@ -131,6 +135,7 @@ mod tests {
             server_key: protocol::envelope::generate_key().verifying_key(),
             policy: LocalPolicy::default(),
             connection: ConnectionSettings::default(),
+            state_dir: PathBuf::from("/nonexistent"),
         }
     }
 

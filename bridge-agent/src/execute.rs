@@ -166,6 +166,7 @@ mod tests {
         Command {
             v: protocol::PROTOCOL_VERSION,
             terminal_id: "t-1".into(),
+            session: HexBytes(vec![0; 32]),
             command_id: "c-1".into(),
             issued_at_ms: expires_at_ms - 30_000,
             expires_at_ms,

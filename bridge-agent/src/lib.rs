@@ -12,6 +12,8 @@
 //! - [`policy`]: the terminal owner's local policy (read-only terminal, allowed readers).
 //! - [`enrol`]: `enrol` and pairing links over the server's HTTP API.
 //! - [`session`]: the WebSocket connection: handshake, command verification, replies, reconnects.
+//! - [`sessions`]: the connection sessions this terminal joined, persisted so that a restarted
+//!   agent never joins one again.
 //! - `execute`: one verified command → local policy → reader thread → outcome.
 //! - [`backend`]: the [`ReaderBackend`] trait, the reader thread ([`ReaderHandle`]) and the
 //!   `virtual` and `pcsc` backends.
@@ -21,9 +23,10 @@
 //! # Invariants
 //!
 //! - Nothing reaches a card unless its command verified against the server key pinned at
-//!   enrolment, was addressed to this terminal, is unexpired, was never seen before (one
-//!   [`protocol::envelope::CommandVerifier`] per process, kept across reconnects), and passed the
-//!   local policy.
+//!   enrolment, was addressed to this terminal and to the current connection's session, is
+//!   unexpired, was never seen before (one [`protocol::envelope::CommandVerifier`] per process,
+//!   kept across reconnects; a session is never joined twice, also across restarts), and passed
+//!   the local policy.
 //! - Blocking reader calls run only on the reader thread; the async side waits on channels.
 //! - Logs carry command ids, reasons and reader names, never APDUs, responses or keys.
 //! - Only `protocol` knows the wire format: internal types ([`backend::ReaderStatus`],
@@ -37,6 +40,7 @@ pub mod enrol;
 mod execute;
 pub mod policy;
 pub mod session;
+pub mod sessions;
 pub mod state;
 
 pub use backend::{BackendError, BackendEvent, EventSink, ReaderBackend, ReaderChoice, ReaderHandle};

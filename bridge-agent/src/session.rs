@@ -10,8 +10,12 @@
 //!   ◄─── Command(SignedCommand) … ──── Reply(SignedReply), Event(…) …
 //! ```
 //!
-//! One [`CommandVerifier`] lives as long as [`run`]: nonces seen on one connection stay refused
-//! on the next, so a command replayed across a reconnect still runs at most once. Commands run
+//! Every command is bound to the session of its connection (derived from the challenge nonce):
+//! the [`CommandVerifier`], one for the process, accepts only the current connection's session,
+//! and remembers nonces, so a command replayed across a reconnect is refused. Before answering a
+//! challenge the session is recorded in the state directory ([`SessionLog`]), and a challenge
+//! whose session was ever joined is not answered: a restarted agent, which knows no nonces, never
+//! joins a session whose commands an earlier process accepted. Commands run
 //! one at a time, in arrival order, on a per-connection executor task; the frame loop keeps
 //! reading (pings, more commands, card events) while a batch runs.
 
@@ -33,6 +37,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::backend::{BackendEvent, ReaderBackend, ReaderHandle, ReaderState, ReaderStatus};
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
+use crate::sessions::{JoinError, SessionLog};
 
 /// Run the agent until `shutdown` completes: connect, serve, reconnect with backoff.
 ///
@@ -57,6 +62,7 @@ pub async fn run_with_reader(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let mut verifier = CommandVerifier::new(config.server_key, config.terminal_id.clone());
+    let mut sessions = SessionLog::load(&config.state_dir, crate::now_ms())?;
     let mut backoff = Backoff::new(config.connection.backoff_initial, config.connection.backoff_max);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut events_open = true;
@@ -70,7 +76,12 @@ pub async fn run_with_reader(
             verifier: &mut verifier,
             backoff: &mut backoff,
         };
-        match session.run(shutdown.as_mut()).await {
+        let end = session.run(shutdown.as_mut(), &mut sessions).await;
+        verifier.end_session();
+        if let Err(error) = sessions.end_open_sessions(crate::now_ms()) {
+            tracing::error!(error = %format!("{error:#}"), "cannot record the end of the connection's session");
+        }
+        match end {
             End::Shutdown => {
                 tracing::info!("agent stopped");
                 return Ok(());
@@ -125,7 +136,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run<F: Future<Output = ()>>(self, mut shutdown: Pin<&mut F>) -> End {
+    async fn run<F: Future<Output = ()>>(self, mut shutdown: Pin<&mut F>, sessions: &mut SessionLog) -> End {
         let url = self.config.agent_socket_url();
         tracing::info!(server = %url, "connecting");
         let connect = timeout(self.config.connection.handshake_timeout, tokio_tungstenite::connect_async_with_config(
@@ -145,12 +156,13 @@ impl Session<'_> {
 
         let welcome = tokio::select! {
             () = shutdown.as_mut() => return End::Shutdown,
-            welcome = handshake(self.config, self.reader.backend_name(), &mut socket) => welcome,
+            welcome = handshake(self.config, self.reader.backend_name(), &mut socket, sessions) => welcome,
         };
-        let terminal_name = match welcome {
-            Ok(name) => name,
+        let (terminal_name, session) = match welcome {
+            Ok(welcomed) => welcomed,
             Err(end) => return end,
         };
+        self.verifier.begin_session(session);
         self.backoff.reset();
         tracing::info!(terminal_id = %self.config.terminal_id, %terminal_name, "connected to the server");
 
@@ -158,8 +170,14 @@ impl Session<'_> {
     }
 }
 
-/// Challenge → Hello → Welcome. Returns the terminal name the server knows us by.
-async fn handshake<S>(config: &AgentConfig, backend_name: &str, socket: &mut S) -> Result<String, End>
+/// Challenge → Hello → Welcome. Returns the terminal name the server knows us by and the
+/// connection's session, which is recorded in `sessions` before the hello leaves.
+async fn handshake<S>(
+    config: &AgentConfig,
+    backend_name: &str,
+    socket: &mut S,
+    sessions: &mut SessionLog,
+) -> Result<(String, protocol::HexBytes), End>
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
@@ -180,6 +198,19 @@ where
         ServerToAgent::Refused { reason } => return Err(refused(reason, config)),
         _ => return Err(End::Lost(anyhow!("the server did not start with a challenge"))),
     };
+    if nonce.as_slice().len() < protocol::envelope::MIN_NONCE_LEN {
+        return Err(End::Lost(anyhow!("the server's challenge nonce is too short; not answering")));
+    }
+    let session = protocol::envelope::session_id(nonce.as_slice(), &config.terminal_id);
+    match sessions.join(session.as_slice(), crate::now_ms()) {
+        Ok(()) => {}
+        Err(JoinError::AlreadyJoined) => {
+            return Err(End::Lost(anyhow!(
+                "the server sent a challenge this terminal answered before (a replayed challenge?); not answering it"
+            )))
+        }
+        Err(JoinError::Io(error)) => return Err(End::Lost(error.context("cannot record the connection's session"))),
+    }
 
     let hello = AgentToServer::Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -192,7 +223,9 @@ where
     send(socket, &hello).await.map_err(End::Lost)?;
 
     match next_message(socket, wait, "welcome").await? {
-        ServerToAgent::Welcome { terminal_id, terminal_name } if terminal_id == config.terminal_id => Ok(terminal_name),
+        ServerToAgent::Welcome { terminal_id, terminal_name } if terminal_id == config.terminal_id => {
+            Ok((terminal_name, session))
+        }
         ServerToAgent::Welcome { .. } => {
             Err(End::Lost(anyhow!("the server welcomed another terminal id; not using this connection")))
         }
@@ -246,6 +279,9 @@ fn refused(reason: ConnectRefusal, config: &AgentConfig) -> End {
         ConnectRefusal::UnknownTerminal => End::Fatal(anyhow!(
             "the server does not know terminal {}; enrol this agent again (cardbridge-agent enrol --force)",
             config.terminal_id
+        )),
+        ConnectRefusal::VirtualReaderRefused => End::Fatal(anyhow!(
+            "the server is not in demo mode and refuses the virtual reader; run with --reader pcsc"
         )),
         other => End::Lost(anyhow!("the server refused the connection ({})", refusal_code(other))),
     }

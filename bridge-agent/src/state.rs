@@ -5,6 +5,7 @@
 //! | `terminal.key` | hex Ed25519 seed, mode `0600` | `enrol` |
 //! | `terminal.toml` | server URL, terminal id and name, pinned server public key | `enrol` |
 //! | `policy.toml` | the terminal owner's local policy (optional) | the terminal owner |
+//! | `sessions` | connection sessions joined recently, mode `0600` (see [`crate::sessions`]) | `run` |
 //!
 //! Files are written atomically (temporary file in the same directory, `fsync`, rename), so a crash
 //! never leaves a half-written key. The key file is created with mode `0600` from the start (never
@@ -74,7 +75,7 @@ pub fn is_enrolled(dir: &Path) -> bool {
 }
 
 /// Write `contents` to `dir/name` atomically with the given mode.
-fn write_atomically(dir: &Path, name: &str, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(dir: &Path, name: &str, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let target = dir.join(name);
     let temporary = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
     let result = (|| -> anyhow::Result<()> {

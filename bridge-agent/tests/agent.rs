@@ -16,7 +16,7 @@ use protocol::agent::{
     AgentError, AgentToServer, ApduBatch, ApduGroup, Command, CommandBody, ConnectRefusal, GroupMode, Outcome,
     ReaderEvent, Reply, ServerToAgent, SignedCommand,
 };
-use protocol::envelope::{fresh_nonce, generate_key, verify_challenge};
+use protocol::envelope::{fresh_nonce, generate_key, session_id, verify_challenge};
 use protocol::{HexBytes, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -112,6 +112,8 @@ struct Agent {
     log: CardLog,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
+    /// The state directory, when this agent owns it (a restart test keeps it itself).
+    _state_dir: Option<TempDir>,
 }
 
 impl Agent {
@@ -125,9 +127,15 @@ impl Agent {
     }
 }
 
-fn config_for(peer: &Peer, policy: LocalPolicy) -> (AgentConfig, SigningKey) {
-    let terminal_key = generate_key();
-    let config = AgentConfig {
+/// A fresh, existing state directory.
+fn state_dir() -> TempDir {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(&dir.0).unwrap();
+    dir
+}
+
+fn config_for(peer: &Peer, policy: LocalPolicy, terminal_key: &SigningKey, state_dir: &std::path::Path) -> AgentConfig {
+    AgentConfig {
         server_url: format!("http://{}", peer.address).parse().unwrap(),
         terminal_id: TERMINAL_ID.into(),
         signing_key: terminal_key.clone(),
@@ -139,8 +147,8 @@ fn config_for(peer: &Peer, policy: LocalPolicy) -> (AgentConfig, SigningKey) {
             handshake_timeout: Duration::from_secs(5),
             ..ConnectionSettings::default()
         },
-    };
-    (config, terminal_key)
+        state_dir: state_dir.to_path_buf(),
+    }
 }
 
 fn start_agent(peer: &Peer, policy: LocalPolicy) -> Agent {
@@ -156,13 +164,36 @@ fn start_agent_with(
     log: CardLog,
     tune: impl FnOnce(&mut ConnectionSettings),
 ) -> Agent {
-    let (mut config, terminal_key) = config_for(peer, policy);
+    let dir = state_dir();
+    let mut agent = start_agent_in(peer, policy, &generate_key(), &dir.0, backend, log, tune);
+    agent._state_dir = Some(dir);
+    agent
+}
+
+/// An agent with the given terminal key and state directory (to start it again after a stop).
+fn start_agent_in(
+    peer: &Peer,
+    policy: LocalPolicy,
+    terminal_key: &SigningKey,
+    state_dir: &std::path::Path,
+    backend: Box<dyn ReaderBackend>,
+    log: CardLog,
+    tune: impl FnOnce(&mut ConnectionSettings),
+) -> Agent {
+    let mut config = config_for(peer, policy, terminal_key, state_dir);
     tune(&mut config.connection);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(cardbridge_agent::run(config, backend, async move {
         let _ = stopped.await;
     }));
-    Agent { public_key: terminal_key.verifying_key(), log, stop: Some(stop), task }
+    Agent { public_key: terminal_key.verifying_key(), log, stop: Some(stop), task, _state_dir: None }
+}
+
+/// A recording agent with the given terminal key and state directory.
+fn start_recording_agent_in(peer: &Peer, terminal_key: &SigningKey, state_dir: &std::path::Path) -> Agent {
+    let log = CardLog::default();
+    let backend = Box::new(RecordingBackend { log: log.clone() });
+    start_agent_in(peer, LocalPolicy::default(), terminal_key, state_dir, backend, log, |_| {})
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -172,19 +203,26 @@ struct Peer {
     listener: TcpListener,
     address: std::net::SocketAddr,
     server_key: SigningKey,
+    /// The session of the connection accepted last: [`Peer::command`] binds commands to it.
+    session: Mutex<HexBytes>,
 }
 
 impl Peer {
     async fn new() -> Peer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        Peer { listener, address, server_key: generate_key() }
+        Peer { listener, address, server_key: generate_key(), session: Mutex::new(HexBytes(Vec::new())) }
     }
 
     /// Accept the agent's next connection and send the challenge; returns it with the agent's hello.
     async fn accept_hello(&self) -> (Connection, AgentToServer, HexBytes) {
+        self.accept_hello_with(fresh_nonce()).await
+    }
+
+    /// [`Peer::accept_hello`] with a challenge nonce of the test's choosing.
+    async fn accept_hello_with(&self, nonce: HexBytes) -> (Connection, AgentToServer, HexBytes) {
         let mut connection = self.accept_raw().await;
-        let nonce = fresh_nonce();
+        *self.session.lock().unwrap() = session_id(nonce.as_slice(), TERMINAL_ID);
         connection
             .send(&ServerToAgent::Challenge {
                 protocol_version: PROTOCOL_VERSION,
@@ -198,7 +236,12 @@ impl Peer {
 
     /// Accept and authenticate the agent's next connection, checking its hello signature.
     async fn accept(&self, agent: &Agent) -> Connection {
-        let (mut connection, hello, nonce) = self.accept_hello().await;
+        self.accept_with(agent, fresh_nonce()).await
+    }
+
+    /// [`Peer::accept`] with a challenge nonce of the test's choosing.
+    async fn accept_with(&self, agent: &Agent, nonce: HexBytes) -> Connection {
+        let (mut connection, hello, nonce) = self.accept_hello_with(nonce).await;
         let AgentToServer::Hello { terminal_id, signature, protocol_version, .. } = hello else {
             panic!("expected a hello, got {hello:?}");
         };
@@ -217,11 +260,13 @@ impl Peer {
         Connection { socket, server_key: self.server_key.clone() }
     }
 
-    /// A command addressed to this test's terminal, valid for 30 s from now.
+    /// A command addressed to this test's terminal on the connection accepted last, valid for 30 s
+    /// from now.
     fn command(&self, body: CommandBody) -> Command {
         Command {
             v: PROTOCOL_VERSION,
             terminal_id: TERMINAL_ID.into(),
+            session: self.session.lock().unwrap().clone(),
             command_id: format!("cmd-{}", hex::encode(fresh_nonce().0)),
             issued_at_ms: now_ms(),
             expires_at_ms: now_ms() + 30_000,
@@ -368,6 +413,18 @@ async fn an_unknown_terminal_stops_the_agent() {
 
     let error = agent.stopped().await.unwrap_err();
     assert!(format!("{error:#}").contains("enrol"), "{error:#}");
+}
+
+#[tokio::test]
+async fn a_refused_virtual_reader_stops_the_agent_with_a_clear_error() {
+    let peer = Peer::new().await;
+    let agent = start_agent(&peer, LocalPolicy::default());
+
+    let (mut connection, _hello, _) = peer.accept_hello().await;
+    connection.send(&ServerToAgent::Refused { reason: ConnectRefusal::VirtualReaderRefused }).await;
+
+    let error = agent.stopped().await.unwrap_err();
+    assert!(format!("{error:#}").contains("demo mode"), "{error:#}");
 }
 
 #[tokio::test]
@@ -559,6 +616,82 @@ async fn a_replayed_command_is_not_run_twice() {
     assert_eq!(answered, marker, "the replay gets no reply");
     assert_eq!(agent.log.n_batches(), 2, "the first command and the marker; not the replay");
     agent.shut_down().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_command_signed_for_one_connection_is_refused_on_the_next() {
+    let peer = Peer::new().await;
+    let agent = start_agent(&peer, LocalPolicy::default());
+    let first = peer.accept(&agent).await;
+    // Never sent on its own connection, so its nonce is unseen: only the session refuses it.
+    let for_first = peer.sign(&peer.command(select_ppse()));
+    drop(first);
+    let mut second = peer.accept(&agent).await;
+
+    second.send_signed(&for_first).await;
+    let marker = second.send_command(&peer.command(select_ppse())).await;
+
+    let (answered, _) = second.next_reply(&agent).await;
+    assert_eq!(answered, marker, "the other connection's command gets no reply");
+    assert_eq!(agent.log.n_batches(), 1, "only the marker reached the card");
+    agent.shut_down().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_command_captured_before_a_restart_is_refused_after_it() {
+    let peer = Peer::new().await;
+    let (key, dir) = (generate_key(), state_dir());
+    let before = start_recording_agent_in(&peer, &key, &dir.0);
+    let mut connection = peer.accept(&before).await;
+    let captured = peer.sign(&peer.command(select_ppse()));
+    connection.send_signed(&captured).await;
+    connection.next_reply(&before).await;
+    before.shut_down().await.unwrap();
+    drop(connection);
+
+    // The same terminal, restarted: a new process with no nonces in memory, on a new connection.
+    let after = start_recording_agent_in(&peer, &key, &dir.0);
+    let mut connection = peer.accept(&after).await;
+    connection.send_signed(&captured).await;
+    let marker = connection.send_command(&peer.command(select_ppse())).await;
+
+    let (answered, _) = connection.next_reply(&after).await;
+    assert_eq!(answered, marker, "the captured command gets no reply");
+    assert_eq!(after.log.n_batches(), 1, "only the marker reached the card");
+    after.shut_down().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_agent_does_not_answer_a_challenge_it_answered_before() {
+    let peer = Peer::new().await;
+    let (key, dir) = (generate_key(), state_dir());
+    let before = start_recording_agent_in(&peer, &key, &dir.0);
+    let nonce = fresh_nonce();
+    let mut connection = peer.accept_with(&before, nonce.clone()).await;
+    let captured = peer.sign(&peer.command(select_ppse()));
+    connection.send_signed(&captured).await;
+    connection.next_reply(&before).await;
+    // Stopped by a crash, not a clean shutdown: the session was never marked as ended.
+    before.task.abort();
+    let _ = before.task.await;
+    drop(connection);
+
+    // Someone replays the old challenge to the restarted agent, to get the old session back.
+    let after = start_recording_agent_in(&peer, &key, &dir.0);
+    let mut replayed = peer.accept_raw().await;
+    replayed
+        .send(&ServerToAgent::Challenge { protocol_version: PROTOCOL_VERSION, nonce, server_time_ms: now_ms() })
+        .await;
+    let answer = replayed.try_next_message().await;
+
+    assert_eq!(answer, None, "the agent hangs up instead of answering a challenge it answered before");
+    // It redials; the next connection works, and the captured command stays refused.
+    let mut next = peer.accept(&after).await;
+    next.send_signed(&captured).await;
+    let marker = next.send_command(&peer.command(select_ppse())).await;
+    assert_eq!(next.next_reply(&after).await.0, marker);
+    assert_eq!(after.log.n_batches(), 1, "only the marker reached the card");
+    after.shut_down().await.unwrap();
 }
 
 #[tokio::test]

@@ -1,8 +1,17 @@
-//! Randomized robustness: hostile bytes into the TLV parser and the read state machine return errors, never panic
+//! Randomized robustness: hostile bytes into the TLV parser, the read state machine and the purse sessions return errors or outcomes, never panic
 
 use std::convert::Infallible;
 
+use std::sync::{Arc, Mutex};
+
+use card::batch::Batch;
 use card::emv::{read_card, Next, ReadSession};
+use card::purse::{
+    self, CardSerial, LoadNext, LoadOutcome, LoadRequest, LoadSession, PendingLoad,
+    RecoverySession, Resolution,
+};
+use card::sim::issuer::{test_purse_keys, TEST_PURSE_KEY_INDEX};
+use card::sim::purse::{purse_card, PurseState, Tear, PURSE_CARD_SERIAL};
 use card::sim::{self, SimCard};
 use card::tlv;
 
@@ -170,4 +179,163 @@ fn advance_after_the_end_is_an_error() {
         }
     }
     assert!(session.advance(vec![]).is_err());
+}
+
+/// Answers shaped like the batch (each group stops at its first failure), with random data of
+/// lengths near the expected ones and status words a purse uses.
+fn shaped_answers(batch: &Batch, rng: &mut Rng) -> Vec<Vec<Vec<u8>>> {
+    const SWS: &[[u8; 2]] = &[
+        [0x90, 0x00],
+        [0x90, 0x00],
+        [0x90, 0x00],
+        [0x6A, 0x82],
+        [0x93, 0x02],
+        [0x69, 0x01],
+        [0x65, 0x81],
+        [0x94, 0x06],
+        [0x62, 0x83],
+    ];
+    const LENGTHS: &[usize] = &[0, 3, 4, 8, 15, 16, 17, 23, 28, 30];
+    batch
+        .groups
+        .iter()
+        .map(|group| {
+            let mut answers = Vec::new();
+            for _ in &group.apdus {
+                let sw = SWS[rng.below(SWS.len())];
+                let len = LENGTHS[rng.below(LENGTHS.len())];
+                let mut raw: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                raw.extend(sw);
+                answers.push(raw);
+                if group
+                    .mode
+                    .stops_after(card::apdu::StatusWord::from_bytes(sw[0], sw[1]))
+                {
+                    break;
+                }
+            }
+            answers
+        })
+        .collect()
+}
+
+fn load_request(amount: u32) -> LoadRequest {
+    LoadRequest {
+        key_index: TEST_PURSE_KEY_INDEX,
+        amount,
+        terminal_id: [0, 0, 0, 0, 0, 7],
+        date: [0x20, 0x26, 0x12, 0x03],
+        time: [0x15, 0x00, 0x00],
+        card: None,
+    }
+}
+
+#[test]
+fn purse_sessions_take_random_answers_without_panicking() {
+    let mut rng = Rng(0x9B0C_0025_0000_0001);
+    let keys = test_purse_keys();
+    for _ in 0..3_000 {
+        let (mut session, mut batch) =
+            LoadSession::start(load_request(1 + rng.below(1000) as u32)).unwrap();
+        for _ in 0..4 {
+            let answers = if rng.below(8) == 0 {
+                (0..rng.below(4))
+                    .map(|_| (0..rng.below(3)).map(|_| rng.tlvish(20)).collect())
+                    .collect()
+            } else {
+                shaped_answers(&batch, &mut rng)
+            };
+            match session.advance(&answers, &keys) {
+                Ok(LoadNext::Send(next)) => batch = next,
+                Ok(LoadNext::Done(_)) | Err(_) => break,
+            }
+        }
+
+        let pending = PendingLoad {
+            card_serial: CardSerial::new(PURSE_CARD_SERIAL),
+            online_serial: rng.next() as u16,
+            old_balance: rng.next() as u32,
+            amount: rng.next() as u32,
+            terminal_id: [1; 6],
+            date: [0x20, 0x26, 0x12, 0x03],
+            time: [0; 3],
+            mac2: [0; 4],
+        };
+        let (recovery, batch) = RecoverySession::start(pending, TEST_PURSE_KEY_INDEX);
+        let _ = recovery.finish(&shaped_answers(&batch, &mut rng), &keys);
+        let _ = purse::balance_from(&shaped_answers(&purse::balance_batch(), &mut rng));
+    }
+}
+
+#[test]
+fn loads_against_mangled_and_torn_purses_never_claim_what_the_card_did_not_do() {
+    let mut rng = Rng(0x70A0_0F00_0000_0003);
+    let keys = test_purse_keys();
+    let (mut completed, mut other) = (0, 0);
+    let (mut committed, mut not_committed) = (0, 0);
+    for _ in 0..400 {
+        let balance = rng.below(50_000) as u32;
+        let state = Arc::new(Mutex::new(PurseState::with_balance(balance)));
+        let mut purse = purse_card().with_state(Arc::clone(&state));
+        match rng.below(4) {
+            0 => purse.tear_next_credit(Tear::AfterCommit),
+            1 => purse.tear_next_credit(Tear::BeforeCommit),
+            _ => {}
+        }
+        let mut card = Mangled {
+            inner: Box::new(purse),
+            rng: &mut rng,
+        };
+        let amount = 1 + (balance % 997);
+        let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, Infallible> { Ok(card.transmit(apdu)) };
+
+        let outcome = purse::run_load(&mut transmit, &keys, load_request(amount)).unwrap();
+
+        let memory = state.lock().unwrap().clone();
+        match outcome {
+            LoadOutcome::Completed {
+                new_balance,
+                online_serial,
+                ..
+            } => {
+                // A verified TAC means the card committed exactly this.
+                assert_eq!(memory.balance, new_balance);
+                assert_eq!(memory.log[0].online_serial, online_serial);
+                completed += 1;
+            }
+            LoadOutcome::Unknown { pending, .. } => {
+                // Resolve on the same card, inserted again without mangling.
+                let mut again = purse_card().with_state(Arc::clone(&state));
+                let mut transmit =
+                    |apdu: &[u8]| -> Result<Vec<u8>, Infallible> { Ok(again.transmit(apdu)) };
+                match purse::recover(&mut transmit, &keys, pending.clone(), TEST_PURSE_KEY_INDEX)
+                    .unwrap()
+                {
+                    Resolution::Committed { balance, .. } => {
+                        assert_eq!(memory.last_proof.map(|p| p.0), Some(pending.online_serial));
+                        assert_eq!(balance, pending.old_balance + amount);
+                        committed += 1;
+                    }
+                    Resolution::NotCommitted { balance } => {
+                        assert_eq!(memory.online_serial, pending.online_serial);
+                        assert_eq!(balance, pending.old_balance);
+                        not_committed += 1;
+                    }
+                    Resolution::Undetermined { .. } => {
+                        panic!("one load cannot leave a card undetermined")
+                    }
+                }
+                other += 1;
+            }
+            LoadOutcome::Refused(_) => other += 1,
+        }
+    }
+    assert!(
+        completed > 0 && other > 0,
+        "completed {completed}, other {other}"
+    );
+    assert!(
+        committed > 0 && not_committed > 0,
+        "committed {committed}, not {not_committed}"
+    );
 }

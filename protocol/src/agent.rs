@@ -32,6 +32,8 @@ pub enum ConnectRefusal {
     BadSignature,
     TerminalRevoked,
     Malformed,
+    /// The agent runs the virtual (simulated) reader and the server is not in demo mode.
+    VirtualReaderRefused,
 }
 
 /// Agent → server.
@@ -97,6 +99,9 @@ pub struct Command {
     /// Protocol version the command was issued under.
     pub v: u16,
     pub terminal_id: String,
+    /// The connection this command belongs to: [`crate::envelope::session_id`] of the connection's
+    /// challenge nonce and the terminal id. The agent refuses a command of any other connection.
+    pub session: HexBytes,
     pub command_id: String,
     pub issued_at_ms: i64,
     pub expires_at_ms: i64,

@@ -3,10 +3,17 @@
 //!
 //! Every signature covers a domain-separation prefix and the exact bytes that travel, so the
 //! verifier never re-serialises: it checks the signature over the received text, then parses it.
+//!
+//! Every check is `verify_strict`: it refuses small-order (weak) public keys and small-order or
+//! non-canonical `R`, with which a signature could be made to verify for almost any message. Public
+//! keys are parsed only through [`verifying_key`], which refuses weak keys outright.
 
 use std::collections::HashMap;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer};
+/// The key types of this module's API.
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
 
 use crate::agent::{Command, Reply, SignedCommand, SignedReply};
 use crate::{HexBytes, PROTOCOL_VERSION};
@@ -15,6 +22,9 @@ const COMMAND_DOMAIN: &[u8] = b"cardbridge/command/v1\0";
 const REPLY_DOMAIN: &[u8] = b"cardbridge/reply/v1\0";
 const CHALLENGE_DOMAIN: &[u8] = b"cardbridge/challenge/v1\0";
 const PAIRING_DOMAIN: &[u8] = b"cardbridge/pairing/v1\0";
+const SESSION_DOMAIN: &[u8] = b"cardbridge/session/v1\0";
+/// Shortest challenge nonce either side accepts.
+pub const MIN_NONCE_LEN: usize = 16;
 
 /// Longest validity a command may claim; anything longer is refused as malformed.
 pub const MAX_COMMAND_LIFETIME_MS: i64 = 5 * 60 * 1000;
@@ -40,6 +50,10 @@ pub enum VerifyError {
     Replayed,
     #[error("reply is bound to another command")]
     WrongCommand,
+    #[error("issued for another connection")]
+    WrongSession,
+    #[error("weak (small-order) public key")]
+    WeakKey,
 }
 
 fn prefixed(domain: &[u8], payload: &[u8]) -> Vec<u8> {
@@ -58,11 +72,34 @@ fn signature_from(bytes: &HexBytes) -> Result<Signature, VerifyError> {
     Ok(Signature::from_bytes(&array))
 }
 
-/// Parse a 32-byte Ed25519 public key.
+/// Parse a 32-byte Ed25519 public key, refusing weak (small-order) keys: with one, a signature can
+/// be forged that verifies for almost any message (under non-strict verification).
 pub fn verifying_key(bytes: &[u8]) -> Result<VerifyingKey, VerifyError> {
     let array: [u8; 32] =
         bytes.try_into().map_err(|_| VerifyError::Malformed("public key must be 32 bytes".into()))?;
-    VerifyingKey::from_bytes(&array).map_err(|_| VerifyError::Malformed("invalid public key".into()))
+    let key =
+        VerifyingKey::from_bytes(&array).map_err(|_| VerifyError::Malformed("invalid public key".into()))?;
+    if key.is_weak() {
+        return Err(VerifyError::WeakKey);
+    }
+    Ok(key)
+}
+
+/// Strict Ed25519 verification of `signature` over `domain ‖ payload`.
+fn verify_strict(key: &VerifyingKey, message: &[u8], signature: &HexBytes) -> Result<(), VerifyError> {
+    let signature = signature_from(signature)?;
+    key.verify_strict(message, &signature).map_err(|_| VerifyError::BadSignature)
+}
+
+/// The session of a connection: SHA-256 over a domain prefix, the length and bytes of the
+/// server's challenge nonce, and the terminal id. Both sides derive it; every command carries it.
+pub fn session_id(challenge_nonce: &[u8], terminal_id: &str) -> HexBytes {
+    let mut hash = Sha256::new();
+    hash.update(SESSION_DOMAIN);
+    hash.update((challenge_nonce.len() as u64).to_be_bytes());
+    hash.update(challenge_nonce);
+    hash.update(terminal_id.as_bytes());
+    HexBytes(hash.finalize().to_vec())
 }
 
 /// A fresh random nonce (16 bytes).
@@ -102,10 +139,7 @@ impl SignedReply {
         terminal_id: &str,
         command_id: &str,
     ) -> Result<Reply, VerifyError> {
-        let signature = signature_from(&self.signature)?;
-        terminal_key
-            .verify(&prefixed(REPLY_DOMAIN, self.payload.as_bytes()), &signature)
-            .map_err(|_| VerifyError::BadSignature)?;
+        verify_strict(terminal_key, &prefixed(REPLY_DOMAIN, self.payload.as_bytes()), &self.signature)?;
         let reply: Reply =
             serde_json::from_str(&self.payload).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         if reply.terminal_id != terminal_id {
@@ -142,10 +176,7 @@ pub fn verify_challenge(
     signature: &HexBytes,
     terminal_key: &VerifyingKey,
 ) -> Result<(), VerifyError> {
-    let signature = signature_from(signature)?;
-    terminal_key
-        .verify(&challenge_message(nonce, terminal_id), &signature)
-        .map_err(|_| VerifyError::BadSignature)
+    verify_strict(terminal_key, &challenge_message(nonce, terminal_id), signature)
 }
 
 /// The bytes an agent signs to ask for a pairing link.
@@ -166,33 +197,41 @@ pub fn verify_pairing(
     signature: &HexBytes,
     terminal_key: &VerifyingKey,
 ) -> Result<(), VerifyError> {
-    let signature = signature_from(signature)?;
-    terminal_key
-        .verify(&pairing_message(terminal_id, issued_at_ms), &signature)
-        .map_err(|_| VerifyError::BadSignature)
+    verify_strict(terminal_key, &pairing_message(terminal_id, issued_at_ms), signature)
 }
 
-/// The agent's side: verifies commands against the pinned server key and remembers nonces until
-/// their command expires, so that no command runs twice.
+/// The agent's side: verifies commands against the pinned server key, accepts only commands of
+/// the current connection's session, and remembers nonces until their command expires, so that no
+/// command runs twice in this process. (Across restarts, the agent never joins a session twice;
+/// see the agent's `sessions` module.)
 #[derive(Debug)]
 pub struct CommandVerifier {
     server_key: VerifyingKey,
     terminal_id: String,
+    /// The session of the current connection; `None` between connections (every command refused).
+    session: Option<HexBytes>,
     /// nonce → expiry of the command that carried it.
     seen: HashMap<Vec<u8>, i64>,
 }
 
 impl CommandVerifier {
     pub fn new(server_key: VerifyingKey, terminal_id: impl Into<String>) -> Self {
-        CommandVerifier { server_key, terminal_id: terminal_id.into(), seen: HashMap::new() }
+        CommandVerifier { server_key, terminal_id: terminal_id.into(), session: None, seen: HashMap::new() }
+    }
+
+    /// A connection was established: from now on only commands of `session` verify.
+    pub fn begin_session(&mut self, session: HexBytes) {
+        self.session = Some(session);
+    }
+
+    /// The connection ended: no command verifies until the next [`Self::begin_session`].
+    pub fn end_session(&mut self) {
+        self.session = None;
     }
 
     /// Verify a signed command at time `now_ms`. On success the nonce is remembered.
     pub fn verify(&mut self, signed: &SignedCommand, now_ms: i64) -> Result<Command, VerifyError> {
-        let signature = signature_from(&signed.signature)?;
-        self.server_key
-            .verify(&prefixed(COMMAND_DOMAIN, signed.payload.as_bytes()), &signature)
-            .map_err(|_| VerifyError::BadSignature)?;
+        verify_strict(&self.server_key, &prefixed(COMMAND_DOMAIN, signed.payload.as_bytes()), &signed.signature)?;
         let command: Command = serde_json::from_str(&signed.payload)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
         if command.v != PROTOCOL_VERSION {
@@ -200,6 +239,9 @@ impl CommandVerifier {
         }
         if command.terminal_id != self.terminal_id {
             return Err(VerifyError::WrongTerminal);
+        }
+        if self.session.as_ref() != Some(&command.session) {
+            return Err(VerifyError::WrongSession);
         }
         if command.expires_at_ms <= command.issued_at_ms
             || command.expires_at_ms - command.issued_at_ms > MAX_COMMAND_LIFETIME_MS
@@ -231,10 +273,23 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    /// The session of connection "A" of terminal t1.
+    fn session_a() -> HexBytes {
+        session_id(b"challenge-nonce-A", "t1")
+    }
+
+    /// A verifier of terminal t1, on connection A.
+    fn verifier_for(server: &SigningKey) -> CommandVerifier {
+        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        verifier.begin_session(session_a());
+        verifier
+    }
+
     fn command(terminal_id: &str) -> Command {
         Command {
             v: PROTOCOL_VERSION,
             terminal_id: terminal_id.into(),
+            session: session_a(),
             command_id: "cmd-1".into(),
             issued_at_ms: NOW,
             expires_at_ms: NOW + 30_000,
@@ -246,7 +301,7 @@ mod tests {
     #[test]
     fn a_signed_command_verifies_once() {
         let server = generate_key();
-        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut verifier = verifier_for(&server);
         let signed = SignedCommand::sign(&command("t1"), &server);
 
         let first = verifier.verify(&signed, NOW + 10);
@@ -259,7 +314,7 @@ mod tests {
     #[test]
     fn a_tampered_body_is_refused() {
         let server = generate_key();
-        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut verifier = verifier_for(&server);
         let mut signed = SignedCommand::sign(&command("t1"), &server);
         signed.payload = signed.payload.replace("simulate_remove", "simulate_tap");
 
@@ -270,7 +325,7 @@ mod tests {
     fn a_command_signed_by_another_key_is_refused() {
         let server = generate_key();
         let impostor = generate_key();
-        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut verifier = verifier_for(&server);
         let signed = SignedCommand::sign(&command("t1"), &impostor);
 
         assert_eq!(verifier.verify(&signed, NOW), Err(VerifyError::BadSignature));
@@ -279,7 +334,7 @@ mod tests {
     #[test]
     fn a_command_for_another_terminal_is_refused() {
         let server = generate_key();
-        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut verifier = verifier_for(&server);
         let signed = SignedCommand::sign(&command("t2"), &server);
 
         assert_eq!(verifier.verify(&signed, NOW), Err(VerifyError::WrongTerminal));
@@ -288,7 +343,7 @@ mod tests {
     #[test]
     fn an_expired_command_is_refused() {
         let server = generate_key();
-        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut verifier = verifier_for(&server);
         let signed = SignedCommand::sign(&command("t1"), &server);
 
         let late = NOW + 30_000 + CLOCK_SKEW_MS + 1;
@@ -298,7 +353,7 @@ mod tests {
     #[test]
     fn a_command_from_the_future_is_refused() {
         let server = generate_key();
-        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut verifier = verifier_for(&server);
         let signed = SignedCommand::sign(&command("t1"), &server);
 
         let early = NOW - CLOCK_SKEW_MS - 1;
@@ -308,18 +363,18 @@ mod tests {
     #[test]
     fn an_unknown_version_is_refused() {
         let server = generate_key();
-        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut verifier = verifier_for(&server);
         let mut c = command("t1");
         c.v = PROTOCOL_VERSION + 1;
         let signed = SignedCommand::sign(&c, &server);
 
-        assert_eq!(verifier.verify(&signed, NOW), Err(VerifyError::UnsupportedVersion(2)));
+        assert_eq!(verifier.verify(&signed, NOW), Err(VerifyError::UnsupportedVersion(PROTOCOL_VERSION + 1)));
     }
 
     #[test]
     fn an_overlong_validity_is_refused() {
         let server = generate_key();
-        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut verifier = verifier_for(&server);
         let mut c = command("t1");
         c.expires_at_ms = c.issued_at_ms + MAX_COMMAND_LIFETIME_MS + 1;
         let signed = SignedCommand::sign(&c, &server);
@@ -330,7 +385,7 @@ mod tests {
     #[test]
     fn a_truncated_signature_is_malformed_not_a_panic() {
         let server = generate_key();
-        let mut verifier = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut verifier = verifier_for(&server);
         let mut signed = SignedCommand::sign(&command("t1"), &server);
         signed.signature.0.truncate(10);
 
@@ -359,6 +414,160 @@ mod tests {
         assert!(verify_challenge(b"nonce-a", "t1", &signature, &key).is_ok());
         assert_eq!(verify_challenge(b"nonce-b", "t1", &signature, &key), Err(VerifyError::BadSignature));
         assert_eq!(verify_challenge(b"nonce-a", "t2", &signature, &key), Err(VerifyError::BadSignature));
+    }
+
+    #[test]
+    fn a_command_of_another_connection_is_refused() {
+        let server = generate_key();
+        let mut on_b = CommandVerifier::new(server.verifying_key(), "t1");
+        on_b.begin_session(session_id(b"challenge-nonce-B", "t1"));
+        let for_a = SignedCommand::sign(&command("t1"), &server);
+
+        assert_eq!(on_b.verify(&for_a, NOW), Err(VerifyError::WrongSession));
+    }
+
+    #[test]
+    fn a_captured_command_is_refused_by_a_restarted_verifier_on_a_new_connection() {
+        let server = generate_key();
+        let mut before = verifier_for(&server);
+        let captured = SignedCommand::sign(&command("t1"), &server);
+        assert!(before.verify(&captured, NOW).is_ok());
+        // A new process knows no nonces; only the session binding stands between it and the replay.
+        let mut restarted = CommandVerifier::new(server.verifying_key(), "t1");
+        restarted.begin_session(session_id(b"challenge-nonce-C", "t1"));
+
+        assert_eq!(restarted.verify(&captured, NOW + 10), Err(VerifyError::WrongSession));
+    }
+
+    #[test]
+    fn no_command_verifies_between_connections() {
+        let server = generate_key();
+        let fresh = CommandVerifier::new(server.verifying_key(), "t1");
+        let mut ended = verifier_for(&server);
+        ended.end_session();
+        let signed = SignedCommand::sign(&command("t1"), &server);
+
+        for mut verifier in [fresh, ended] {
+            assert_eq!(verifier.verify(&signed, NOW), Err(VerifyError::WrongSession));
+        }
+    }
+
+    #[test]
+    fn the_session_is_bound_to_the_challenge_nonce_and_the_terminal() {
+        let a = session_id(b"nonce-1", "t1");
+
+        assert_eq!(a, session_id(b"nonce-1", "t1"));
+        assert_eq!(a.0.len(), 32);
+        assert_ne!(a, session_id(b"nonce-2", "t1"));
+        assert_ne!(a, session_id(b"nonce-1", "t2"));
+        // The nonce's length is hashed in: moving bytes between nonce and terminal id changes it.
+        assert_ne!(session_id(b"nonce-1t", "1"), session_id(b"nonce-1", "t1"));
+    }
+
+    /// Encodings of the eight points of small order (the torsion subgroup) of edwards25519: the
+    /// identity (order 1), order 2, the two of order 4 and the four of order 8.
+    pub(crate) const SMALL_ORDER_POINTS: [&str; 8] = [
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    ];
+
+    fn small_order_points() -> Vec<[u8; 32]> {
+        SMALL_ORDER_POINTS.iter().map(|h| hex::decode(h).unwrap().try_into().unwrap()).collect()
+    }
+
+    /// A signature `R ‖ s` with `s = 0` and `R` a small-order point that the lenient (cofactorless,
+    /// non-strict) check accepts for `message` under the weak `key`, if one of the eight works.
+    fn forge(key: &[u8; 32], message: &[u8]) -> Option<HexBytes> {
+        use ed25519_dalek::Verifier;
+        let key = VerifyingKey::from_bytes(key).unwrap();
+        small_order_points().into_iter().find_map(|r| {
+            let mut bytes = [0u8; 64];
+            bytes[..32].copy_from_slice(&r);
+            let signature = Signature::from_bytes(&bytes);
+            key.verify(message, &signature).is_ok().then(|| HexBytes(bytes.to_vec()))
+        })
+    }
+
+    /// `forge` over the messages `make(0)`, `make(1)`, … until one works (each try succeeds for at
+    /// least one in eight messages per candidate `R`).
+    fn forge_some<T>(key: &[u8; 32], make: impl Fn(u32) -> (T, Vec<u8>)) -> (T, HexBytes) {
+        (0..256)
+            .find_map(|i| {
+                let (value, message) = make(i);
+                forge(key, &message).map(|signature| (value, signature))
+            })
+            .expect("a forgery for a small-order key within 256 messages")
+    }
+
+    #[test]
+    fn the_test_vectors_are_the_small_order_points() {
+        let points = small_order_points();
+        for point in &points {
+            let key = VerifyingKey::from_bytes(point).expect("a point on the curve");
+            assert!(key.is_weak(), "{}", hex::encode(point));
+        }
+        let distinct: std::collections::HashSet<_> = points.iter().collect();
+        assert_eq!(distinct.len(), 8);
+        assert!(!generate_key().verifying_key().is_weak());
+    }
+
+    #[test]
+    fn weak_public_keys_are_refused() {
+        for point in small_order_points() {
+            assert_eq!(verifying_key(&point), Err(VerifyError::WeakKey), "{}", hex::encode(point));
+        }
+        assert!(verifying_key(generate_key().verifying_key().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_hello_forged_for_a_weak_key_is_refused() {
+        for point in small_order_points() {
+            let (nonce, signature) = forge_some(&point, |i| {
+                let nonce = format!("nonce-{i:010}").into_bytes();
+                let message = challenge_message(&nonce, "t1");
+                (nonce, message)
+            });
+            // The lenient check would have let it in: `forge` found it with `verify`.
+            let key = VerifyingKey::from_bytes(&point).unwrap();
+
+            assert_eq!(verify_challenge(&nonce, "t1", &signature, &key), Err(VerifyError::BadSignature));
+        }
+    }
+
+    #[test]
+    fn commands_replies_and_pairings_forged_for_a_weak_key_are_refused() {
+        for point in small_order_points() {
+            let key = VerifyingKey::from_bytes(&point).unwrap();
+            let (payload, signature) = forge_some(&point, |i| {
+                let mut c = command("t1");
+                c.command_id = format!("cmd-{i}");
+                c.issued_at_ms = NOW;
+                let payload = crate::encode(&c);
+                (payload.clone(), prefixed(COMMAND_DOMAIN, payload.as_bytes()))
+            });
+            let mut verifier = CommandVerifier::new(key, "t1");
+            verifier.begin_session(session_a());
+            assert_eq!(verifier.verify(&SignedCommand { payload, signature }, NOW), Err(VerifyError::BadSignature));
+
+            let (payload, signature) = forge_some(&point, |i| {
+                let reply = Reply { terminal_id: "t1".into(), command_id: format!("cmd-{i}"), outcome: Outcome::Done };
+                let payload = crate::encode(&reply);
+                (payload.clone(), prefixed(REPLY_DOMAIN, payload.as_bytes()))
+            });
+            let command_id = serde_json::from_str::<Reply>(&payload).unwrap().command_id;
+            let reply = SignedReply { payload, signature };
+            assert_eq!(reply.verify(&key, "t1", &command_id), Err(VerifyError::BadSignature));
+
+            let (issued_at_ms, signature) =
+                forge_some(&point, |i| (NOW + i64::from(i), pairing_message("t1", NOW + i64::from(i))));
+            assert_eq!(verify_pairing("t1", issued_at_ms, &signature, &key), Err(VerifyError::BadSignature));
+        }
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub mod page;
 pub use bytes::HexBytes;
 
 /// Version of the wire protocol. Bumped on any incompatible change; peers refuse other versions.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2: commands carry the `session` of the connection they were issued for.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Decode one JSON text frame into a message, with a typed error.
 pub fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DecodeError> {

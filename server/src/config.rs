@@ -1,7 +1,11 @@
 //! Layered configuration: built-in defaults, then an optional TOML file, then `CARDBRIDGE_*`
 //! environment variables.
+//!
+//! The file's keys are the field names below (`session_ttl_minutes` for the session lifetime);
+//! behind a reverse proxy set `trusted_proxies = ["10.0.0.5"]` so that the login limits see the
+//! client's address from `X-Forwarded-For` (and only then), and `log_format = "json"` in production.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -31,6 +35,16 @@ pub struct Config {
     pub command_timeout_ms: u64,
     /// How long a session lives.
     pub session_ttl_ms: i64,
+    /// `text` (default, for people) or `json` (one object a line, for log collectors)
+    /// (`CARDBRIDGE_LOG_FORMAT`, `--log-format`).
+    pub log_format: LogFormat,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed
+    /// (`CARDBRIDGE_TRUSTED_PROXIES`, comma separated). Empty: the header is ignored and the TCP
+    /// peer is the client.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Login throttling (NIST SP 800-63B 5.2.2): no account or address is ever locked; after the
+    /// free failures each further one makes the next attempt wait twice as long.
+    pub login_throttle: LoginThrottle,
     /// The issuer key file (`CARDBRIDGE_ISSUER_KEYS_FILE`, mode 0600; see `keys`). Without one, a
     /// demo server uses the simulator's test issuer and any other server authenticates no card.
     pub issuer_keys_file: Option<PathBuf>,
@@ -42,6 +56,53 @@ pub struct Config {
     /// Seconds between signed checkpoints of the audit head (written only when the head moved;
     /// one more at shutdown). 0: only at shutdown.
     pub audit_checkpoint_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<LogFormat> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => anyhow::bail!("log format {other:?} is neither text nor json"),
+        }
+    }
+}
+
+/// File keys: `login_account_free_failures`, `login_address_free_failures`, `login_delay_base_ms`,
+/// `login_delay_max_ms`, `login_failure_window_minutes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottle {
+    /// Failures per user name before delays start (default 5).
+    pub account_free_failures: u32,
+    /// Failures per client address before delays start (default 50: an office behind one NAT).
+    pub address_free_failures: u32,
+    /// The first delay; each further failure doubles it (default 1 s).
+    pub base_delay_ms: u64,
+    /// The longest delay (default 5 minutes).
+    pub max_delay_ms: u64,
+    /// Failures older than this are forgotten (default 15 minutes).
+    pub failure_window_ms: u64,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            account_free_failures: 5,
+            address_free_failures: 50,
+            base_delay_ms: 1_000,
+            max_delay_ms: 5 * 60 * 1000,
+            failure_window_ms: 15 * 60 * 1000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -57,6 +118,9 @@ impl Default for Config {
             secure_cookies: false,
             command_timeout_ms: 5_000,
             session_ttl_ms: 8 * 3600 * 1000,
+            log_format: LogFormat::Text,
+            trusted_proxies: Vec::new(),
+            login_throttle: LoginThrottle::default(),
             issuer_keys_file: None,
             arms_per_minute: 30,
             reads_per_minute: 20,
@@ -80,6 +144,13 @@ struct FileConfig {
     secure_cookies: Option<bool>,
     command_timeout_ms: Option<u64>,
     session_ttl_minutes: Option<i64>,
+    log_format: Option<LogFormat>,
+    trusted_proxies: Option<Vec<IpAddr>>,
+    login_account_free_failures: Option<u32>,
+    login_address_free_failures: Option<u32>,
+    login_delay_base_ms: Option<u64>,
+    login_delay_max_ms: Option<u64>,
+    login_failure_window_minutes: Option<u64>,
     issuer_keys_file: Option<PathBuf>,
     arms_per_minute: Option<usize>,
     reads_per_minute: Option<usize>,
@@ -111,6 +182,14 @@ impl Config {
         if let Some(v) = f.secure_cookies { self.secure_cookies = v; }
         if let Some(v) = f.command_timeout_ms { self.command_timeout_ms = v; }
         if let Some(v) = f.session_ttl_minutes { self.session_ttl_ms = v * 60_000; }
+        if let Some(v) = f.log_format { self.log_format = v; }
+        if let Some(v) = f.trusted_proxies { self.trusted_proxies = v; }
+        let t = &mut self.login_throttle;
+        if let Some(v) = f.login_account_free_failures { t.account_free_failures = v; }
+        if let Some(v) = f.login_address_free_failures { t.address_free_failures = v; }
+        if let Some(v) = f.login_delay_base_ms { t.base_delay_ms = v; }
+        if let Some(v) = f.login_delay_max_ms { t.max_delay_ms = v; }
+        if let Some(v) = f.login_failure_window_minutes { t.failure_window_ms = v * 60_000; }
         if let Some(v) = f.issuer_keys_file { self.issuer_keys_file = Some(v); }
         if let Some(v) = f.arms_per_minute { self.arms_per_minute = v; }
         if let Some(v) = f.reads_per_minute { self.reads_per_minute = v; }
@@ -132,6 +211,17 @@ impl Config {
         }
         if let Some(v) = get("CARDBRIDGE_DEMO") { self.demo = matches!(v.as_str(), "1" | "true" | "yes"); }
         if let Some(v) = get("CARDBRIDGE_SECURE_COOKIES") { self.secure_cookies = matches!(v.as_str(), "1" | "true" | "yes"); }
+        if let Some(v) = get("CARDBRIDGE_LOG_FORMAT") {
+            self.log_format = v.parse().context("CARDBRIDGE_LOG_FORMAT")?;
+        }
+        if let Some(v) = get("CARDBRIDGE_TRUSTED_PROXIES") {
+            self.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().with_context(|| format!("CARDBRIDGE_TRUSTED_PROXIES: {s} is not an IP address")))
+                .collect::<anyhow::Result<_>>()?;
+        }
         if let Some(v) = get("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S") {
             self.audit_checkpoint_interval_s =
                 v.parse().with_context(|| format!("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S={v} is not a number of seconds"))?;
@@ -139,7 +229,6 @@ impl Config {
         Ok(())
     }
 
-    /// The public base URL, without trailing slash, for the actual bound address.
     /// The issuer key store this configuration names.
     pub fn key_store(&self) -> anyhow::Result<crate::keys::SoftKeyStore> {
         match (&self.issuer_keys_file, self.demo) {
@@ -155,6 +244,7 @@ impl Config {
         }
     }
 
+    /// The public base URL, without trailing slash, for the actual bound address.
     pub fn public_base(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
@@ -197,6 +287,23 @@ mod tests {
         assert_eq!(config.listen.port(), 9100);
         assert!(config.demo);
         assert_eq!(config.database_url, "postgres://x/y");
+    }
+
+    #[test]
+    fn proxies_log_format_and_throttle_come_from_file_and_env() {
+        let mut config = Config::default();
+        config.apply_file(
+            toml::from_str("log_format = \"json\"\ntrusted_proxies = [\"10.0.0.5\"]\nlogin_delay_base_ms = 20")
+                .unwrap(),
+        );
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.trusted_proxies, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(config.login_throttle.base_delay_ms, 20);
+
+        config.apply_env(|k| (k == "CARDBRIDGE_TRUSTED_PROXIES").then(|| "127.0.0.1, ::1".to_string())).unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(config.apply_env(|k| (k == "CARDBRIDGE_TRUSTED_PROXIES").then(|| "proxy.lan".to_string())).is_err());
+        assert!(config.apply_env(|k| (k == "CARDBRIDGE_LOG_FORMAT").then(|| "xml".to_string())).is_err());
     }
 
     #[test]

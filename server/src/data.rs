@@ -46,7 +46,7 @@ pub async fn query(
         let key = format!("user:{}", user.user_id);
         if let Err(wait) = state.throttles.typed_lookup.check(&[&key], crate::util::now_ms()) {
             tracing::warn!(user = %user.username, "typed card lookups throttled");
-            return Err(ApiError::RateLimited { retry_after_s: wait.as_secs() + 1 });
+            return Err(ApiError::RateLimited { retry_after_secs: wait.as_secs() + 1 });
         }
     }
 

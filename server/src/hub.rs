@@ -6,11 +6,13 @@
 //! bounded channels to each connection's writer task; a connection whose channel is full is too
 //! slow to serve and is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use protocol::envelope::VerifyError;
+use protocol::HexBytes;
 use protocol::agent::{
     Command, CommandBody, LocalPolicyReport, Outcome, ReaderInfo, ReaderState, Reply, ServerToAgent, SignedCommand,
     SignedReply,
@@ -24,6 +26,9 @@ use crate::util::{new_id, now_ms};
 const COMMAND_LIFETIME_MS: i64 = 30_000;
 /// Frames queued per connection before it counts as stuck.
 pub const CONNECTION_QUEUE: usize = 64;
+/// Command ids remembered per agent connection after they stopped waiting, so that a late reply
+/// (after a timeout) is told apart from an unsolicited one.
+const RECENT_COMMANDS: usize = 256;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HubError {
@@ -35,6 +40,22 @@ pub enum HubError {
     Disconnected,
     #[error("the agent's reply did not verify: {0}")]
     BadReply(String),
+}
+
+/// Why a reply from an agent was not accepted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ReplyRefused {
+    #[error("the reply names no command")]
+    Unreadable,
+    #[error("the connection is no longer the terminal's current one")]
+    StaleConnection,
+    #[error("late reply to command {0}, which no longer waits")]
+    Late(String),
+    /// The reply answers a command the hub never sent on this connection.
+    #[error("unsolicited reply to command {command_id} (signature {})", if *signature_valid { "valid" } else { "invalid" })]
+    Unsolicited { command_id: String, signature_valid: bool },
+    #[error("the reply did not verify: {0}")]
+    BadReply(VerifyError),
 }
 
 /// A card currently in one of the terminal's readers.
@@ -61,13 +82,24 @@ struct AgentConn {
     conn_id: u64,
     tx: mpsc::Sender<ServerToAgent>,
     key: VerifyingKey,
+    /// The connection's session (from its challenge nonce); every command carries it.
+    session: HexBytes,
     pending: HashMap<String, oneshot::Sender<Result<Reply, HubError>>>,
+    /// Ids of commands sent on this connection that no longer wait, newest last.
+    finished: VecDeque<String>,
     status: AgentStatus,
     /// A read is running on this terminal: one at a time.
     busy: bool,
 }
 
 impl AgentConn {
+    fn finish(&mut self, command_id: String) {
+        if self.finished.len() == RECENT_COMMANDS {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(command_id);
+    }
+
     /// The connection is gone: every command still waiting for a reply fails now.
     fn fail_pending(self) {
         for (_, waiter) in self.pending {
@@ -154,12 +186,14 @@ impl Hub {
 
     // ---- agents ----
 
-    /// Register an authenticated agent connection; an older connection of the same terminal is
-    /// replaced (its pending commands fail). Returns the connection id.
+    /// Register an authenticated agent connection with its `session`
+    /// ([`protocol::envelope::session_id`] of its challenge); an older connection of the same
+    /// terminal is replaced (its pending commands fail). Returns the connection id.
     pub fn agent_connected(
         &self,
         terminal_id: &str,
         key: VerifyingKey,
+        session: HexBytes,
         tx: mpsc::Sender<ServerToAgent>,
         backend: String,
         policy: LocalPolicyReport,
@@ -170,7 +204,16 @@ impl Hub {
         let status = AgentStatus { backend, policy, readers: Vec::new(), card: None, card_read: false };
         if let Some(old) = inner.agents.insert(
             terminal_id.to_string(),
-            AgentConn { conn_id, tx, key, pending: HashMap::new(), status, busy: false },
+            AgentConn {
+                conn_id,
+                tx,
+                key,
+                session,
+                pending: HashMap::new(),
+                finished: VecDeque::new(),
+                status,
+                busy: false,
+            },
         ) {
             old.fail_pending();
         }
@@ -249,41 +292,49 @@ impl Hub {
         }
     }
 
-    /// Sign `body` for the terminal, send it to its agent, and wait for the verified reply.
+    /// Sign `body` for the terminal's current connection, send it to its agent, and wait for the
+    /// verified reply.
     ///
     /// This is transport only: callers check the terminal's permission and the user's consent
     /// first (see [`crate::reader`]); nothing else calls it.
     pub async fn send_command(&self, terminal_id: &str, body: CommandBody) -> Result<Outcome, HubError> {
         let command_id = new_id("c");
-        let issued_at_ms = now_ms();
-        let command = Command {
-            v: protocol::PROTOCOL_VERSION,
-            terminal_id: terminal_id.to_string(),
-            command_id: command_id.clone(),
-            issued_at_ms,
-            expires_at_ms: issued_at_ms + COMMAND_LIFETIME_MS,
-            nonce: protocol::envelope::fresh_nonce(),
-            body,
-        };
-        let signed = SignedCommand::sign(&command, &self.server_key);
         let (waiter_tx, waiter_rx) = oneshot::channel();
-        {
+        let conn_id = {
             let mut inner = self.lock();
             let agent = inner.agents.get_mut(terminal_id).ok_or(HubError::AgentOffline)?;
+            // Signed under the lock (no await; microseconds) so that the command carries the
+            // session of exactly the connection it is queued on.
+            let issued_at_ms = now_ms();
+            let command = Command {
+                v: protocol::PROTOCOL_VERSION,
+                terminal_id: terminal_id.to_string(),
+                session: agent.session.clone(),
+                command_id: command_id.clone(),
+                issued_at_ms,
+                expires_at_ms: issued_at_ms + COMMAND_LIFETIME_MS,
+                nonce: protocol::envelope::fresh_nonce(),
+                body,
+            };
+            let signed = SignedCommand::sign(&command, &self.server_key);
             agent.pending.insert(command_id.clone(), waiter_tx);
             if agent.tx.try_send(ServerToAgent::Command(signed)).is_err() {
                 agent.pending.remove(&command_id);
                 return Err(HubError::Disconnected);
             }
+            let conn_id = agent.conn_id;
             *inner.commands_sent.entry(terminal_id.to_string()).or_default() += 1;
-        }
+            conn_id
+        };
         let result = tokio::time::timeout(self.command_timeout, waiter_rx).await;
         match result {
             Ok(Ok(reply)) => reply.map(|r| r.outcome),
             Ok(Err(_)) => Err(HubError::Disconnected),
             Err(_) => {
-                if let Some(agent) = self.lock().agents.get_mut(terminal_id) {
-                    agent.pending.remove(&command_id);
+                if let Some(agent) = self.lock().agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
+                    if agent.pending.remove(&command_id).is_some() {
+                        agent.finish(command_id);
+                    }
                 }
                 Err(HubError::Timeout)
             }
@@ -291,28 +342,33 @@ impl Hub {
     }
 
     /// A reply arrived on an agent connection: verify it against the terminal key and the command
-    /// it claims to answer, and hand it to the waiter.
-    pub fn reply_received(&self, terminal_id: &str, conn_id: u64, signed: SignedReply) -> Result<(), HubError> {
-        let command_id = signed.claimed_command_id().ok_or_else(|| HubError::BadReply("unreadable reply".into()))?;
+    /// it claims to answer, and hand it to the waiter. A reply to a command never sent on this
+    /// connection is [`ReplyRefused::Unsolicited`].
+    pub fn reply_received(&self, terminal_id: &str, conn_id: u64, signed: SignedReply) -> Result<(), ReplyRefused> {
+        let command_id = signed.claimed_command_id().ok_or(ReplyRefused::Unreadable)?;
         let mut inner = self.lock();
         let agent = inner
             .agents
             .get_mut(terminal_id)
             .filter(|a| a.conn_id == conn_id)
-            .ok_or(HubError::Disconnected)?;
-        let waiter = agent
-            .pending
-            .remove(&command_id)
-            .ok_or_else(|| HubError::BadReply("no command waits for this reply".into()))?;
-        match signed.verify(&agent.key, terminal_id, &command_id) {
+            .ok_or(ReplyRefused::StaleConnection)?;
+        let Some(waiter) = agent.pending.remove(&command_id) else {
+            if agent.finished.contains(&command_id) {
+                return Err(ReplyRefused::Late(command_id));
+            }
+            let signature_valid = signed.verify(&agent.key, terminal_id, &command_id).is_ok();
+            return Err(ReplyRefused::Unsolicited { command_id, signature_valid });
+        };
+        let verified = signed.verify(&agent.key, terminal_id, &command_id);
+        agent.finish(command_id);
+        match verified {
             Ok(reply) => {
                 let _ = waiter.send(Ok(reply));
                 Ok(())
             }
             Err(e) => {
-                let err = HubError::BadReply(e.to_string());
-                let _ = waiter.send(Err(err.clone()));
-                Err(err)
+                let _ = waiter.send(Err(HubError::BadReply(e.to_string())));
+                Err(ReplyRefused::BadReply(e))
             }
         }
     }

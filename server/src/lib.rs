@@ -10,7 +10,8 @@
 //! - [`data`]: the data service (Q-S5) with its disclosure rules.
 //! - [`store`]: the sqlx store facade (SQLite or PostgreSQL) and the hash-chained audit log.
 //! - [`checkpoint`]: signed checkpoints of the audit log's head, and `audit-verify`'s check.
-//! - [`auth`], [`secrets`], [`config`], [`terminals`], [`seed`]: the rest of the plumbing.
+//! - [`keys`]: the issuer key store behind card authentication; [`throttle`]: rate limits.
+//! - [`auth`], [`secrets`], [`config`], [`logging`], [`terminals`], [`seed`]: the rest of the plumbing.
 
 pub mod auth;
 pub mod bank;
@@ -18,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod http;
+pub mod logging;
 pub mod hub;
 pub mod keys;
 pub mod metrics;

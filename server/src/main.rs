@@ -4,7 +4,9 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use cardbridge::auth::MAX_USERNAME_CHARS;
 use cardbridge::store::{Role, Store};
+use cardbridge::terminals::TerminalName;
 use cardbridge::{Application, Config};
 use clap::{Parser, Subcommand};
 
@@ -14,6 +16,9 @@ struct Cli {
     /// TOML configuration file (defaults, then this file, then CARDBRIDGE_* variables).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log format, overriding `log_format` of the configuration: text or json.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,8 +76,12 @@ enum UserCommand {
 
 #[derive(Subcommand)]
 enum TerminalCommand {
-    /// Create a terminal; prints its id and one-time enrolment code.
-    Add { name: String },
+    /// Create a terminal; prints its id and one-time enrolment code. The name is trimmed and has at
+    /// most 64 characters, none of them control characters.
+    Add {
+        #[arg(value_parser = TerminalName::parse)]
+        name: TerminalName,
+    },
     /// Switch a terminal's permission on.
     Permit { terminal_id: String },
     /// Switch a terminal's permission off.
@@ -81,14 +90,12 @@ enum TerminalCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(format) = &cli.log_format {
+        config.log_format = format.parse()?;
+    }
+    cardbridge::logging::init(config.log_format)?;
     match cli.command {
         Command::Serve => {
             let app = Application::build(config).await?;
@@ -116,12 +123,17 @@ async fn main() -> anyhow::Result<()> {
         Command::User { command: UserCommand::Add { name, role } } => {
             let store = open_store(&config).await?;
             let role = Role::parse(&role).context("unknown role")?;
+            let name = name.trim().to_lowercase();
+            anyhow::ensure!(
+                !name.is_empty() && name.chars().count() <= MAX_USERNAME_CHARS && !name.chars().any(char::is_control),
+                "a user name has 1 to {MAX_USERNAME_CHARS} characters and no control characters"
+            );
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']);
             anyhow::ensure!(password.chars().count() >= 8, "the password must have at least 8 characters");
             let hash = cardbridge::auth::hash_password(password)?;
-            let user = store.create_user(&name.trim().to_lowercase(), &hash, role).await.map_err(|e| match e {
+            let user = store.create_user(&name, &hash, role).await.map_err(|e| match e {
                 cardbridge::store::StoreError::Conflict(_) => anyhow::anyhow!("user {name} exists already"),
                 other => other.into(),
             })?;
@@ -133,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
             let store = open_store(&config).await?;
             match command {
                 TerminalCommand::Add { name } => {
-                    let created = cardbridge::terminals::create(&store, &name, "cli").await.map_err(|e| match e {
+                    let created = cardbridge::terminals::create_named(&store, &name, "cli").await.map_err(|e| match e {
                         cardbridge::store::StoreError::Conflict(_) => anyhow::anyhow!("a terminal named {name} exists already"),
                         other => other.into(),
                     })?;
@@ -203,4 +215,27 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_names_are_parsed_on_the_command_line() {
+        let parse = |name: &str| Cli::try_parse_from(["cardbridge", "terminal", "add", name]);
+
+        let ok = parse("  Desk 4  ").expect("a plain name parses");
+        let Command::Terminal { command: TerminalCommand::Add { name } } = ok.command else { panic!("terminal add") };
+        assert_eq!(name.as_str(), "Desk 4");
+        assert!(parse("Desk\n4").is_err());
+        assert!(parse(&"x".repeat(65)).is_err());
+        assert!(parse("   ").is_err());
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        assert!(Cli::try_parse_from(["cardbridge", "--log-format", "json", "migrate"]).is_ok());
+        assert!(Cli::try_parse_from(["cardbridge", "--log-format", "xml", "migrate"]).is_err());
+    }
 }

@@ -33,7 +33,7 @@ pub async fn consent_state(state: &AppState, user_id: &str, session_hash: &str, 
 /// A failure of ours while checking permission: logged (with its cause) and reported as
 /// unavailable, never as the user's refusal.
 fn unavailable(what: &str, terminal_id: &str, e: &StoreError) -> Refusal {
-    tracing::error!(terminal_id, error = %crate::util::error_chain(e), "{what}");
+    tracing::error!(terminal_id, error = %crate::util::ErrorChain(e), "{what}");
     Refusal::Unavailable
 }
 
@@ -224,7 +224,7 @@ pub async fn read_card(state: &AppState, terminal_id: &str, card: &PresentCard) 
 
 async fn audit_refused_read(state: &AppState, terminal_id: &str, action: &str, detail: &str) {
     if let Err(e) = state.store.audit("server", action, terminal_id, detail).await {
-        tracing::error!(error = %crate::util::error_chain(&e), "auditing a refused read");
+        tracing::error!(error = %crate::util::ErrorChain(&e), "auditing a refused read");
     }
 }
 
@@ -340,7 +340,7 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, read: Read
     state.read_timings.read_done(&record.read_id, card_present);
     let last4 = number[number.len().saturating_sub(4)..].to_string();
     if let Err(e) = state.store.record_card_read(&record, &last4, READ_TTL_MS).await {
-        tracing::error!(error = %crate::util::error_chain(&e), "recording a card read");
+        tracing::error!(error = %crate::util::ErrorChain(&e), "recording a card read");
         state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason: ReadFailure::ReaderError });
         return;
     }
@@ -350,7 +350,7 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, read: Read
         CardAuth::Failed(_) => format!("{masked} not authenticated (cryptogram failed)"),
     };
     if let Err(e) = state.store.audit(&page.user_id, "card.read", terminal_id, &detail).await {
-        tracing::error!(error = %crate::util::error_chain(&e), "auditing a card read");
+        tracing::error!(error = %crate::util::ErrorChain(&e), "auditing a card read");
     }
     tracing::info!(terminal_id, card = %masked, authenticated, "card read");
     state.set_consent_once(&page.session_hash, terminal_id, false);

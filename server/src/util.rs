@@ -1,4 +1,5 @@
-//! Small shared helpers: clock, random tokens, hashing and time formatting.
+//! Small shared helpers: clock, random tokens, hashing, time formatting, error chains and bounded
+//! strings.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -52,9 +53,66 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Displays an error with every cause behind it, `outer: cause: root`, skipping a cause whose text
+/// repeats the one before (transparent wrappers). Log errors with `error = %ErrorChain(&e)`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            let text = e.to_string();
+            if text != last {
+                write!(f, ": {text}")?;
+                last = text;
+            }
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// What [`truncate`] appends to a shortened string.
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// `text` cut to at most `max_bytes` bytes (at a character boundary) with [`TRUNCATED`] appended
+/// when it was longer.
+pub fn truncate(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}{TRUNCATED}", &text[..end]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_shows_every_cause() {
+        let e = Outer(std::io::Error::other("disk on fire"));
+        assert_eq!(ErrorChain(&e).to_string(), "outer: disk on fire");
+        let any = anyhow::Error::new(e).context("saving");
+        let boxed: Box<dyn std::error::Error + 'static> = any.into();
+        assert_eq!(ErrorChain(boxed.as_ref()).to_string(), "saving: outer: disk on fire");
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole_and_marks_the_cut() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("ééé", 3), format!("é{TRUNCATED}"));
+        assert!(truncate(&"x".repeat(1 << 20), 256).len() <= 256 + TRUNCATED.len());
+    }
 
     #[test]
     fn formats_known_instants() {
@@ -62,19 +120,4 @@ mod tests {
         assert_eq!(format_ms(1_795_000_000_000), "2026-11-18 11:06:40");
         assert_eq!(format_ms(951_782_400_000), "2000-02-29 00:00:00");
     }
-}
-
-/// An error and its causes, `: `-separated, for logs (`%e` alone shows only the outermost).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }

@@ -52,7 +52,9 @@ fn wait_for_state(ctx: &pcsc::Context, states: &mut [pcsc::ReaderState], flag: p
     }
 }
 
-/// One local read from "the card is present": connect, one transaction, the EMV read, disconnect.
+/// One local read from "the card is present": connect, one transaction, the EMV read and the card
+/// authentication the server does too (GENERATE AC, the ARQC checked with the test issuer key),
+/// disconnect.
 fn read_once(ctx: &pcsc::Context, name: &std::ffi::CStr, states: &mut [pcsc::ReaderState]) -> Duration {
     let expected = card::sim::catalogue().into_iter().find(|c| c.name == CARD).unwrap().expected_number;
     let started = Instant::now();
@@ -76,13 +78,18 @@ fn read_once(ctx: &pcsc::Context, name: &std::ffi::CStr, states: &mut [pcsc::Rea
         tx.transmit(apdu, &mut buf).map(|r| r.to_vec())
     };
     let (identity, _) = card::emv::read_card(&atr, &mut transmit).expect("local read");
+    let card::emv::CardIdentity::Bank { pan, auth, .. } = identity else { panic!("not a bank card: {identity:?}") };
+    let terminal = card::emv::Terminal::now();
+    let request = card::emv::cryptogram::request_arqc(auth.cdol1.as_deref().expect("CDOL1"), &terminal).expect("GENERATE AC");
+    let raw = card::apdu::exchange(&request.apdu, &mut transmit).expect("GENERATE AC answered");
+    let response = card::emv::cryptogram::parse_response(&raw).expect("an AC response");
+    let key = card::crypto::derive_icc_master_key(&card::sim::issuer::TEST_ISSUER_MASTER_KEY, pan.as_str(), auth.psn.unwrap_or(0)).unwrap();
+    let verified = card::emv::cryptogram::check_arqc(&key, &request.terminal_data, auth.aip.expect("AIP"), &response);
     drop(tx);
     let _ = pcsc_card.disconnect(pcsc::Disposition::LeaveCard);
     let elapsed = started.elapsed();
-    match identity {
-        card::emv::CardIdentity::Bank { pan, .. } => assert_eq!(pan.as_str(), expected),
-        other => panic!("not a bank card: {other:?}"),
-    }
+    assert_eq!(pan.as_str(), expected);
+    assert!(verified, "the local read authenticates the card like the server does");
     elapsed
 }
 

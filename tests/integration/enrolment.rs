@@ -1,4 +1,4 @@
-//! Enrolment: a code works once, and never after it expires.
+//! Enrolment: a code works once, and never after it expires; weak keys are refused.
 
 use cardbridge_tests::{both_databases, spawn_app, AppOptions, Engine};
 
@@ -47,4 +47,39 @@ async fn a_bogus_public_key_is_refused(engine: Engine) {
     app.stop().await;
 }
 
-both_databases!(an_enrolment_code_works_once, an_expired_enrolment_code_is_refused, a_bogus_public_key_is_refused);
+async fn weak_public_keys_are_refused_at_enrolment(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    let created = cardbridge::terminals::create(app.store(), "Desk 4", "test").await.unwrap();
+    let client = reqwest::Client::new();
+
+    let mut answers = Vec::new();
+    for point in cardbridge_tests::SMALL_ORDER_POINTS {
+        let response = client
+            .post(format!("{}/api/agent/enrol", app.base))
+            .json(&serde_json::json!({"enrolment_code": created.enrolment_code, "public_key": point.to_uppercase()}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        answers.push((point, status, response.json::<protocol::api::ApiError>().await.unwrap()));
+    }
+
+    for (point, status, error) in answers {
+        assert_eq!(status, 400, "{point}");
+        assert_eq!(error.code, "weak_public_key", "{point}");
+        assert!(error.message.contains("weak"), "{}", error.message);
+    }
+    assert!(app.store().terminal(&created.terminal_id).await.unwrap().public_key.is_none());
+    // The code was not spent by the refusals: a real key still enrols with it.
+    let dir = tempfile::tempdir().unwrap();
+    let enrolled = cardbridge_agent::enrol(&app.base, &created.enrolment_code, dir.path(), false).await;
+    assert_eq!(enrolled.expect("a strong key enrols").terminal_id, created.terminal_id);
+    app.stop().await;
+}
+
+both_databases!(
+    an_enrolment_code_works_once,
+    an_expired_enrolment_code_is_refused,
+    a_bogus_public_key_is_refused,
+    weak_public_keys_are_refused_at_enrolment,
+);

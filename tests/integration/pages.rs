@@ -3,6 +3,7 @@
 
 use cardbridge_tests::{both_databases, spawn_app, AppOptions, Engine};
 use protocol::page::{ConsentDecision, PageToServer, Refusal, ServerToPage};
+use tokio_tungstenite::tungstenite::Message;
 
 async fn pages_pin_the_module_and_forbid_inline_script(engine: Engine) {
     let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
@@ -30,7 +31,8 @@ async fn pages_pin_the_module_and_forbid_inline_script(engine: Engine) {
 async fn the_demo_tray_is_refused_outside_demo_mode(engine: Engine) {
     let Some(app) = spawn_app(engine, AppOptions { demo: false, ..AppOptions::default() }).await else { return };
     app.seed_demo().await;
-    let agent = app.start_terminal("Desk J").await;
+    // Outside demo mode the virtual reader's agent is refused at hello; the tray is refused anyway.
+    let agent = app.enrol_and_run("Desk J", cardbridge_agent::ReaderChoice::Virtual).await;
     let user = app.browser();
     user.pair_with(&agent).await;
     user.login("alice", "alice-demo-pass").await;
@@ -70,7 +72,34 @@ async fn a_form_post_from_a_hostile_origin_is_refused(engine: Engine) {
     app.stop().await;
 }
 
+/// Our limit on page frames (`ws_page::MAX_FRAME`) and tungstenite's, which sits above it.
+const PAGE_LIMIT: usize = 16 * 1024;
+const TUNGSTENITE_HEADROOM: usize = 64 * 1024;
+
+async fn an_oversized_page_frame_is_closed_with_1009(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    app.seed_demo().await;
+    let agent = app.start_terminal("Desk O").await;
+    let user = app.browser();
+    user.pair_with(&agent).await;
+    user.login("alice", "alice-demo-pass").await;
+    let mut over_ours = user.page_socket(&app.base).await.unwrap();
+    let mut over_both = user.page_socket(&app.base).await.unwrap();
+
+    over_ours.send_message(Message::Text("x".repeat(PAGE_LIMIT + 1).into())).await;
+    over_both.send_message(Message::Text("x".repeat(PAGE_LIMIT + TUNGSTENITE_HEADROOM + 1).into())).await;
+
+    for socket in [&mut over_ours, &mut over_both] {
+        let (code, reason) = socket.close_frame().await.expect("a close frame, not a dropped connection");
+        assert_eq!(code, 1009);
+        assert!(reason.contains("larger than"), "{reason}");
+    }
+    agent.stop().await;
+    app.stop().await;
+}
+
 both_databases!(
+    an_oversized_page_frame_is_closed_with_1009,
     pages_pin_the_module_and_forbid_inline_script,
     the_demo_tray_is_refused_outside_demo_mode,
     a_form_post_from_a_hostile_origin_is_refused,

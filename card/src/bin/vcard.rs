@@ -3,7 +3,13 @@
 //! ```text
 //! cargo run -p card --bin vcard -- --list
 //! cargo run -p card --bin vcard -- --slot 0 --card unionpay-debit [--delay-ms N] [--vanish-after N]
+//! cargo run -p card --bin vcard -- --card purse-card --state purse.json [--tear-credit after]
 //! ```
+//!
+//! The e-purse keeps its balance, online serial and load log in the `--state` file (created if
+//! missing, written after every change), so running vcard again with the same file inserts the
+//! same card again. `--tear-credit before|after` makes the first CREDIT FOR LOAD vanish without
+//! an answer, before or after the card commits it.
 //!
 //! The card stays inserted until stdin ends or reads `remove` (or Ctrl-C, which closes the socket
 //! with the process). If vpcd drops the connection, or the card vanishes, vcard exits with a
@@ -11,13 +17,15 @@
 
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use card::sim::vpcd::{self, Ended, Options};
-use card::sim::{self, Misbehave, Vanish};
+use card::sim::purse::{self as purse_sim, PurseCard, Tear};
+use card::sim::{self, Misbehave, SimCard, Vanish};
 
 #[derive(Debug, Parser)]
 #[command(about = "Insert a simulated card into a vsmartcard (vpcd) virtual PC/SC reader")]
@@ -43,6 +51,38 @@ struct Args {
     /// Answer this many commands, then vanish (close the connection) on the next one.
     #[arg(long)]
     vanish_after: Option<usize>,
+    /// purse-card only: keep the purse's persistent state in this file.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// purse-card only: tear the first CREDIT FOR LOAD (vanish before or after the commit).
+    #[arg(long, value_enum)]
+    tear_credit: Option<TearAt>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TearAt {
+    Before,
+    After,
+}
+
+/// The card by name; the purse with its state file and tear mode.
+fn card_for(name: &str, args: &Args) -> Result<Box<dyn SimCard>, String> {
+    if name != purse_sim::PURSE_CARD {
+        if args.state.is_some() || args.tear_credit.is_some() {
+            return Err(format!("--state and --tear-credit apply to {} only", purse_sim::PURSE_CARD));
+        }
+        return sim::load(name).ok_or_else(|| format!("no card named {name:?} in the catalogue (see --list)"));
+    }
+    let mut card = match &args.state {
+        Some(path) => PurseCard::from_state_file(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => purse_sim::purse_card(),
+    };
+    match args.tear_credit {
+        Some(TearAt::Before) => card.tear_next_credit(Tear::BeforeCommit),
+        Some(TearAt::After) => card.tear_next_credit(Tear::AfterCommit),
+        None => {}
+    }
+    Ok(Box::new(card))
 }
 
 fn main() -> ExitCode {
@@ -52,9 +92,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let name = args.card.as_deref().unwrap_or_default();
-    let Some(card) = sim::load(name) else {
-        eprintln!("vcard: no card named {name:?} in the catalogue (see --list)");
-        return ExitCode::FAILURE;
+    let card = match card_for(name, &args) {
+        Ok(card) => card,
+        Err(e) => {
+            eprintln!("vcard: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let mut card = Misbehave::new(card).delay(Duration::from_millis(args.delay_ms));
     if let Some(n) = args.vanish_after {
@@ -121,4 +164,9 @@ fn print_catalogue() {
             entry.label
         );
     }
+    println!(
+        "{:width$}  {}  PBOC e-purse, balance kept with --state (not a payment card)",
+        purse_sim::PURSE_CARD,
+        purse_sim::purse_card().serial().masked()
+    );
 }

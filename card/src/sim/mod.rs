@@ -5,11 +5,14 @@
 //! - Synthetic cards are small card models (`model`): they decode commands and answer from a file
 //!   system and state, each with its own Luhn-valid test number.
 //! - [`Misbehave`] wraps any card to answer slowly, vanish mid-command or send malformed TLV.
+//! - [`purse::PurseCard`] is a PBOC e-purse with persistent state and torn writes; it loads by
+//!   name (`purse-card`) but is not in the payment-card catalogue.
 //! - [`vpcd`] puts any of them into a real PC/SC reader (vsmartcard's virtual reader).
 
 pub mod issuer;
 mod misbehave;
 pub(crate) mod model;
+pub mod purse;
 mod replay;
 mod synthetic;
 pub mod vpcd;
@@ -231,7 +234,7 @@ pub fn catalogue() -> Vec<CatalogueEntry> {
     CATALOGUE.to_vec()
 }
 
-/// A fresh card by catalogue name.
+/// A fresh card by catalogue name, or the simulated purse by [`purse::PURSE_CARD`].
 pub fn load(name: &str) -> Option<Box<dyn SimCard>> {
     if let Some((_, json)) = RECORDINGS.iter().find(|(n, _)| *n == name) {
         return ReplayCard::from_json(json)
@@ -244,6 +247,7 @@ pub fn load(name: &str) -> Option<Box<dyn SimCard>> {
         "chained-t0" => Box::new(synthetic::chained_t0()),
         "ppse-missing" => Box::new(synthetic::ppse_missing()),
         "campus-card" => Box::new(synthetic::campus_card()),
+        purse::PURSE_CARD => Box::new(purse::purse_card()),
         _ => return None,
     })
 }

@@ -75,17 +75,17 @@ pub(crate) struct ModelCard {
 }
 
 /// A parsed short command APDU.
-struct Command<'a> {
-    cla: u8,
-    ins: u8,
-    p1: u8,
-    p2: u8,
-    data: &'a [u8],
-    le: Option<u8>,
+pub(crate) struct Command<'a> {
+    pub cla: u8,
+    pub ins: u8,
+    pub p1: u8,
+    pub p2: u8,
+    pub data: &'a [u8],
+    pub le: Option<u8>,
 }
 
 impl<'a> Command<'a> {
-    fn parse(raw: &'a [u8]) -> Option<Command<'a>> {
+    pub fn parse(raw: &'a [u8]) -> Option<Command<'a>> {
         let &[cla, ins, p1, p2] = raw.first_chunk::<4>()?;
         let rest = &raw[4..];
         let (data, le) = match rest {

@@ -5,7 +5,7 @@ use anyhow::Context;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Router;
 use protocol::api::{
     AuditEntry, AuditHead, AuditPage, AuditPageQuery, CreateTerminal, CreatedTerminal, PairingSummary, SetPermission,
     TerminalSummary,
@@ -13,6 +13,7 @@ use protocol::api::{
 
 use super::check_origin;
 use super::error::ApiError;
+use super::extract::Json;
 use crate::auth::AuthUser;
 use crate::state::AppState;
 use crate::store::Role;
@@ -92,8 +93,10 @@ async fn revoke(
 ) -> Result<Json<()>, ApiError> {
     check_origin(&state, &headers)?;
     user.require(&[Role::Admin])?;
-    state.store.revoke_terminal(&terminal_id).await?;
-    state.store.audit(&user.user.username, "terminal.revoke", &terminal_id, "").await?;
+    let mut tx = state.store.begin().await?;
+    tx.revoke_terminal(&terminal_id).await?;
+    tx.audit(&user.user.username, "terminal.revoke", &terminal_id, "").await?;
+    tx.commit().await?;
     state.hub.disconnect_agent(&terminal_id);
     crate::reader::refresh_pages(&state, &terminal_id).await;
     Ok(Json(()))
@@ -107,8 +110,10 @@ async fn revoke_pairing(
 ) -> Result<Json<()>, ApiError> {
     check_origin(&state, &headers)?;
     user.require(&[Role::Admin])?;
-    let pairing = state.store.revoke_pairing(&pairing_id).await?;
-    state.store.audit(&user.user.username, "pairing.revoke", &pairing_id, &pairing.terminal_id).await?;
+    let mut tx = state.store.begin().await?;
+    let pairing = tx.revoke_pairing(&pairing_id).await?;
+    tx.audit(&user.user.username, "pairing.revoke", &pairing_id, &pairing.terminal_id).await?;
+    tx.commit().await?;
     Ok(Json(()))
 }
 

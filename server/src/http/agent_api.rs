@@ -1,17 +1,23 @@
 //! The agent's HTTP calls: enrolment with a one-time code, asking for a pairing link; and the
 //! pairing link itself, which binds the browser that opens it to the terminal.
+//!
+//! A weak (small-order) Ed25519 key is refused at enrolment (400 `weak_public_key`), before the
+//! code is spent, and stored keys are loaded only through `protocol::envelope::verifying_key`,
+//! which refuses them too.
 
-use axum::extract::{Query, State};
-use axum::response::Redirect;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum::Router;
+use axum_extra::extract::cookie::CookieJar;
+
+use super::extract::{Json, Query};
 use protocol::api::{EnrolRequest, EnrolResponse, PairingLink, PairingRequest};
 use protocol::HexBytes;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::auth::PAIRING_COOKIE;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::util::{format_ms, now_ms, random_token};
@@ -28,9 +34,22 @@ pub fn router() -> Router<AppState> {
         .route("/pair", get(pair))
 }
 
-async fn enrol(State(state): State<AppState>, Json(body): Json<EnrolRequest>) -> Result<Json<EnrolResponse>, ApiError> {
-    protocol::envelope::verifying_key(&body.public_key.0)
-        .map_err(|_| ApiError::BadRequest("public_key is not an Ed25519 key".into()))?;
+async fn enrol(State(state): State<AppState>, Json(body): Json<EnrolRequest>) -> Response {
+    match protocol::envelope::verifying_key(&body.public_key.0) {
+        Ok(_) => enrol_key(state, body).await.into_response(),
+        Err(protocol::envelope::VerifyError::WeakKey) => {
+            tracing::warn!("enrolment refused: weak public key");
+            let body = protocol::api::ApiError {
+                code: "weak_public_key".into(),
+                message: "public_key is a weak (small-order) Ed25519 key; generate a new key pair".into(),
+            };
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+        Err(_) => ApiError::BadRequest("public_key is not an Ed25519 key".into()).into_response(),
+    }
+}
+
+async fn enrol_key(state: AppState, body: EnrolRequest) -> Result<Json<EnrolResponse>, ApiError> {
     let code = body.enrolment_code.trim().to_uppercase();
     let terminal = match state.store.enrol_terminal(&code, &body.public_key.0).await {
         Ok(t) => t,
@@ -79,12 +98,5 @@ async fn pair(State(state): State<AppState>, jar: CookieJar, Query(q): Query<Pai
         Err(e) => return Err(e.into()),
     };
     state.store.audit("browser", "pairing.create", &pairing.pairing_id, &pairing.terminal_id).await?;
-    let cookie = Cookie::build((PAIRING_COOKIE, binding))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(state.config.secure_cookies)
-        .path("/")
-        .permanent()
-        .build();
-    Ok((jar.add(cookie), Redirect::to("/")))
+    Ok((jar.add(crate::auth::pairing_cookie(binding, state.config.secure_cookies)), Redirect::to("/")))
 }

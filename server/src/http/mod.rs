@@ -1,10 +1,11 @@
-//! HTTP: the router of every feature, security headers, origin checks, and the [`Application`]
-//! that binds its own listener and runs until told to stop.
+//! HTTP: the router of every feature, security headers, request ids and spans, origin checks,
+//! and the [`Application`] that binds its own listener and runs until told to stop.
 
 pub mod admin;
 pub mod agent_api;
 pub mod assets;
 pub mod error;
+pub mod extract;
 pub mod query;
 pub mod session;
 pub mod socket;
@@ -17,15 +18,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
 use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
 
+use crate::auth::LoginLimiter;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::secrets::Secrets;
 use crate::state::{AppState, Inner};
 use crate::store::{Role, Store};
+use crate::util::truncate;
 use error::ApiError;
 
 pub fn to_wire_role(role: Role) -> protocol::api::Role {
@@ -40,15 +46,33 @@ pub fn to_wire_role(role: Role) -> protocol::api::Role {
 pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
         Some(origin) if !state.is_allowed_origin(origin) => {
-            tracing::warn!(%origin, "request refused: origin not allowed");
+            tracing::warn!(origin = %crate::logging::Escaped(origin), "request refused: origin not allowed");
             Err(ApiError::BadOrigin)
         }
         _ => Ok(()),
     }
 }
 
+/// The header carrying each request's id: kept if the client (or a proxy) sent one, else a new
+/// UUID; echoed on the response and recorded on the request's span.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `Strict-Transport-Security` sent when cookies are `Secure` (the server is behind TLS): one year.
+pub const HSTS: &str = "max-age=31536000";
+
+/// The span of one request: method, path (never the query string, which may carry a pairing
+/// token) and request id. Every event logged while handling the request carries these.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    // Paths and header values cannot hold control characters (the `http` crate refuses them), but
+    // both may be long: every event of the request repeats them.
+    let (path, request_id) = (truncate(request.uri().path(), 256), truncate(request_id, 64));
+    tracing::info_span!("request", method = %request.method(), path = %path, request_id = %request_id)
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let hsts = state.config.secure_cookies;
+    let router = Router::new()
         .merge(session::router())
         .merge(admin::router())
         .merge(agent_api::router())
@@ -60,7 +84,19 @@ pub fn router(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         // `same-origin`, not `no-referrer`: with the latter browsers send `Origin: null` on form posts.
-        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")));
+    let router = if hsts {
+        router.layer(SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS)))
+    } else {
+        router
+    };
+    router
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        )
         .with_state(state)
 }
 
@@ -88,6 +124,7 @@ impl Application {
         let bound = listener.local_addr()?;
         let hub = Hub::new(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms));
         let assets = assets::Assets::load(&config.www_dir);
+        let login_limiter = LoginLimiter::new(config.login_throttle, config.trusted_proxies.clone());
         let keys = Arc::new(config.key_store()?);
         let throttles = crate::throttle::Throttles::from_config(&config);
         let state = AppState::new(Inner {
@@ -98,7 +135,7 @@ impl Application {
             public_base: config.public_base(bound),
             origins: config.origins(bound),
             config,
-            login_limiter: Default::default(),
+            login_limiter,
             consent_once: Default::default(),
             assets,
             read_timings: Default::default(),

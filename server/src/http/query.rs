@@ -5,13 +5,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Html;
 use axum::routing::post;
-use axum::{Form, Json, Router};
+use axum::Router;
 use axum_extra::extract::cookie::CookieJar;
 use protocol::api::{Disclosure, MaskedReason, QueryRequest, QueryResult, RequestKind};
 use serde::Deserialize;
 
 use super::check_origin;
 use super::error::ApiError;
+use super::extract::{Form, Json};
 use crate::auth::{paired_terminal, AuthUser};
 use crate::state::AppState;
 use crate::store::Role;

@@ -2,23 +2,28 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use protocol::api::{LoginRequest, Me, PairedTerminal};
 
 use super::error::ApiError;
+use super::extract::Json;
 use super::{check_origin, to_wire_role};
-use crate::auth::{self, AuthUser, SESSION_COOKIE};
+use crate::auth::{self, AuthUser, LoginKeys, MAX_USERNAME_CHARS, SESSION_COOKIE};
+use crate::logging::Escaped;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::util::{random_token, sha256_hex};
 
+const LOGIN_BODY_LIMIT: usize = 4 * 1024;
+
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/login", post(login))
+        // A login body is two short strings: refuse big ones before parsing them.
+        .route("/api/login", post(login).layer(DefaultBodyLimit::max(LOGIN_BODY_LIMIT)))
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))
 }
@@ -31,11 +36,16 @@ async fn login(
     Json(body): Json<LoginRequest>,
 ) -> Result<(CookieJar, Json<Me>), ApiError> {
     check_origin(&state, &headers)?;
-    let username = body.username.trim().to_lowercase();
-    let keys = vec![format!("user:{username}"), format!("addr:{}", peer.ip())];
-    if state.login_limiter.is_blocked(&keys) {
-        tracing::warn!(user = %username, "login refused: too many failures");
-        return Err(ApiError::TooManyAttempts);
+    let username = body.username.trim();
+    if username.chars().count() > MAX_USERNAME_CHARS {
+        return Err(ApiError::BadRequest(format!("the user name is longer than {MAX_USERNAME_CHARS} characters")));
+    }
+    let username = username.to_lowercase();
+    let client = state.login_limiter.client_ip(peer.ip(), &headers);
+    let keys = LoginKeys::new(&username, client);
+    if let Some(wait) = state.login_limiter.wait(&state.store, &keys).await? {
+        tracing::warn!(user = %Escaped(&username), %client, "login refused: too many failures");
+        return Err(ApiError::TooManyAttempts { retry_after_secs: wait.as_millis().div_ceil(1000) as u64 });
     }
     let user = match state.store.user_by_name(&username).await {
         Ok(user) => Some(user),
@@ -49,12 +59,12 @@ async fn login(
         .await
         .map_err(|e| anyhow::anyhow!("password check task: {e}"))?;
     let Some(user) = user.filter(|_| ok) else {
-        state.login_limiter.record_failure(&keys);
-        tracing::info!(user = %username, "login failed");
-        state.store.audit(&username, "login.failed", &username, &peer.ip().to_string()).await?;
+        state.login_limiter.record_failure(&state.store, &keys).await?;
+        tracing::info!(user = %Escaped(&username), %client, "login failed");
+        state.store.audit(&username, "login.failed", &username, &client.to_string()).await?;
         return Err(ApiError::InvalidCredentials);
     };
-    state.login_limiter.clear(&keys[..1]);
+    state.login_limiter.record_success(&state.store, &keys).await?;
     let token = random_token(32);
     state.store.create_session(&sha256_hex(&token), &user.user_id, state.config.session_ttl_ms).await?;
     state.store.audit(&user.username, "login", &user.user_id, user.role.as_str()).await?;
@@ -65,7 +75,7 @@ async fn login(
         .path("/")
         .build();
     let jar = jar.add(cookie);
-    let terminal = paired(&state, &jar).await?;
+    let (jar, terminal) = paired(&state, jar).await?;
     Ok((jar, Json(Me { username: user.username, role: to_wire_role(user.role), terminal })))
 }
 
@@ -75,13 +85,19 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, jar: CookieJa
     Ok(jar.remove(Cookie::build(SESSION_COOKIE).path("/").build()))
 }
 
-async fn me(State(state): State<AppState>, jar: CookieJar, user: AuthUser) -> Result<Json<Me>, ApiError> {
-    let terminal = paired(&state, &jar).await?;
-    Ok(Json(Me { username: user.user.username, role: to_wire_role(user.user.role), terminal }))
+async fn me(State(state): State<AppState>, jar: CookieJar, user: AuthUser) -> Result<(CookieJar, Json<Me>), ApiError> {
+    let (jar, terminal) = paired(&state, jar).await?;
+    Ok((jar, Json(Me { username: user.user.username, role: to_wire_role(user.user.role), terminal })))
 }
 
-async fn paired(state: &AppState, jar: &CookieJar) -> Result<Option<PairedTerminal>, ApiError> {
-    let Some(terminal_id) = auth::paired_terminal(state, jar).await? else { return Ok(None) };
+/// The terminal this browser is paired with; a live pairing's cookie is renewed for another
+/// [`auth::PAIRING_COOKIE_MAX_AGE_DAYS`] days, so that only unused pairings lapse.
+async fn paired(state: &AppState, jar: CookieJar) -> Result<(CookieJar, Option<PairedTerminal>), ApiError> {
+    let Some(terminal_id) = auth::paired_terminal(state, &jar).await? else { return Ok((jar, None)) };
     let terminal = state.store.terminal(&terminal_id).await?;
-    Ok(Some(PairedTerminal { terminal_id, name: terminal.name }))
+    let jar = match jar.get(auth::PAIRING_COOKIE).map(|c| c.value().to_string()) {
+        Some(binding) => jar.add(auth::pairing_cookie(binding, state.config.secure_cookies)),
+        None => jar,
+    };
+    Ok((jar, Some(PairedTerminal { terminal_id, name: terminal.name })))
 }

@@ -1,52 +1,180 @@
-//! The plumbing both WebSockets share: a writer task fed by the hub's bounded channel, and a
-//! reader that yields text frames until the peer closes or the hub drops the connection.
+//! The plumbing both WebSockets share: frame size limits with a proper close (1009), a writer task
+//! fed by the hub's bounded channel, and a reader that yields text frames until the peer closes or
+//! the hub drops the connection.
+//!
+//! Size limits: tungstenite's own limit fails the stream (the TCP connection just drops, with no
+//! close frame). So tungstenite is given a limit [`HEADROOM`] above ours and we check each frame
+//! ourselves: a frame over our limit gets close code 1009 ("message too big") with a reason, and
+//! the peer's closing answer is awaited. A frame even over tungstenite's limit (refused from its
+//! header, never buffered) still gets the 1009 close frame before the connection drops.
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use std::time::Duration;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures_util::stream::SplitStream;
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use futures_util::{SinkExt, Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// How far above our own limit tungstenite's limit sits.
+pub const HEADROOM: usize = 64 * 1024;
+/// How long a closing socket waits for the peer's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Apply a frame limit of `limit` bytes to an upgrade (see the module documentation).
+pub fn limit_frames(ws: WebSocketUpgrade, limit: usize) -> WebSocketUpgrade {
+    ws.max_message_size(limit + HEADROOM).max_frame_size(limit + HEADROOM)
+}
+
+/// One frame from a peer, judged against our limit.
+pub enum Incoming {
+    Text(Utf8Bytes),
+    /// A frame over the limit. `readable`: the stream still works (we can await the peer's close).
+    TooBig { size: Option<usize>, readable: bool },
+    /// Ping, pong, or a binary frame within the limit: nothing to do.
+    Other,
+    /// The peer closed or the socket failed.
+    End,
+}
+
+/// Judge `frame` against `limit`.
+pub fn judge(frame: Option<Result<Message, axum::Error>>, limit: usize) -> Incoming {
+    match frame {
+        Some(Ok(Message::Text(text))) if text.len() > limit => Incoming::TooBig { size: Some(text.len()), readable: true },
+        Some(Ok(Message::Binary(data))) if data.len() > limit => {
+            Incoming::TooBig { size: Some(data.len()), readable: true }
+        }
+        Some(Ok(Message::Text(text))) => Incoming::Text(text),
+        Some(Ok(Message::Close(_))) | None => Incoming::End,
+        Some(Err(error)) if is_too_big(&error) => Incoming::TooBig { size: None, readable: false },
+        Some(Err(_)) => Incoming::End,
+        Some(Ok(_)) => Incoming::Other,
+    }
+}
+
+fn is_too_big(error: &axum::Error) -> bool {
+    use std::error::Error;
+    matches!(
+        error.source().and_then(|source| source.downcast_ref::<tokio_tungstenite::tungstenite::Error>()),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
+}
+
+/// The close frame for a frame over `limit`.
+pub fn too_big(limit: usize) -> Message {
+    Message::Close(Some(CloseFrame { code: close_code::SIZE, reason: format!("frame larger than {limit} bytes").into() }))
+}
+
+/// Wait (briefly) for the peer to answer our close, reading and dropping whatever it still sends.
+async fn await_peer_close<S>(stream: &mut S)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(frame)) = stream.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Refuse a frame over `limit` on a socket that is not split yet (the handshake): close 1009.
+pub async fn close_too_big(socket: &mut WebSocket, limit: usize, size: Option<usize>, readable: bool) {
+    tracing::warn!(?size, limit, "frame too big; closing with 1009");
+    if socket.send(too_big(limit)).await.is_ok() && readable {
+        await_peer_close(socket).await;
+    }
+}
 
 /// A socket whose outgoing frames come from a channel.
 pub struct Connection {
     stream: SplitStream<WebSocket>,
-    writer: JoinHandle<()>,
+    writer: Option<JoinHandle<()>>,
+    close: Option<oneshot::Sender<Message>>,
+    limit: usize,
 }
 
 impl Connection {
     /// Split `socket`: frames queued on `rx` are encoded and sent by a writer task. When the hub
     /// drops the sender (connection replaced, revoked or too slow) the writer closes the socket.
-    pub fn new<T: serde::Serialize + Send + 'static>(socket: WebSocket, mut rx: mpsc::Receiver<T>) -> Connection {
+    /// Frames over `limit` bytes close the connection with 1009.
+    pub fn new<T: serde::Serialize + Send + 'static>(
+        socket: WebSocket,
+        mut rx: mpsc::Receiver<T>,
+        limit: usize,
+    ) -> Connection {
         let (mut sink, stream) = socket.split();
+        let (close, mut close_rx) = oneshot::channel::<Message>();
         let writer = tokio::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                if sink.send(Message::Text(protocol::encode(&message).into())).await.is_err() {
-                    break;
+            loop {
+                tokio::select! {
+                    message = rx.recv() => match message {
+                        Some(message) => {
+                            if sink.send(Message::Text(protocol::encode(&message).into())).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    frame = &mut close_rx => {
+                        if let Ok(frame) = frame {
+                            let _ = sink.send(frame).await;
+                        }
+                        break;
+                    }
                 }
             }
             let _ = sink.close().await;
         });
-        Connection { stream, writer }
+        Connection { stream, writer: Some(writer), close: Some(close), limit }
     }
 
-    /// The next text frame; `None` once the peer closed, the socket failed, or the writer ended.
+    /// The next text frame; `None` once the peer closed, the socket failed, a frame was too big
+    /// (answered with close 1009), or the writer ended.
     pub async fn next_text(&mut self) -> Option<Utf8Bytes> {
         loop {
+            let writer = self.writer.as_mut()?;
             let frame = tokio::select! {
-                frame = self.stream.next() => frame,
-                _ = &mut self.writer => return None,
+                frame = self.stream.next() => Some(frame),
+                _ = writer => None,
             };
-            match frame {
-                Some(Ok(Message::Text(text))) => return Some(text),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                Some(Ok(_)) => continue,
+            let Some(frame) = frame else {
+                self.writer = None;
+                return None;
+            };
+            match judge(frame, self.limit) {
+                Incoming::Text(text) => return Some(text),
+                Incoming::Other => continue,
+                Incoming::End => return None,
+                Incoming::TooBig { size, readable } => {
+                    tracing::warn!(?size, limit = self.limit, "frame too big; closing with 1009");
+                    self.close_with(too_big(self.limit)).await;
+                    if readable {
+                        await_peer_close(&mut self.stream).await;
+                    }
+                    return None;
+                }
             }
+        }
+    }
+
+    /// Have the writer send `frame` (after what it already queued) and wait until it did.
+    async fn close_with(&mut self, frame: Message) {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(frame);
+        }
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::time::timeout(CLOSE_WAIT, writer).await;
         }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.writer.abort();
+        if let Some(writer) = &self.writer {
+            writer.abort();
+        }
     }
 }

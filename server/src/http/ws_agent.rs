@@ -1,5 +1,6 @@
 //! `/ws/agent`: the bridge agents' connections. Challenge → signed Hello → Welcome; then reader
-//! events up and signed commands down, replies correlated by the hub.
+//! events up and signed commands down (bound to the connection's session), replies correlated by
+//! the hub. Outside demo mode a virtual reader is refused at hello; unsolicited replies are audited.
 
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use protocol::agent::{AgentToServer, ConnectRefusal, ReaderEvent, ServerToAgent}
 use protocol::PROTOCOL_VERSION;
 use tokio::sync::mpsc;
 
-use super::socket::Connection;
-use crate::hub::{PresentCard, CONNECTION_QUEUE};
+use super::socket::{self, Connection, Incoming};
+use crate::hub::{PresentCard, ReplyRefused, CONNECTION_QUEUE};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::util::now_ms;
@@ -22,13 +23,15 @@ use crate::util::now_ms;
 /// Largest frame an agent may send (a batch of APDU responses fits many times over).
 const MAX_FRAME: usize = 256 * 1024;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest claimed command id copied into the audit log.
+const AUDIT_ID_LEN: usize = 80;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws/agent", get(upgrade))
 }
 
 async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| handle(state, socket))
+    socket::limit_frames(ws, MAX_FRAME).on_upgrade(move |socket| handle(state, socket))
 }
 
 async fn send(socket: &mut WebSocket, message: &ServerToAgent) -> Result<(), axum::Error> {
@@ -48,8 +51,12 @@ async fn handle(state: AppState, mut socket: WebSocket) {
         return;
     }
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => protocol::decode::<AgentToServer>(&text),
-        _ => return,
+        Ok(frame) => match socket::judge(frame, MAX_FRAME) {
+            Incoming::Text(text) => protocol::decode::<AgentToServer>(&text),
+            Incoming::TooBig { size, readable } => return socket::close_too_big(&mut socket, MAX_FRAME, size, readable).await,
+            Incoming::Other | Incoming::End => return,
+        },
+        Err(_) => return,
     };
     let Ok(AgentToServer::Hello { protocol_version, terminal_id, signature, agent_version, backend, policy }) = hello else {
         return refuse(socket, ConnectRefusal::Malformed).await;
@@ -74,25 +81,42 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     if protocol::envelope::verify_challenge(&nonce.0, &terminal_id, &signature, &key).is_err() {
         return refuse(socket, ConnectRefusal::BadSignature).await;
     }
+    // Authenticated from here on: refusals below are worth an audit entry.
+    if backend == "virtual" && !state.config.demo {
+        if let Err(e) = state.store.audit("agent", "agent.virtual_reader_refused", &terminal_id, &agent_version).await {
+            tracing::error!(error = %e, "auditing a refused virtual reader");
+        }
+        return refuse(socket, ConnectRefusal::VirtualReaderRefused).await;
+    }
+    // Registered before the welcome leaves: once an agent is welcomed it is online. Commands
+    // queued meanwhile wait in the channel until the writer starts, after the welcome.
+    let (tx, rx) = mpsc::channel::<ServerToAgent>(CONNECTION_QUEUE);
+    let session = protocol::envelope::session_id(&nonce.0, &terminal_id);
+    let conn_id = state.hub.agent_connected(&terminal_id, key, session, tx, backend.clone(), policy);
     let welcome = ServerToAgent::Welcome { terminal_id: terminal_id.clone(), terminal_name: terminal.name.clone() };
     if send(&mut socket, &welcome).await.is_err() {
+        state.hub.agent_disconnected(&terminal_id, conn_id);
         return;
     }
-
-    let (tx, rx) = mpsc::channel::<ServerToAgent>(CONNECTION_QUEUE);
-    let conn_id = state.hub.agent_connected(&terminal_id, key, tx, backend.clone(), policy);
     tracing::info!(terminal_id, %agent_version, %backend, "agent connected");
     crate::reader::refresh_pages(&state, &terminal_id).await;
 
-    let mut connection = Connection::new(socket, rx);
+    let mut connection = Connection::new(socket, rx, MAX_FRAME);
     while let Some(text) = connection.next_text().await {
         match protocol::decode::<AgentToServer>(&text) {
             Ok(AgentToServer::Event(event)) => on_event(&state, &terminal_id, conn_id, event).await,
-            Ok(AgentToServer::Reply(reply)) => {
-                if let Err(e) = state.hub.reply_received(&terminal_id, conn_id, reply) {
-                    tracing::warn!(terminal_id, error = %e, "agent reply dropped");
+            Ok(AgentToServer::Reply(reply)) => match state.hub.reply_received(&terminal_id, conn_id, reply) {
+                Ok(()) => {}
+                Err(ReplyRefused::Unsolicited { command_id, signature_valid }) => {
+                    tracing::warn!(terminal_id, signature_valid, "unsolicited agent reply refused");
+                    let claimed: String = command_id.chars().take(AUDIT_ID_LEN).collect();
+                    let detail = format!("command_id={claimed:?} signature={}", if signature_valid { "valid" } else { "invalid" });
+                    if let Err(e) = state.store.audit("agent", "agent.unsolicited_reply", &terminal_id, &detail).await {
+                        tracing::error!(error = %e, "auditing an unsolicited reply");
+                    }
                 }
-            }
+                Err(e) => tracing::warn!(terminal_id, error = %e, "agent reply dropped"),
+            },
             Ok(AgentToServer::Hello { .. }) => tracing::warn!(terminal_id, "unexpected second hello ignored"),
             Err(e) => tracing::warn!(terminal_id, error = %e, "malformed agent frame dropped"),
         }

@@ -46,7 +46,7 @@ async fn upgrade(
         },
         None => None,
     };
-    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| handle(state, socket, user.ok(), pairing))
+    super::socket::limit_frames(ws, MAX_FRAME).on_upgrade(move |socket| handle(state, socket, user.ok(), pairing))
 }
 
 async fn send_now(socket: &mut WebSocket, message: &ServerToPage) {
@@ -80,7 +80,7 @@ async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, 
         session_hash: user.session_hash.clone(),
         pairing_id: pairing.pairing_id.clone(),
     };
-    let mut connection = Connection::new(socket, rx);
+    let mut connection = Connection::new(socket, rx, MAX_FRAME);
     greet(&state, &terminal_id, &page).await;
     while let Some(text) = connection.next_text().await {
         match protocol::decode::<PageToServer>(&text) {
@@ -123,13 +123,13 @@ async fn on_message(state: &AppState, terminal_id: &str, page: &PageRef, user: &
                 ConsentDecision::AllowAlways => (Some(StoredConsent::Always), false, "consent.allow_always"),
                 ConsentDecision::Deny => (Some(StoredConsent::Deny), false, "consent.deny"),
             };
+            // The decision and its audit event commit together; if they cannot, nothing changed.
+            if let Err(e) = store_consent(state, &user.user.user_id, who, terminal_id, stored, action).await {
+                tracing::error!(error = %crate::util::ErrorChain(&e), "storing consent");
+                state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::Unavailable });
+                return;
+            }
             state.set_consent_once(&user.session_hash, terminal_id, once);
-            if let Err(e) = state.store.set_consent(&user.user.user_id, terminal_id, stored).await {
-                tracing::error!(error = %e, "storing consent");
-            }
-            if let Err(e) = state.store.audit(who, action, terminal_id, "").await {
-                tracing::error!(error = %e, "auditing consent");
-            }
             if decision == ConsentDecision::Deny {
                 state.hub.set_armed(page.page_id, false);
                 state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::ConsentDenied });
@@ -151,6 +151,20 @@ async fn on_message(state: &AppState, terminal_id: &str, page: &PageRef, user: &
         PageToServer::DemoTap { card } => demo(state, terminal_id, page, who, CommandBody::SimulateTap { card }).await,
         PageToServer::DemoRemove => demo(state, terminal_id, page, who, CommandBody::SimulateRemove).await,
     }
+}
+
+async fn store_consent(
+    state: &AppState,
+    user_id: &str,
+    who: &str,
+    terminal_id: &str,
+    stored: Option<StoredConsent>,
+    action: &str,
+) -> Result<(), StoreError> {
+    let mut tx = state.store.begin().await?;
+    tx.set_consent(user_id, terminal_id, stored).await?;
+    tx.audit(who, action, terminal_id, "").await?;
+    tx.commit().await
 }
 
 /// Arming (and the demo tray, which taps a card for the page) re-checks the authorization and

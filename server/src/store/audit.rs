@@ -11,10 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
-use sqlx::Connection;
 
-use super::{Dialect, Store, StoreResult};
-use crate::util::now_ms;
+use super::{Dialect, Store, StoreResult, StoreTx};
+use crate::util::{now_ms, truncate};
+
+/// Longest actor, subject or detail an audit event stores, in bytes (before the marker).
+pub const MAX_AUDIT_FIELD_BYTES: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
@@ -42,51 +44,47 @@ fn chain_hash(prev: &str, at: i64, actor: &str, action: &str, subject: &str, det
 
 type AuditRow = (i64, i64, String, String, String, String, String, String);
 
+impl StoreTx {
+    /// Append one event to the chain inside this transaction: it is there if and only if the
+    /// transaction commits. Appends are serialised (SQLite: the transaction began `immediate`;
+    /// PostgreSQL: a transaction-scoped advisory lock, taken here) so the chain never forks.
+    pub async fn audit(&mut self, actor: &str, action: &str, subject: &str, detail: &str) -> StoreResult<()> {
+        let (actor, subject, detail) = (
+            truncate(actor, MAX_AUDIT_FIELD_BYTES),
+            truncate(subject, MAX_AUDIT_FIELD_BYTES),
+            truncate(detail, MAX_AUDIT_FIELD_BYTES),
+        );
+        if self.dialect == Dialect::Postgres && !self.audit_locked {
+            sqlx::query("select pg_advisory_xact_lock($1)").bind(AUDIT_LOCK_KEY).execute(self.conn()).await?;
+            self.audit_locked = true;
+        }
+        let prev: Option<(String,)> =
+            sqlx::query_as("select hash from audit_event order by audit_id desc limit 1").fetch_optional(self.conn()).await?;
+        let prev = prev.map(|(h,)| h).unwrap_or_else(|| GENESIS.to_string());
+        let at = now_ms();
+        let hash = chain_hash(&prev, at, &actor, action, &subject, &detail);
+        sqlx::query("insert into audit_event (at, actor, action, subject, detail, prev_hash, hash) values ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(at)
+            .bind(actor.as_ref())
+            .bind(action)
+            .bind(subject.as_ref())
+            .bind(detail.as_ref())
+            .bind(&prev)
+            .bind(&hash)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+}
+
 impl Store {
-    /// Append one event to the chain.
+    /// Append one event to the chain, in a transaction of its own. `actor`, `subject` and
+    /// `detail` may come from users: each is cut to [`MAX_AUDIT_FIELD_BYTES`] with a marker. To
+    /// audit a change in the same transaction as the change, use [`StoreTx::audit`].
     pub async fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        match self.dialect {
-            Dialect::Sqlite => {
-                sqlx::query("begin immediate").execute(&mut *conn).await?;
-            }
-            Dialect::Postgres => {
-                sqlx::query("begin").execute(&mut *conn).await?;
-                sqlx::query("select pg_advisory_xact_lock($1)").bind(AUDIT_LOCK_KEY).execute(&mut *conn).await?;
-            }
-        }
-        let result = async {
-            let prev: Option<(String,)> = sqlx::query_as("select hash from audit_event order by audit_id desc limit 1")
-                .fetch_optional(&mut *conn)
-                .await?;
-            let prev = prev.map(|(h,)| h).unwrap_or_else(|| GENESIS.to_string());
-            let at = now_ms();
-            let hash = chain_hash(&prev, at, actor, action, subject, detail);
-            sqlx::query("insert into audit_event (at, actor, action, subject, detail, prev_hash, hash) values ($1, $2, $3, $4, $5, $6, $7)")
-                .bind(at)
-                .bind(actor)
-                .bind(action)
-                .bind(subject)
-                .bind(detail)
-                .bind(&prev)
-                .bind(&hash)
-                .execute(&mut *conn)
-                .await?;
-            Ok::<(), sqlx::Error>(())
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                sqlx::query("commit").execute(&mut *conn).await?;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = sqlx::query("rollback").execute(&mut *conn).await;
-                // A connection in an unknown transaction state must not go back to the pool.
-                let _ = conn.detach().close().await;
-                Err(e.into())
-            }
-        }
+        let mut tx = self.begin().await?;
+        tx.audit(actor, action, subject, detail).await?;
+        tx.commit().await
     }
 
     pub async fn audit_events(&self, limit: i64) -> StoreResult<Vec<AuditEvent>> {

@@ -2,15 +2,18 @@
 //!
 //! One `AnyPool`, runtime queries with `$n` placeholders (understood by both dialects), and one
 //! migrations folder per dialect. Rows are read into internal types here; `RowNotFound` becomes
-//! [`StoreError::NotFound`] and violated constraints become [`StoreError::Conflict`] by name.
+//! [`StoreError::NotFound`] and violated constraints become [`StoreError::Conflict`],
+//! [`StoreError::Reference`] or [`StoreError::Invalid`] by the driver's error *kind*, the same on
+//! both dialects (SQLite reports no constraint name, only a message naming the columns).
 
 mod audit;
 mod bank;
 mod checkpoint;
 mod terminals;
+mod throttle;
 mod users;
 
-pub use audit::{AuditEvent, ChainHead, ChainWalk};
+pub use audit::{AuditEvent, ChainHead, ChainWalk, MAX_AUDIT_FIELD_BYTES};
 pub use bank::{BankCard, CardTransaction};
 pub use checkpoint::AuditCheckpoint;
 pub use terminals::{BrowserPairing, CardRead, Terminal};
@@ -32,25 +35,89 @@ pub enum Dialect {
 pub enum StoreError {
     #[error("not found")]
     NotFound,
+    /// A unique or primary key constraint; the constraint's name (PostgreSQL) or the
+    /// `table.column` list SQLite reports.
     #[error("constraint {0} violated")]
     Conflict(String),
-    #[error(transparent)]
-    Database(sqlx::Error),
+    /// A foreign key points at a row that does not exist (or a referenced row is still in use).
+    #[error("foreign key {0} violated")]
+    Reference(String),
+    /// A check or not-null constraint.
+    #[error("check {0} violated")]
+    Invalid(String),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        use sqlx::error::ErrorKind;
         match e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::Database(db) if db.constraint().is_some() || db.is_unique_violation() => {
-                StoreError::Conflict(db.constraint().unwrap_or("unique").to_string())
+            sqlx::Error::Database(db) => {
+                let name = constraint_name(db.constraint(), db.message());
+                match db.kind() {
+                    ErrorKind::UniqueViolation => StoreError::Conflict(name),
+                    ErrorKind::ForeignKeyViolation => StoreError::Reference(name),
+                    ErrorKind::CheckViolation | ErrorKind::NotNullViolation => StoreError::Invalid(name),
+                    _ => StoreError::Database(sqlx::Error::Database(db)),
+                }
             }
             other => StoreError::Database(other),
         }
     }
 }
 
+/// The constraint's name where the driver gives one (PostgreSQL), else what SQLite's message
+/// names: `UNIQUE constraint failed: app_user.username` gives `app_user.username`,
+/// `FOREIGN KEY constraint failed` gives `foreign key`.
+fn constraint_name(constraint: Option<&str>, message: &str) -> String {
+    if let Some(name) = constraint {
+        return name.to_string();
+    }
+    match message.split_once("constraint failed") {
+        Some((kind, rest)) => {
+            let named = rest.trim_start_matches(':').trim();
+            if named.is_empty() { kind.trim().to_lowercase() } else { named.to_string() }
+        }
+        None => "unnamed".to_string(),
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One database transaction of the facade: a state change, its ledger postings and its audit
+/// event commit together or not at all, on both dialects. SQLite transactions begin `immediate`
+/// (the write lock up front, so two writers never deadlock upgrading a read lock); PostgreSQL ones
+/// `begin`. Dropped without [`StoreTx::commit`], it rolls back.
+pub struct StoreTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
+    /// PostgreSQL: this transaction holds the audit chain's advisory lock.
+    audit_locked: bool,
+}
+
+impl std::fmt::Debug for StoreTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTx").field("dialect", &self.dialect).finish_non_exhaustive()
+    }
+}
+
+impl StoreTx {
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> StoreResult<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
 
 /// The one handle to the database. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -103,6 +170,15 @@ impl Store {
         Ok(store)
     }
 
+    /// Begin a transaction (see [`StoreTx`]).
+    pub async fn begin(&self) -> StoreResult<StoreTx> {
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("begin immediate").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
+        Ok(StoreTx { tx, dialect: self.dialect, audit_locked: false })
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
@@ -135,7 +211,9 @@ impl Store {
     }
 }
 
-/// Make sure the SQLite file may be created, and its directory exists.
+/// Make sure the SQLite file may be created, and its directory exists. The file is created
+/// readable by its owner only (0600, like the keys) and an existing one is narrowed to that; SQLite
+/// gives its `-wal` and `-shm` files the database file's mode, and existing ones are narrowed too.
 fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
     let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = rest.split('?').next().unwrap_or_default();
@@ -148,6 +226,7 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
                 .with_context(|| format!("creating the database directory {}", parent.display()))?;
         }
     }
+    restrict_sqlite_files(std::path::Path::new(path))?;
     let mut out = url.to_string();
     if !out.contains("mode=") {
         out.push(if out.contains('?') { '&' } else { '?' });
@@ -156,6 +235,47 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+#[cfg(unix)]
+fn restrict_sqlite_files(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating the database file {}", path.display()))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("narrowing the permissions of {}", file.display()))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_sqlite_files(_path: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
 pub(crate) fn flag(v: bool) -> i64 {
     i64::from(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_messages_name_the_columns() {
+        assert_eq!(constraint_name(None, "UNIQUE constraint failed: app_user.username"), "app_user.username");
+        assert_eq!(constraint_name(None, "FOREIGN KEY constraint failed"), "foreign key");
+        assert_eq!(constraint_name(None, "CHECK constraint failed: app_user_role_check"), "app_user_role_check");
+        assert_eq!(constraint_name(Some("terminal_name_key"), "duplicate key value"), "terminal_name_key");
+        assert_eq!(constraint_name(None, "something else"), "unnamed");
+    }
 }

@@ -1,6 +1,6 @@
 //! Terminals, their one-time enrolment codes, browser pairings, and short-lived card reads.
 
-use super::{flag, Store, StoreError, StoreResult};
+use super::{flag, Store, StoreError, StoreResult, StoreTx};
 use crate::util::{new_id, now_ms, sha256_hex};
 
 #[derive(Debug, Clone)]
@@ -63,6 +63,21 @@ enum OneTime {
 }
 
 impl Store {
+    pub async fn create_terminal(&self, name: &str) -> StoreResult<Terminal> {
+        let mut tx = self.begin().await?;
+        let terminal_id = tx.create_terminal(name).await?;
+        tx.commit().await?;
+        self.terminal(&terminal_id).await
+    }
+
+    /// Store a fresh one-time enrolment code (only its hash is kept); returns when it expires.
+    pub async fn create_enrolment_code(&self, terminal_id: &str, code: &str, ttl_ms: i64) -> StoreResult<i64> {
+        let mut tx = self.begin().await?;
+        let expires_at = tx.create_enrolment_code(terminal_id, code, ttl_ms).await?;
+        tx.commit().await?;
+        Ok(expires_at)
+    }
+
     /// Spend a one-time secret by its hash: a single `update … where used_at is null` decides, so
     /// of two callers racing with one secret exactly one wins, and only before it expires.
     /// Returns the terminal it belongs to.
@@ -81,17 +96,6 @@ impl Store {
         spent.map(|(terminal_id,)| terminal_id).ok_or(StoreError::NotFound)
     }
 
-    pub async fn create_terminal(&self, name: &str) -> StoreResult<Terminal> {
-        let terminal_id = new_id("t");
-        sqlx::query("insert into terminal (terminal_id, name, permitted, created_at) values ($1, $2, 1, $3)")
-            .bind(&terminal_id)
-            .bind(name)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-        self.terminal(&terminal_id).await
-    }
-
     pub async fn terminal(&self, terminal_id: &str) -> StoreResult<Terminal> {
         let row: TerminalRow = sqlx::query_as(&format!("select {TERMINAL_COLUMNS} from terminal where terminal_id = $1"))
             .bind(terminal_id)
@@ -105,49 +109,6 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(terminal_from).collect())
-    }
-
-    pub async fn set_terminal_permitted(&self, terminal_id: &str, permitted: bool) -> StoreResult<()> {
-        let done = sqlx::query("update terminal set permitted = $1 where terminal_id = $2")
-            .bind(flag(permitted))
-            .bind(terminal_id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    pub async fn revoke_terminal(&self, terminal_id: &str) -> StoreResult<()> {
-        let now = now_ms();
-        let done = sqlx::query("update terminal set revoked_at = $1 where terminal_id = $2 and revoked_at is null")
-            .bind(now)
-            .bind(terminal_id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query("update browser_pairing set revoked_at = $1 where terminal_id = $2 and revoked_at is null")
-            .bind(now)
-            .bind(terminal_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Store a fresh one-time enrolment code (only its hash is kept).
-    pub async fn create_enrolment_code(&self, terminal_id: &str, code: &str, ttl_ms: i64) -> StoreResult<i64> {
-        let now = now_ms();
-        sqlx::query("insert into enrolment_code (code_hash, terminal_id, created_at, expires_at) values ($1, $2, $3, $4)")
-            .bind(sha256_hex(code))
-            .bind(terminal_id)
-            .bind(now)
-            .bind(now + ttl_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(now + ttl_ms)
     }
 
     /// Spend an enrolment code and register the terminal key.
@@ -223,22 +184,6 @@ impl Store {
         Ok(rows.into_iter().map(pairing_from).collect())
     }
 
-    pub async fn revoke_pairing(&self, pairing_id: &str) -> StoreResult<BrowserPairing> {
-        let done = sqlx::query("update browser_pairing set revoked_at = $1 where pairing_id = $2 and revoked_at is null")
-            .bind(now_ms())
-            .bind(pairing_id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let row: PairingRow = sqlx::query_as(&format!("select {PAIRING_COLUMNS} from browser_pairing where pairing_id = $1"))
-            .bind(pairing_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(pairing_from(row))
-    }
-
     pub async fn record_card_read(&self, read: &CardRead, last4: &str, ttl_ms: i64) -> StoreResult<()> {
         let now = now_ms();
         sqlx::query(
@@ -277,5 +222,80 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(CardRead { read_id: row.0, terminal_id: row.1, user_id: row.2, pan_hash: row.3, kind: row.4, authenticated: row.5 != 0 })
+    }
+}
+
+/// Changes that go with an audit event: made inside a [`StoreTx`] so both commit or neither does.
+impl StoreTx {
+    /// A new permitted terminal; returns its id.
+    pub async fn create_terminal(&mut self, name: &str) -> StoreResult<String> {
+        let terminal_id = new_id("t");
+        sqlx::query("insert into terminal (terminal_id, name, permitted, created_at) values ($1, $2, 1, $3)")
+            .bind(&terminal_id)
+            .bind(name)
+            .bind(now_ms())
+            .execute(self.conn())
+            .await?;
+        Ok(terminal_id)
+    }
+
+    /// Store a fresh one-time enrolment code (only its hash is kept); returns when it expires.
+    pub async fn create_enrolment_code(&mut self, terminal_id: &str, code: &str, ttl_ms: i64) -> StoreResult<i64> {
+        let now = now_ms();
+        sqlx::query("insert into enrolment_code (code_hash, terminal_id, created_at, expires_at) values ($1, $2, $3, $4)")
+            .bind(sha256_hex(code))
+            .bind(terminal_id)
+            .bind(now)
+            .bind(now + ttl_ms)
+            .execute(self.conn())
+            .await?;
+        Ok(now + ttl_ms)
+    }
+
+    pub async fn set_terminal_permitted(&mut self, terminal_id: &str, permitted: bool) -> StoreResult<()> {
+        let done = sqlx::query("update terminal set permitted = $1 where terminal_id = $2")
+            .bind(flag(permitted))
+            .bind(terminal_id)
+            .execute(self.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Revoke the terminal and every browser pairing with it, together.
+    pub async fn revoke_terminal(&mut self, terminal_id: &str) -> StoreResult<()> {
+        let now = now_ms();
+        let done = sqlx::query("update terminal set revoked_at = $1 where terminal_id = $2 and revoked_at is null")
+            .bind(now)
+            .bind(terminal_id)
+            .execute(self.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("update browser_pairing set revoked_at = $1 where terminal_id = $2 and revoked_at is null")
+            .bind(now)
+            .bind(terminal_id)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn revoke_pairing(&mut self, pairing_id: &str) -> StoreResult<BrowserPairing> {
+        let done = sqlx::query("update browser_pairing set revoked_at = $1 where pairing_id = $2 and revoked_at is null")
+            .bind(now_ms())
+            .bind(pairing_id)
+            .execute(self.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let row: PairingRow = sqlx::query_as(&format!("select {PAIRING_COLUMNS} from browser_pairing where pairing_id = $1"))
+            .bind(pairing_id)
+            .fetch_one(self.conn())
+            .await?;
+        Ok(pairing_from(row))
     }
 }

@@ -1,6 +1,6 @@
 //! Users, their sessions, and their per-terminal consent.
 
-use super::{Store, StoreResult};
+use super::{Store, StoreResult, StoreTx};
 use crate::util::now_ms;
 
 /// What a user may do.
@@ -119,11 +119,22 @@ impl Store {
         Ok(row.map(|(d,)| if d == "always" { StoredConsent::Always } else { StoredConsent::Deny }))
     }
 
+    /// Replace the user's stored consent for a terminal (none: forget it).
     pub async fn set_consent(&self, user_id: &str, terminal_id: &str, decision: Option<StoredConsent>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        tx.set_consent(user_id, terminal_id, decision).await?;
+        tx.commit().await
+    }
+}
+
+impl StoreTx {
+    /// Replace the user's stored consent for a terminal (none: forget it): the delete and the
+    /// insert commit together.
+    pub async fn set_consent(&mut self, user_id: &str, terminal_id: &str, decision: Option<StoredConsent>) -> StoreResult<()> {
         sqlx::query("delete from consent where user_id = $1 and terminal_id = $2")
             .bind(user_id)
             .bind(terminal_id)
-            .execute(&self.pool)
+            .execute(self.conn())
             .await?;
         if let Some(decision) = decision {
             let text = match decision {
@@ -135,7 +146,7 @@ impl Store {
                 .bind(terminal_id)
                 .bind(text)
                 .bind(now_ms())
-                .execute(&self.pool)
+                .execute(self.conn())
                 .await?;
         }
         Ok(())
