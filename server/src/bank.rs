@@ -301,7 +301,7 @@ impl HttpBankGateway {
             Err(e) if e.is_connect() => return Err(CallError::NotSent(e.to_string())),
             Err(e) if e.is_timeout() => return Err(CallError::AfterSend(UnknownCause::Timeout)),
             Err(e) => {
-                tracing::warn!(error = %e, %method, path, "bank request failed after sending");
+                tracing::warn!(error = %crate::util::ErrorChain(&e), %method, path, "bank request failed after sending");
                 return Err(CallError::AfterSend(UnknownCause::ConnectionLost));
             }
         };
