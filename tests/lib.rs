@@ -137,6 +137,9 @@ pub struct AppOptions {
     /// Write an issuer key file (mode 0600) with the simulator's test issuer key and configure
     /// it, so the simulated issued cards authenticate with or without demo mode.
     pub issuer_key_file: bool,
+    /// The bank gateway to configure: the base URL and shared key of a sandbox bank
+    /// ([`spawn_bank`]); `None`: no bank, top-up unavailable.
+    pub bank: Option<(String, protocol::bank::signing::BankKey)>,
     /// Override every rate limit (arms, reads, typed lookups per minute); `None`: the defaults.
     pub limits_per_minute: Option<usize>,
     /// Seconds between audit checkpoints (0: only at shutdown).
@@ -149,6 +152,7 @@ impl Default for AppOptions {
             demo: true,
             command_timeout_ms: 5_000,
             issuer_key_file: true,
+            bank: None,
             limits_per_minute: None,
             audit_checkpoint_interval_s: 60,
         }
@@ -187,6 +191,14 @@ pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
         audit_checkpoint_interval_s: options.audit_checkpoint_interval_s,
         ..Config::default()
     };
+    if let Some((url, key)) = &options.bank {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.path().join("bank.key");
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).expect("bank key file");
+        std::io::Write::write_all(&mut file, key.to_file().as_bytes()).expect("bank key written");
+        config.bank_url = Some(url.clone());
+        config.bank_key_file = Some(path);
+    }
     if let Some(n) = options.limits_per_minute {
         (config.arms_per_minute, config.reads_per_minute, config.typed_lookups_per_minute) = (n, n, n);
     }
@@ -345,6 +357,31 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         cardbridge_agent::enrol(&self.base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
         TestAgent::start_on(dir, created.terminal_id, backend).await
+    }
+}
+
+// ---------------------------------------------------------------- the bank
+
+/// A sandbox bank with the demo accounts (the simulated `unionpay-debit` card's account has phone
+/// `+8613800000001`), on its own SQLite file and a free port.
+pub struct TestBank {
+    pub bank: cardbridge_sandbox_bank::SandboxBank,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_bank() -> TestBank {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = protocol::bank::signing::BankKey::generate("test-bank-key");
+    let url = format!("sqlite://{}", dir.path().join("bank.db").display());
+    let config = cardbridge_sandbox_bank::SandboxConfig::new("127.0.0.1:0".parse().unwrap(), url, key).with_demo_accounts();
+    let bank = cardbridge_sandbox_bank::SandboxBank::spawn(config).await.expect("sandbox bank starts");
+    TestBank { bank, _dir: dir }
+}
+
+impl TestBank {
+    /// What `AppOptions::bank` takes to talk to this bank.
+    pub fn gateway(&self) -> Option<(String, protocol::bank::signing::BankKey)> {
+        Some((self.bank.base_url(), self.bank.key().clone()))
     }
 }
 

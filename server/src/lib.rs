@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod bank;
+pub mod binding;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -3,6 +3,7 @@
 
 mod agent_socket;
 mod audit;
+mod binding;
 mod auth;
 mod enrolment;
 mod errors;

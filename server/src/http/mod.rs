@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agent_api;
+pub mod bindings;
 pub mod assets;
 pub mod error;
 pub mod extract;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(session::router())
         .merge(admin::router())
         .merge(agent_api::router())
+        .merge(bindings::router())
         .merge(query::router())
         .merge(ws_agent::router())
         .merge(ws_page::router())
@@ -127,6 +129,7 @@ impl Application {
         let login_limiter = LoginLimiter::new(config.login_throttle, config.trusted_proxies.clone());
         let keys = Arc::new(config.key_store()?);
         let throttles = crate::throttle::Throttles::from_config(&config);
+        let bank = config.bank_gateway()?;
         let state = AppState::new(Inner {
             store,
             hub,
@@ -140,6 +143,8 @@ impl Application {
             assets,
             read_timings: Default::default(),
             throttles,
+            bank,
+            sms: Arc::new(crate::binding::OutboxSms),
         });
         Ok(Application { listener, state })
     }

@@ -7,12 +7,14 @@
 //! both dialects (SQLite reports no constraint name, only a message naming the columns).
 
 mod audit;
+mod bindings;
 mod bank;
 mod checkpoint;
 mod terminals;
 mod throttle;
 mod users;
 
+pub use bindings::{BankBinding, BindingRequest};
 pub use audit::{AuditEvent, ChainHead, ChainWalk, MAX_AUDIT_FIELD_BYTES};
 pub use bank::{BankCard, CardTransaction};
 pub use checkpoint::AuditCheckpoint;
