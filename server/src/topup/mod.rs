@@ -27,7 +27,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use ledger::{balanced, Account, Fen, Leg, Ledger, PostingError, Side};
+pub use ledger::{balanced, Account, Fen, Ledger, Leg, PostingError, Side};
 
 use card::purse::{CardSerial, LoadOutcome, PendingLoad, Refusal, Resolution};
 
@@ -148,16 +148,24 @@ pub enum State {
     DebitUnknown,
     DebitConfirmed,
     /// CREDIT FOR LOAD is (about to be) on its way; `pending` is what resolves it.
-    WriteSent { pending: PendingLoad },
+    WriteSent {
+        pending: PendingLoad,
+    },
     /// Resolved on the card's next tap by a recovery.
-    WriteUnknown { pending: PendingLoad },
+    WriteUnknown {
+        pending: PendingLoad,
+    },
     /// Debited, nothing written: waiting for the card (or the refund timer).
     WritePending,
     RefundSent,
     Completed,
-    Failed { reason: FailReason },
+    Failed {
+        reason: FailReason,
+    },
     Refunded,
-    Exception { reason: ExceptionReason },
+    Exception {
+        reason: ExceptionReason,
+    },
 }
 
 impl State {
@@ -647,10 +655,14 @@ fn check_invariants(before: &TopUp, t: &Transition) -> Result<(), Invalid> {
     if !t.postings.is_empty() && !balanced(&t.postings) {
         return Err(Invalid::Invariant("unbalanced posting"));
     }
-    if (after.id.clone(), after.card, after.amount) != (before.id.clone(), before.card, before.amount) {
-        return Err(Invalid::Invariant("a transition changed the top-up's identity"));
+    if (after.id.clone(), after.card, after.amount)
+        != (before.id.clone(), before.card, before.amount)
+    {
+        return Err(Invalid::Invariant(
+            "a transition changed the top-up's identity",
+        ));
     }
-    if before.debited && !after.debited || before.credited && !after.credited {
+    if (before.debited && !after.debited) || (before.credited && !after.credited) {
         return Err(Invalid::Invariant("a posted debit or credit was forgotten"));
     }
     let posts = |account: Account, side: Side| {
@@ -666,9 +678,7 @@ fn check_invariants(before: &TopUp, t: &Transition) -> Result<(), Invalid> {
     }
     for effect in &t.effects {
         match effect {
-            Effect::WriteCard { .. } | Effect::SendCredit
-                if !(after.debited && !after.credited) =>
-            {
+            Effect::WriteCard { .. } | Effect::SendCredit if !after.debited || after.credited => {
                 return Err(Invalid::Invariant("a card write without a confirmed debit"));
             }
             Effect::SendRefund { .. } if !refund_allowed(before, after) => {
@@ -742,8 +752,10 @@ impl Builder {
 
     fn confirm_debit(&mut self) {
         let amount = self.next.amount;
-        self.postings.push(Leg::debit(Account::BankReceivable, amount));
-        self.postings.push(Leg::credit(Account::PendingLoads, amount));
+        self.postings
+            .push(Leg::debit(Account::BankReceivable, amount));
+        self.postings
+            .push(Leg::credit(Account::PendingLoads, amount));
         self.next.debited = true;
         self.write_card();
     }
@@ -803,8 +815,8 @@ impl Builder {
     }
 
     fn check_load(&self, pending: &PendingLoad) -> Result<(), Invalid> {
-        let ours = pending.card_serial == self.next.card
-            && i64::from(pending.amount) == self.next.amount;
+        let ours =
+            pending.card_serial == self.next.card && i64::from(pending.amount) == self.next.amount;
         ours.then_some(()).ok_or(Invalid::WrongLoad)
     }
 
@@ -854,7 +866,8 @@ impl Builder {
 
     fn complete(&mut self) {
         let amount = self.next.amount;
-        self.postings.push(Leg::debit(Account::PendingLoads, amount));
+        self.postings
+            .push(Leg::debit(Account::PendingLoads, amount));
         self.postings.push(Leg::credit(Account::CardFloat, amount));
         self.next.credited = true;
         self.go(State::Completed);
@@ -863,7 +876,8 @@ impl Builder {
 
     fn refunded(&mut self) {
         let amount = self.next.amount;
-        self.postings.push(Leg::debit(Account::PendingLoads, amount));
+        self.postings
+            .push(Leg::debit(Account::PendingLoads, amount));
         self.postings.push(Leg::credit(Account::Refunds, amount));
         self.go(State::Refunded);
         self.effect(Effect::Notify(Notice::Refunded));

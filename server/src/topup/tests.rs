@@ -107,7 +107,13 @@ fn the_happy_path_debits_writes_and_posts_debit_then_card_credit() {
             amount: 5_000
         }]
     );
-    assert_eq!(log[0].effects[0], Effect::SendDebit { key: IdempotencyKey("t-1".into()), amount: 5_000 });
+    assert_eq!(
+        log[0].effects[0],
+        Effect::SendDebit {
+            key: IdempotencyKey("t-1".into()),
+            amount: 5_000
+        }
+    );
     assert!(log[1].effects.contains(&Effect::WriteCard {
         card: CardSerial::new(CARD),
         amount: 5_000
@@ -127,7 +133,13 @@ fn a_declined_debit_fails_with_no_posting_and_tells_the_customer() {
     let start = run(&topup(), vec![Event::Start]).0;
 
     // Act
-    let t = step(&start, Event::DebitReply(BankReply::Declined), T0, &policy()).unwrap();
+    let t = step(
+        &start,
+        Event::DebitReply(BankReply::Declined),
+        T0,
+        &policy(),
+    )
+    .unwrap();
 
     // Assert
     assert_eq!(
@@ -147,7 +159,12 @@ fn an_unknown_debit_is_queried_when_due_and_never_written_before_confirmation() 
 
     // Act
     let unknown = step(&sent, Event::DebitReply(BankReply::Unknown), T0, &policy()).unwrap();
-    let early = step(&unknown.next, Event::DebitRetryDue, T0.plus_ms(1_000), &policy());
+    let early = step(
+        &unknown.next,
+        Event::DebitRetryDue,
+        T0.plus_ms(1_000),
+        &policy(),
+    );
     let due = unknown.next.due(&policy()).unwrap().0;
     let query = step(&unknown.next, Event::DebitRetryDue, due, &policy()).unwrap();
     let write_early = step(&unknown.next, Event::CreditReady(pending()), due, &policy());
@@ -184,7 +201,13 @@ fn a_debit_the_bank_never_saw_is_sent_again_under_the_same_key() {
     .0;
 
     // Act
-    let t = step(&unknown, Event::DebitStatus(StatusReply::NotFound), T0, &policy()).unwrap();
+    let t = step(
+        &unknown,
+        Event::DebitStatus(StatusReply::NotFound),
+        T0,
+        &policy(),
+    )
+    .unwrap();
 
     // Assert
     assert_eq!(t.next.state, State::DebitSent);
@@ -297,7 +320,12 @@ fn an_unknown_load_is_recovered_on_the_next_tap_and_a_proven_commit_completes() 
     let unknown = at_write_unknown();
 
     // Act
-    let refund_timer = step(&unknown, Event::RefundDue, T0.plus_ms(i64::MAX / 4), &policy());
+    let refund_timer = step(
+        &unknown,
+        Event::RefundDue,
+        T0.plus_ms(i64::MAX / 4),
+        &policy(),
+    );
     let t = step(
         &unknown,
         Event::Recovery(Resolution::Committed {
@@ -337,7 +365,10 @@ fn a_recovery_proving_no_commit_writes_again_then_refunds_after_the_attempt_limi
             break tr;
         }
         rewrites += 1;
-        assert!(tr.effects.iter().any(|e| matches!(e, Effect::WriteCard { .. })));
+        assert!(tr
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::WriteCard { .. })));
         t = run(
             &tr.next,
             vec![
@@ -411,7 +442,12 @@ fn a_card_gone_before_credit_waits_for_the_card_and_is_refunded_when_due() {
         &policy(),
     )
     .unwrap();
-    let early = step(&waiting.next, Event::RefundDue, T0.plus_ms(60_000), &policy());
+    let early = step(
+        &waiting.next,
+        Event::RefundDue,
+        T0.plus_ms(60_000),
+        &policy(),
+    );
     let due = waiting.next.due(&policy()).unwrap().0;
     let refund = step(&waiting.next, Event::RefundDue, due, &policy()).unwrap();
     let refunded = step(
@@ -468,7 +504,13 @@ fn an_unknown_refund_is_queried_and_resent_under_its_key_if_the_bank_never_saw_i
     let unknown = step(&sent, Event::RefundReply(BankReply::Unknown), T0, &policy()).unwrap();
     let due = unknown.next.due(&policy()).unwrap().0;
     let query = step(&unknown.next, Event::RefundRetryDue, due, &policy()).unwrap();
-    let resend = step(&query.next, Event::RefundStatus(StatusReply::NotFound), due, &policy()).unwrap();
+    let resend = step(
+        &query.next,
+        Event::RefundStatus(StatusReply::NotFound),
+        due,
+        &policy(),
+    )
+    .unwrap();
 
     // Assert
     assert_eq!(unknown.next.state, State::RefundSent);
@@ -508,7 +550,10 @@ fn resuming_after_a_crash_queries_or_recovers_and_never_resends_blindly() {
     );
     assert_eq!(b.next.state, State::WriteUnknown { pending: pending() });
     assert!(b.effects.contains(&Effect::Recover { pending: pending() }));
-    assert!(!b.effects.iter().any(|e| matches!(e, Effect::WriteCard { .. } | Effect::SendCredit)));
+    assert!(!b
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::WriteCard { .. } | Effect::SendCredit)));
 }
 
 #[test]
@@ -528,8 +573,18 @@ fn terminal_states_refuse_every_event() {
     // Act
     let answers = [
         step(&completed, Event::Resume, T0, &policy()),
-        step(&completed, Event::Operator(Decision::NotCredited), T0, &policy()),
-        step(&failed, Event::DebitReply(BankReply::Completed), T0, &policy()),
+        step(
+            &completed,
+            Event::Operator(Decision::NotCredited),
+            T0,
+            &policy(),
+        ),
+        step(
+            &failed,
+            Event::DebitReply(BankReply::Completed),
+            T0,
+            &policy(),
+        ),
     ];
 
     // Assert
@@ -551,17 +606,43 @@ fn an_operator_decision_must_fit_what_is_known() {
     };
 
     // Act
-    let not_debited_but_debited =
-        step(&write_exception, Event::Operator(Decision::NotDebited), T0, &policy());
-    let credited = step(&write_exception, Event::Operator(Decision::Credited), T0, &policy()).unwrap();
-    let credited_undebited =
-        step(&debit_exception, Event::Operator(Decision::Credited), T0, &policy());
-    let debited = step(&debit_exception, Event::Operator(Decision::Debited), T0, &policy()).unwrap();
+    let not_debited_but_debited = step(
+        &write_exception,
+        Event::Operator(Decision::NotDebited),
+        T0,
+        &policy(),
+    );
+    let credited = step(
+        &write_exception,
+        Event::Operator(Decision::Credited),
+        T0,
+        &policy(),
+    )
+    .unwrap();
+    let credited_undebited = step(
+        &debit_exception,
+        Event::Operator(Decision::Credited),
+        T0,
+        &policy(),
+    );
+    let debited = step(
+        &debit_exception,
+        Event::Operator(Decision::Debited),
+        T0,
+        &policy(),
+    )
+    .unwrap();
 
     // Assert
-    assert!(matches!(not_debited_but_debited, Err(Invalid::NotInState { .. })));
+    assert!(matches!(
+        not_debited_but_debited,
+        Err(Invalid::NotInState { .. })
+    ));
     assert_eq!(credited.next.state, State::Completed);
-    assert!(matches!(credited_undebited, Err(Invalid::NotInState { .. })));
+    assert!(matches!(
+        credited_undebited,
+        Err(Invalid::NotInState { .. })
+    ));
     assert_eq!(debited.next.state, State::DebitConfirmed);
     assert_eq!(debited.postings.len(), 2);
 }
@@ -714,5 +795,41 @@ fn random_event_sequences_never_break_the_invariants() {
         let ended = ledger.balance(Account::CardFloat) + ledger.balance(Account::Refunds);
         assert!(ended <= ledger.balance(Account::BankReceivable));
     }
-    assert!(accepted > 1_000, "only {accepted} transitions were accepted");
+    assert!(
+        accepted > 1_000,
+        "only {accepted} transitions were accepted"
+    );
+}
+
+#[test]
+fn a_record_without_a_debit_cannot_make_the_machine_write_the_card() {
+    // Arrange: a corrupt record that claims DebitConfirmed without the debit posted
+    let mut corrupt = topup();
+    corrupt.state = State::DebitConfirmed;
+
+    // Act
+    let resumed = step(&corrupt, Event::Resume, T0, &policy());
+
+    // Assert
+    assert!(matches!(resumed, Err(Invalid::Invariant(_))));
+}
+
+#[test]
+fn a_record_already_credited_cannot_be_refunded() {
+    // Arrange: a corrupt record that waits for its card although the credit is posted
+    let mut corrupt = at_debit_confirmed();
+    corrupt.state = State::WritePending;
+    corrupt.credited = true;
+    corrupt.pending_since = Some(T0);
+
+    // Act
+    let refund = step(
+        &corrupt,
+        Event::RefundDue,
+        T0.plus_ms(policy().write_pending_refund_ms),
+        &policy(),
+    );
+
+    // Assert
+    assert!(matches!(refund, Err(Invalid::Invariant(_))));
 }
