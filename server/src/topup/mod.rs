@@ -530,7 +530,12 @@ pub fn step(
             b.not_written(&refusal, policy)
         }
         (State::WriteSent { pending }, Event::Load(outcome)) => match outcome {
-            LoadOutcome::Completed { .. } => b.complete(),
+            LoadOutcome::Completed { online_serial, .. } => {
+                if online_serial != pending.online_serial {
+                    return Err(Invalid::WrongLoad);
+                }
+                b.complete()
+            }
             LoadOutcome::Refused(refusal) => b.not_written(&refusal, policy),
             LoadOutcome::Unknown {
                 pending: reported, ..

@@ -315,6 +315,27 @@ fn a_load_for_another_card_or_amount_is_refused() {
 }
 
 #[test]
+fn a_completed_load_under_another_online_serial_is_refused() {
+    // Arrange
+    let write_sent = run(&at_debit_confirmed(), vec![Event::CreditReady(pending())]).0;
+
+    // Act
+    let t = step(
+        &write_sent,
+        Event::Load(LoadOutcome::Completed {
+            new_balance: 6_000,
+            tac: [9; 4],
+            online_serial: 8,
+        }),
+        T0,
+        &policy(),
+    );
+
+    // Assert
+    assert_eq!(t, Err(Invalid::WrongLoad));
+}
+
+#[test]
 fn an_unknown_load_is_recovered_on_the_next_tap_and_a_proven_commit_completes() {
     // Arrange
     let unknown = at_write_unknown();
