@@ -189,7 +189,10 @@ pub(super) struct Figures {
     pub recovery_interrupted: usize,
     pub foreign_loads: usize,
     pub crashes: usize,
+    /// Entries into `Exception`, by reason.
     pub exceptions: BTreeMap<&'static str, usize>,
+    /// Alarm effects run (an exception's alarm is raised again after a restart).
+    pub alarms: usize,
     pub operator_decisions: usize,
     pub final_states: BTreeMap<&'static str, usize>,
     pub steps: usize,
@@ -381,8 +384,8 @@ impl World {
             Effect::SendCredit => Some(self.send_credit(topup)?),
             Effect::Recover { pending } => Some(self.recover(topup, pending)),
             Effect::Notify(_) => None,
-            Effect::Alarm(reason) => {
-                *self.figures.exceptions.entry(reason.code()).or_insert(0) += 1;
+            Effect::Alarm(_) => {
+                self.figures.alarms += 1;
                 None
             }
         })
@@ -568,6 +571,12 @@ impl World {
         self.ledger
             .post(t.next.card, &t.postings)
             .map_err(|e| format!("{label}: {e}"))?;
+        if let (State::Exception { reason }, false) = (
+            &t.next.state,
+            matches!(topup.state, State::Exception { .. }),
+        ) {
+            *self.figures.exceptions.entry(reason.code()).or_insert(0) += 1;
+        }
         *topup = t.next;
         queue.extend(t.effects);
         self.figures.steps += 1;
