@@ -31,6 +31,7 @@ pub mod state;
 pub mod store;
 pub mod terminals;
 pub mod throttle;
+pub mod topup;
 pub mod util;
 
 pub use config::Config;
