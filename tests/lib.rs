@@ -178,6 +178,11 @@ pub fn write_test_issuer_keys(dir: &std::path::Path) -> PathBuf {
 /// Start a server on a free port over a fresh database of `engine`; `None` where that engine is
 /// not available outside CI.
 pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
+    spawn_app_with(engine, options, |_| {}).await
+}
+
+/// Like [`spawn_app`], with `configure` applied to the server's configuration before it starts.
+pub async fn spawn_app_with(engine: Engine, options: AppOptions, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
     let db = TestDb::new(engine).await?;
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config {
@@ -202,37 +207,6 @@ pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
     if let Some(n) = options.limits_per_minute {
         (config.arms_per_minute, config.reads_per_minute, config.typed_lookups_per_minute) = (n, n, n);
     }
-    let app = Application::build(config).await.expect("server builds");
-    let addr = app.local_addr();
-    let state = app.state();
-    let (tx, rx) = oneshot::channel::<()>();
-    let served = tokio::spawn(app.run_until(async {
-        let _ = rx.await;
-    }));
-    Some(TestApp {
-        base: format!("http://{addr}"),
-        host: addr.to_string(),
-        state,
-        db: Some(db),
-        data_dir,
-        shutdown: Some(tx),
-        served: Some(served),
-    })
-}
-
-/// Like [`spawn_app`], with `configure` applied to the server's configuration before it starts.
-pub async fn spawn_app_with(engine: Engine, options: AppOptions, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
-    let db = TestDb::new(engine).await?;
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url.clone(),
-        data_dir: data_dir.path().to_path_buf(),
-        www_dir: workspace_root().join("www"),
-        demo: options.demo,
-        command_timeout_ms: options.command_timeout_ms,
-        ..Config::default()
-    };
     configure(&mut config);
     Some(start_on(config, Some(db), data_dir).await)
 }
@@ -547,19 +521,7 @@ where
 
 // ---------------------------------------------------------------- keys
 
-/// Encodings of the eight small-order points of edwards25519 (the torsion subgroup: the identity,
-/// order 2, two of order 4, four of order 8). As Ed25519 public keys they are "weak": under
-/// non-strict verification a signature can be forged that verifies for almost any message.
-pub const SMALL_ORDER_POINTS: [&str; 8] = [
-    "0100000000000000000000000000000000000000000000000000000000000000",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000080",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
-];
+pub use protocol::envelope::SMALL_ORDER_POINTS;
 
 /// The signature `R = identity, s = 0`: with the identity as public key (the first of
 /// [`SMALL_ORDER_POINTS`]), the non-strict check `[s]B = R + [k]A` holds for every message.
