@@ -49,7 +49,7 @@ fn only_the_protocol_crate_derives_serialize() {
             let text = std::fs::read_to_string(p).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             lines.iter().enumerate().any(|(i, l)| {
-                let derives_serialize = l.contains("derive(") && l.split(|c| c == '(' || c == ',' || c == ')').any(|w| w.trim() == "Serialize");
+                let derives_serialize = l.contains("derive(") && l.split(['(', ',', ')']).any(|w| w.trim() == "Serialize");
                 // A file format on disk is a boundary too; it says so on the line above.
                 let declared = i > 0 && lines[i - 1].contains("tidy: on-disk format");
                 derives_serialize && !declared

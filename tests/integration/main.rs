@@ -11,5 +11,6 @@ mod hardening;
 mod main_path;
 mod pages;
 mod permission;
+mod topup;
 mod transactions;
 mod trust;

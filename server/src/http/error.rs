@@ -65,7 +65,7 @@ impl ApiError {
             ApiError::Store(StoreError::NotFound) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Store(StoreError::Conflict(_) | StoreError::Reference(_)) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Store(StoreError::Invalid(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Store(StoreError::Database(_)) | ApiError::Internal(_) => {
+            ApiError::Store(StoreError::Database(_) | StoreError::Corrupt(_)) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         }

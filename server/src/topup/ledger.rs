@@ -42,7 +42,7 @@ impl Account {
         }
     }
 
-    fn debit_normal(self) -> bool {
+    pub fn debit_normal(self) -> bool {
         matches!(self, Account::BankReceivable)
     }
 }

@@ -22,6 +22,7 @@
 //! `DebitUnknown`/`WriteUnknown` and only a status query or the card's own proof resolves them.
 
 mod ledger;
+pub mod record;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
