@@ -137,6 +137,9 @@ pub struct AppOptions {
     /// Write an issuer key file (mode 0600) with the simulator's test issuer key and configure
     /// it, so the simulated issued cards authenticate with or without demo mode.
     pub issuer_key_file: bool,
+    /// The bank gateway to configure: the base URL and shared key of a sandbox bank
+    /// ([`spawn_bank`]); `None`: no bank, top-up unavailable.
+    pub bank: Option<(String, protocol::bank::signing::BankKey)>,
     /// Override every rate limit (arms, reads, typed lookups per minute); `None`: the defaults.
     pub limits_per_minute: Option<usize>,
     /// Seconds between audit checkpoints (0: only at shutdown).
@@ -149,6 +152,7 @@ impl Default for AppOptions {
             demo: true,
             command_timeout_ms: 5_000,
             issuer_key_file: true,
+            bank: None,
             limits_per_minute: None,
             audit_checkpoint_interval_s: 60,
         }
@@ -174,12 +178,26 @@ pub fn write_test_issuer_keys(dir: &std::path::Path) -> PathBuf {
 /// Start a server on a free port over a fresh database of `engine`; `None` where that engine is
 /// not available outside CI.
 pub async fn spawn_app(engine: Engine, options: AppOptions) -> Option<TestApp> {
-    spawn_app_with_clock(engine, options, Arc::new(cardbridge::clock::SystemClock)).await
+    spawn_app_with(engine, options, |_| {}).await
 }
 
 /// Like [`spawn_app`], with the server's clock given: a [`cardbridge::clock::ManualClock`] the
 /// test moves by hand instead of sleeping.
 pub async fn spawn_app_with_clock(engine: Engine, options: AppOptions, clock: Arc<dyn cardbridge::clock::Clock>) -> Option<TestApp> {
+    spawn_configured(engine, options, |_| {}, clock).await
+}
+
+/// Like [`spawn_app`], with `configure` applied to the server's configuration before it starts.
+pub async fn spawn_app_with(engine: Engine, options: AppOptions, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    spawn_configured(engine, options, configure, Arc::new(cardbridge::clock::SystemClock)).await
+}
+
+async fn spawn_configured(
+    engine: Engine,
+    options: AppOptions,
+    configure: impl FnOnce(&mut Config),
+    clock: Arc<dyn cardbridge::clock::Clock>,
+) -> Option<TestApp> {
     let db = TestDb::new(engine).await?;
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config {
@@ -193,47 +211,24 @@ pub async fn spawn_app_with_clock(engine: Engine, options: AppOptions, clock: Ar
         audit_checkpoint_interval_s: options.audit_checkpoint_interval_s,
         ..Config::default()
     };
+    if let Some((url, key)) = &options.bank {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.path().join("bank.key");
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).expect("bank key file");
+        std::io::Write::write_all(&mut file, key.to_file().as_bytes()).expect("bank key written");
+        config.bank_url = Some(url.clone());
+        config.bank_key_file = Some(path);
+    }
     if let Some(n) = options.limits_per_minute {
         (config.arms_per_minute, config.reads_per_minute, config.typed_lookups_per_minute) = (n, n, n);
     }
-    let app = Application::build_with_clock(config, clock).await.expect("server builds");
-    let addr = app.local_addr();
-    let state = app.state();
-    let (tx, rx) = oneshot::channel::<()>();
-    let served = tokio::spawn(app.run_until(async {
-        let _ = rx.await;
-    }));
-    Some(TestApp {
-        base: format!("http://{addr}"),
-        host: addr.to_string(),
-        state,
-        db: Some(db),
-        data_dir,
-        shutdown: Some(tx),
-        served: Some(served),
-    })
-}
-
-/// Like [`spawn_app`], with `configure` applied to the server's configuration before it starts.
-pub async fn spawn_app_with(engine: Engine, options: AppOptions, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
-    let db = TestDb::new(engine).await?;
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url.clone(),
-        data_dir: data_dir.path().to_path_buf(),
-        www_dir: workspace_root().join("www"),
-        demo: options.demo,
-        command_timeout_ms: options.command_timeout_ms,
-        ..Config::default()
-    };
     configure(&mut config);
-    Some(start_on(config, Some(db), data_dir).await)
+    Some(start_on(config, Some(db), data_dir, clock).await)
 }
 
 /// Build and serve `config`; `db` (if any) is dropped when the app stops.
-async fn start_on(config: Config, db: Option<TestDb>, data_dir: tempfile::TempDir) -> TestApp {
-    let app = Application::build(config).await.expect("server builds");
+async fn start_on(config: Config, db: Option<TestDb>, data_dir: tempfile::TempDir, clock: Arc<dyn cardbridge::clock::Clock>) -> TestApp {
+    let app = Application::build_with_clock(config, clock).await.expect("server builds");
     let addr = app.local_addr();
     let state = app.state();
     let (tx, rx) = oneshot::channel::<()>();
@@ -258,7 +253,7 @@ impl TestApp {
             data_dir: data_dir.path().to_path_buf(),
             ..self.state.config.clone()
         };
-        start_on(config, None, data_dir).await
+        start_on(config, None, data_dir, self.state.clock.clone()).await
     }
 }
 
@@ -351,6 +346,31 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         cardbridge_agent::enrol(&self.base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
         TestAgent::start_on(dir, created.terminal_id, backend).await
+    }
+}
+
+// ---------------------------------------------------------------- the bank
+
+/// A sandbox bank with the demo accounts (the simulated `unionpay-debit` card's account has phone
+/// `+8613800000001`), on its own SQLite file and a free port.
+pub struct TestBank {
+    pub bank: cardbridge_sandbox_bank::SandboxBank,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_bank() -> TestBank {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = protocol::bank::signing::BankKey::generate("test-bank-key");
+    let url = format!("sqlite://{}", dir.path().join("bank.db").display());
+    let config = cardbridge_sandbox_bank::SandboxConfig::new("127.0.0.1:0".parse().unwrap(), url, key).with_demo_accounts();
+    let bank = cardbridge_sandbox_bank::SandboxBank::spawn(config).await.expect("sandbox bank starts");
+    TestBank { bank, _dir: dir }
+}
+
+impl TestBank {
+    /// What `AppOptions::bank` takes to talk to this bank.
+    pub fn gateway(&self) -> Option<(String, protocol::bank::signing::BankKey)> {
+        Some((self.bank.base_url(), self.bank.key().clone()))
     }
 }
 
@@ -516,19 +536,7 @@ where
 
 // ---------------------------------------------------------------- keys
 
-/// Encodings of the eight small-order points of edwards25519 (the torsion subgroup: the identity,
-/// order 2, two of order 4, four of order 8). As Ed25519 public keys they are "weak": under
-/// non-strict verification a signature can be forged that verifies for almost any message.
-pub const SMALL_ORDER_POINTS: [&str; 8] = [
-    "0100000000000000000000000000000000000000000000000000000000000000",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000080",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
-];
+pub use protocol::envelope::SMALL_ORDER_POINTS;
 
 /// The signature `R = identity, s = 0`: with the identity as public key (the first of
 /// [`SMALL_ORDER_POINTS`]), the non-strict check `[s]B = R + [k]A` holds for every message.

@@ -81,6 +81,43 @@ pub fn execute<E>(
     Ok(out)
 }
 
+/// Whether responses have the shape [`execute`] gives for `batch`: one list per group, no more
+/// than the group's APDUs, each at least a status word, and stopping exactly where the group's
+/// mode says. `Err` says what is wrong, without card data. Every session that sends batches (the
+/// EMV read, the purse load) checks the answers with it.
+pub fn check_shape(batch: &Batch, responses: &[Vec<Vec<u8>>]) -> Result<(), String> {
+    let bad = |what: String| Err(what);
+    if responses.len() != batch.groups.len() {
+        return bad(format!(
+            "{} response groups for a batch of {}",
+            responses.len(),
+            batch.groups.len()
+        ));
+    }
+    for (n, (group, answers)) in batch.groups.iter().zip(responses).enumerate() {
+        if answers.len() > group.apdus.len() {
+            return bad(format!("group {n} has more responses than commands"));
+        }
+        if answers.is_empty() && !group.apdus.is_empty() {
+            return bad(format!("group {n} has no response"));
+        }
+        for (i, raw) in answers.iter().enumerate() {
+            let Some(sw) = StatusWord::of_response(raw) else {
+                return bad(format!("group {n} has a response shorter than 2 bytes"));
+            };
+            let last = i + 1 == answers.len();
+            let stops = group.mode.stops_after(sw);
+            if stops && !last {
+                return bad(format!("group {n} ran on past its stop condition"));
+            }
+            if !stops && last && answers.len() < group.apdus.len() {
+                return bad(format!("group {n} stopped early"));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,3 +242,53 @@ pub struct PairingLink {
     pub url: String,
     pub expires_at: String,
 }
+
+/// `POST /api/bindings`: bind a bank card (the number filled in by a tap, or typed) with the phone
+/// number registered at the bank. A code is sent to that phone.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartBinding {
+    pub card_number: String,
+    pub phone: String,
+}
+
+/// The number and the phone are personal data: Debug masks them.
+impl std::fmt::Debug for StartBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits = self.card_number.len();
+        f.debug_struct("StartBinding").field("card_number", &format_args!("<{digits} chars>")).finish_non_exhaustive()
+    }
+}
+
+/// A binding waiting for its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingStarted {
+    pub request_id: String,
+    /// Where the code went, masked (`+86138****0001`).
+    pub phone_masked: String,
+    pub card_last4: String,
+    pub code_expires_at: String,
+    /// Wrong codes still allowed for this request.
+    pub attempts_left: u32,
+}
+
+/// `POST /api/bindings/{request_id}/confirm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmBinding {
+    pub code: String,
+}
+
+/// A bound bank card as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingSummary {
+    pub binding_id: String,
+    pub card_last4: String,
+    pub created_at: String,
+}
+
+/// One message of the demo/test SMS outbox (admins only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    pub phone: String,
+    pub body: String,
+    pub sent_at: String,
+}

@@ -266,6 +266,21 @@ impl CommandVerifier {
     }
 }
 
+/// Encodings of the eight small-order points of edwards25519 (the torsion subgroup: the identity,
+/// order 2, two of order 4, four of order 8). As Ed25519 public keys they are "weak": under
+/// non-strict verification a signature can be forged that verifies for almost any message. Every
+/// one of them is refused by [`verifying_key`]; tests use them as the known weak points.
+pub const SMALL_ORDER_POINTS: [&str; 8] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,21 +479,9 @@ mod tests {
         assert_ne!(session_id(b"nonce-1t", "1"), session_id(b"nonce-1", "t1"));
     }
 
-    /// Encodings of the eight points of small order (the torsion subgroup) of edwards25519: the
-    /// identity (order 1), order 2, the two of order 4 and the four of order 8.
-    pub(crate) const SMALL_ORDER_POINTS: [&str; 8] = [
-        "0100000000000000000000000000000000000000000000000000000000000000",
-        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-        "0000000000000000000000000000000000000000000000000000000000000000",
-        "0000000000000000000000000000000000000000000000000000000000000080",
-        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
-    ];
 
     fn small_order_points() -> Vec<[u8; 32]> {
-        SMALL_ORDER_POINTS.iter().map(|h| hex::decode(h).unwrap().try_into().unwrap()).collect()
+        super::SMALL_ORDER_POINTS.iter().map(|h| hex::decode(h).unwrap().try_into().unwrap()).collect()
     }
 
     /// A signature `R ‖ s` with `s = 0` and `R` a small-order point that the lenient (cofactorless,

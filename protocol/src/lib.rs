@@ -6,6 +6,7 @@
 //!   signed command envelope ([`agent::SignedCommand`]) and the signed reply ([`agent::SignedReply`]).
 //! - [`page`]: frames between the page module (WebAssembly) and the server over `/ws/page`.
 //! - [`api`]: JSON bodies of the HTTP API used by the pages and scripts.
+//! - [`bank`]: the bank-gateway API (`/v1/…`) and, with `crypto`, its HMAC request/reply signatures.
 //! - [`envelope`] (feature `crypto`): Ed25519 signing and verification of commands, replies and the
 //!   connection challenge, with replay protection.
 //! - [`checkpoint`] (feature `crypto`): the signed checkpoint of the audit log's head.
@@ -15,6 +16,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod bank;
 pub mod bytes;
 #[cfg(feature = "crypto")]
 pub mod checkpoint;

@@ -69,6 +69,7 @@ impl Application {
         let login_limiter = LoginLimiter::new(config.login_throttle, config.trusted_proxies.clone());
         let keys = Arc::new(config.key_store()?);
         let throttles = crate::throttle::Throttles::from_config(&config);
+        let bank = config.bank_gateway()?;
         let state = AppState::new(Inner {
             store,
             hub,
@@ -82,6 +83,8 @@ impl Application {
             assets,
             read_timings: Default::default(),
             throttles,
+            bank,
+            sms: Arc::new(crate::binding::OutboxSms),
             clock,
             tasks: TaskBoard::default(),
         });

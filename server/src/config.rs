@@ -48,6 +48,11 @@ pub struct Config {
     /// The issuer key file (`CARDBRIDGE_ISSUER_KEYS_FILE`, mode 0600; see `keys`). Without one, a
     /// demo server uses the simulator's test issuer and any other server authenticates no card.
     pub issuer_keys_file: Option<PathBuf>,
+    /// The bank gateway (`CARDBRIDGE_BANK_URL`, without `/v1`) and its shared key file
+    /// (`CARDBRIDGE_BANK_KEY_FILE`, `key_id:hex`, mode 0600). Both or neither; without them top-up
+    /// is unavailable.
+    pub bank_url: Option<String>,
+    pub bank_key_file: Option<PathBuf>,
     /// Rate limits per minute (per terminal and per user): `arm` frames, card reads, and lookups
     /// of typed card numbers (per user).
     pub arms_per_minute: usize,
@@ -122,6 +127,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             login_throttle: LoginThrottle::default(),
             issuer_keys_file: None,
+            bank_url: None,
+            bank_key_file: None,
             arms_per_minute: 30,
             reads_per_minute: 20,
             typed_lookups_per_minute: 10,
@@ -152,6 +159,8 @@ struct FileConfig {
     login_delay_max_ms: Option<u64>,
     login_failure_window_minutes: Option<u64>,
     issuer_keys_file: Option<PathBuf>,
+    bank_url: Option<String>,
+    bank_key_file: Option<PathBuf>,
     arms_per_minute: Option<usize>,
     reads_per_minute: Option<usize>,
     typed_lookups_per_minute: Option<usize>,
@@ -191,6 +200,8 @@ impl Config {
         if let Some(v) = f.login_delay_max_ms { t.max_delay_ms = v; }
         if let Some(v) = f.login_failure_window_minutes { t.failure_window_ms = v * 60_000; }
         if let Some(v) = f.issuer_keys_file { self.issuer_keys_file = Some(v); }
+        if let Some(v) = f.bank_url { self.bank_url = Some(v); }
+        if let Some(v) = f.bank_key_file { self.bank_key_file = Some(v); }
         if let Some(v) = f.arms_per_minute { self.arms_per_minute = v; }
         if let Some(v) = f.reads_per_minute { self.reads_per_minute = v; }
         if let Some(v) = f.typed_lookups_per_minute { self.typed_lookups_per_minute = v; }
@@ -205,6 +216,8 @@ impl Config {
         if let Some(v) = get("CARDBRIDGE_PUBLIC_URL") { self.public_url = Some(v); }
         if let Some(v) = get("CARDBRIDGE_DATA_DIR") { self.data_dir = v.into(); }
         if let Some(v) = get("CARDBRIDGE_ISSUER_KEYS_FILE") { self.issuer_keys_file = Some(v.into()); }
+        if let Some(v) = get("CARDBRIDGE_BANK_URL") { self.bank_url = Some(v); }
+        if let Some(v) = get("CARDBRIDGE_BANK_KEY_FILE") { self.bank_key_file = Some(v.into()); }
         if let Some(v) = get("CARDBRIDGE_WWW_DIR") { self.www_dir = v.into(); }
         if let Some(v) = get("CARDBRIDGE_ALLOWED_ORIGINS") {
             self.allowed_origins = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
@@ -227,6 +240,19 @@ impl Config {
                 v.parse().with_context(|| format!("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S={v} is not a number of seconds"))?;
         }
         Ok(())
+    }
+
+    /// The bank gateway this configuration names, if any.
+    pub fn bank_gateway(&self) -> anyhow::Result<Option<std::sync::Arc<dyn crate::bank::BankGateway>>> {
+        match (&self.bank_url, &self.bank_key_file) {
+            (Some(url), Some(key_file)) => {
+                let key = crate::bank::load_key_file(key_file)?;
+                let gateway = crate::bank::HttpBankGateway::new(crate::bank::BankClientConfig::new(url.clone(), key))?;
+                Ok(Some(std::sync::Arc::new(gateway)))
+            }
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("bank_url and bank_key_file go together: set both or neither"),
+        }
     }
 
     /// The issuer key store this configuration names.

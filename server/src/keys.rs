@@ -10,7 +10,16 @@
 //! prefix = "622202"            # card numbers the key covers (longest prefix wins)
 //! key_id = "imk-ac-2026-1"     # a name for logs and the audit; never the key
 //! imk_ac = "0123…"             # 16-byte issuer master key for application cryptograms, hex
+//!
+//! [[purse]]                    # the electronic purse's load and TAC master keys (top-up)
+//! key_index = 1
+//! key_id = "purse-2026-1"
+//! load_master = "…"            # 16 bytes, hex: each card's load key is diversified from it
+//! tac_master = "…"             # 16 bytes, hex
 //! ```
+//!
+//! In production the same trait sits in front of an HSM (PKCS#11): the card keys are derived and
+//! used inside it, and the server sees cryptograms and MACs only.
 
 use std::path::Path;
 
@@ -18,6 +27,8 @@ use anyhow::{bail, Context};
 use card::crypto::{derive_icc_master_key, DoubleKey};
 use card::emv::cryptogram::{check_arqc, AcResponse};
 use card::pan::Pan;
+use card::purse::keys::PurseKeys;
+use card::purse::{CardSerial, MasterKeys};
 use serde::Deserialize;
 
 /// Which key the bank issued a card under (a name, not the key).
@@ -31,6 +42,9 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// Whether `response` is an ARQC the card computed over `terminal_data` and `aip` with its
     /// key: EMV option A card key from the issuer master key, common session key for the ATC.
     fn verify_arqc(&self, key: &KeyRef, pan: &Pan, pan_sequence: u8, terminal_data: &[u8], aip: [u8; 2], response: &AcResponse) -> bool;
+
+    /// The electronic purse's keys, for the host side of a load (MAC1, MAC2, TAC).
+    fn purse(&self) -> &dyn PurseKeys;
 }
 
 struct IssuerKey {
@@ -42,12 +56,29 @@ struct IssuerKey {
 /// Keys in process memory (a file, or the demo's test key).
 pub struct SoftKeyStore {
     keys: Vec<IssuerKey>,
+    purse: PurseMasterKeys,
+}
+
+/// The purse master keys per key index.
+#[derive(Default)]
+struct PurseMasterKeys(Vec<(String, MasterKeys)>);
+
+impl PurseKeys for PurseMasterKeys {
+    fn load_key(&self, serial: &CardSerial, key_index: u8, key_version: u8) -> Option<DoubleKey> {
+        self.0.iter().find(|(_, k)| k.key_index == key_index).and_then(|(_, k)| k.load_key(serial, key_index, key_version))
+    }
+
+    fn tac_key(&self, serial: &CardSerial) -> Option<DoubleKey> {
+        // One TAC master key per issuer: the first entry's (all entries share it in practice).
+        self.0.first().and_then(|(_, k)| k.tac_key(serial))
+    }
 }
 
 impl std::fmt::Debug for SoftKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids: Vec<&str> = self.keys.iter().map(|k| k.key_id.as_str()).collect();
-        f.debug_struct("SoftKeyStore").field("key_ids", &ids).finish()
+        let purse: Vec<&str> = self.purse.0.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("SoftKeyStore").field("key_ids", &ids).field("purse_key_ids", &purse).finish()
     }
 }
 
@@ -56,6 +87,22 @@ impl std::fmt::Debug for SoftKeyStore {
 struct KeyFile {
     #[serde(default)]
     issuer: Vec<KeyFileEntry>,
+    #[serde(default)]
+    purse: Vec<PurseFileEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurseFileEntry {
+    key_index: u8,
+    key_id: String,
+    load_master: String,
+    tac_master: String,
+}
+
+fn double_key(key_id: &str, field: &str, hex_text: &str) -> anyhow::Result<DoubleKey> {
+    let bytes = hex::decode(hex_text.trim()).with_context(|| format!("key {key_id}: {field} is not hex"))?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("key {key_id}: {field} must be 16 bytes"))
 }
 
 #[derive(Deserialize)]
@@ -69,7 +116,7 @@ struct KeyFileEntry {
 impl SoftKeyStore {
     /// No keys: no card can be authenticated, every read gets the masked summary.
     pub fn empty() -> SoftKeyStore {
-        SoftKeyStore { keys: Vec::new() }
+        SoftKeyStore { keys: Vec::new(), purse: PurseMasterKeys::default() }
     }
 
     /// The simulator's test issuer (public test key). Demo mode only.
@@ -83,6 +130,7 @@ impl SoftKeyStore {
                     imk_ac: card::sim::issuer::TEST_ISSUER_MASTER_KEY,
                 })
                 .collect(),
+            purse: PurseMasterKeys(vec![("sim-test-purse".into(), card::sim::issuer::test_purse_keys())]),
         }
     }
 
@@ -100,16 +148,22 @@ impl SoftKeyStore {
             if entry.prefix.is_empty() || entry.prefix.len() > 12 || !entry.prefix.bytes().all(|b| b.is_ascii_digit()) {
                 bail!("key {}: the prefix must be 1 to 12 digits", entry.key_id);
             }
-            let bytes = hex::decode(entry.imk_ac.trim()).with_context(|| format!("key {}: imk_ac is not hex", entry.key_id))?;
-            let imk_ac: DoubleKey = bytes
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("key {}: imk_ac must be 16 bytes", entry.key_id))?;
+            let imk_ac = double_key(&entry.key_id, "imk_ac", &entry.imk_ac)?;
             if keys.iter().any(|k: &IssuerKey| k.prefix == entry.prefix) {
                 bail!("prefix {} is listed twice", entry.prefix);
             }
             keys.push(IssuerKey { prefix: entry.prefix, key_id: entry.key_id, imk_ac });
         }
-        Ok(SoftKeyStore { keys })
+        let mut purse = PurseMasterKeys::default();
+        for entry in file.purse {
+            if purse.0.iter().any(|(_, k)| k.key_index == entry.key_index) {
+                bail!("purse key index {} is listed twice", entry.key_index);
+            }
+            let load = double_key(&entry.key_id, "load_master", &entry.load_master)?;
+            let tac = double_key(&entry.key_id, "tac_master", &entry.tac_master)?;
+            purse.0.push((entry.key_id, MasterKeys::new(entry.key_index, load, tac)));
+        }
+        Ok(SoftKeyStore { keys, purse })
     }
 
     fn key_for(&self, pan: &Pan) -> Option<&IssuerKey> {
@@ -128,6 +182,10 @@ impl KeyStore for SoftKeyStore {
             Ok(icc_key) => check_arqc(&icc_key, terminal_data, aip, response),
             Err(_) => false,
         }
+    }
+
+    fn purse(&self) -> &dyn PurseKeys {
+        &self.purse
     }
 }
 
@@ -161,6 +219,29 @@ mod tests {
         assert_eq!(store.issuer_key(&Pan::parse("6250947000000014").unwrap()), Some(KeyRef("wide".into())));
         assert_eq!(store.issuer_key(&Pan::parse("4761735025003981").unwrap()), None);
         assert!(format!("{store:?}").contains("narrow") && !format!("{store:?}").contains("0123"));
+    }
+
+    #[test]
+    fn purse_keys_load_from_the_file_and_the_demo_store_loads_the_simulated_purse() {
+        let store = SoftKeyStore::parse(
+            "[[purse]]\nkey_index = 1\nkey_id = \"p1\"\nload_master = \"11223344556677888877665544332211\"\n\
+             tac_master = \"A1A2A3A4A5A6A7A8B1B2B3B4B5B6B7B8\"\n",
+        )
+        .unwrap();
+        let mut card = card::sim::purse::purse_card();
+        let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, std::convert::Infallible> { Ok(card::sim::SimCard::transmit(&mut card, apdu)) };
+        let request = card::purse::LoadRequest {
+            key_index: 1,
+            amount: 500,
+            terminal_id: [0, 0, 0, 0, 0, 1],
+            date: [0x20, 0x26, 0x12, 0x03],
+            time: [0x12, 0x00, 0x00],
+            card: None,
+        };
+        let outcome = card::purse::run_load(&mut transmit, store.purse(), request).unwrap();
+        assert!(matches!(outcome, card::purse::LoadOutcome::Completed { .. }), "{outcome:?}");
+        assert!(SoftKeyStore::empty().purse().tac_key(&CardSerial::new([0; 8])).is_none());
+        assert!(SoftKeyStore::parse("[[purse]]\nkey_index = 1\nkey_id = \"p\"\nload_master = \"00\"\ntac_master = \"00\"\n").is_err());
     }
 
     #[test]

@@ -18,6 +18,8 @@
 
 pub mod app;
 pub mod auth;
+pub mod bank;
+pub mod binding;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
@@ -35,6 +37,7 @@ pub mod store;
 pub mod supervisor;
 pub mod terminals;
 pub mod throttle;
+pub mod topup;
 pub mod util;
 
 pub use config::Config;

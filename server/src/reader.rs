@@ -110,7 +110,7 @@ pub async fn refresh_pages(state: &AppState, terminal_id: &str) {
     for page in state.hub.pages_of(terminal_id) {
         match terminal_view(state, terminal_id, &page).await {
             Ok(view) => state.hub.send_to_page(page.page_id, ServerToPage::State(view)),
-            Err(e) => tracing::warn!(error = %e, "building a terminal view"),
+            Err(e) => tracing::warn!(error = %crate::util::ErrorChain(&e), "building a terminal view"),
         }
         if state.hub.is_armed(page.page_id) {
             if let Err(reason) = authorize(state, terminal_id, &page).await {
@@ -202,7 +202,7 @@ pub async fn read_card(state: &AppState, terminal_id: &str, card: &PresentCard) 
             Ok(Next::Send(next)) => batch = next,
             Ok(Next::Done(identity)) => break identity,
             Err(e) => {
-                tracing::info!(terminal_id, error = %e, "card gave no usable number");
+                tracing::info!(terminal_id, error = %crate::util::ErrorChain(&e), "card gave no usable number");
                 if e == card::emv::ReadError::InconsistentNumber {
                     audit_refused_read(state, terminal_id, "card.read_refused", "two different card numbers in one read").await;
                 }

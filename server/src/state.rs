@@ -29,6 +29,10 @@ pub struct Inner {
     /// "Allow once" consents: (session hash, terminal id). They end with the session.
     pub consent_once: Mutex<HashSet<(String, String)>>,
     pub assets: Assets,
+    /// The bank gateway (top-up), when one is configured.
+    pub bank: Option<Arc<dyn crate::bank::BankGateway>>,
+    /// Where one-time codes go.
+    pub sms: Arc<dyn crate::binding::SmsGateway>,
     /// Rate limits on arming, reads and typed lookups.
     pub throttles: crate::throttle::Throttles,
     /// Recent read timings (card present → number → submit).

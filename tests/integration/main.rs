@@ -3,6 +3,7 @@
 
 mod agent_socket;
 mod audit;
+mod binding;
 mod auth;
 mod background;
 mod clock;
@@ -12,5 +13,6 @@ mod hardening;
 mod main_path;
 mod pages;
 mod permission;
+mod topup;
 mod transactions;
 mod trust;

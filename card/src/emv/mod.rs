@@ -285,7 +285,7 @@ impl ReadSession {
                 "the read is already over".into(),
             ));
         }
-        check_shape(&self.sent, &responses)?;
+        batch::check_shape(&self.sent, &responses).map_err(ReadError::UnexpectedResponse)?;
         let step = match stage {
             Stage::Over => Err(ReadError::UnexpectedResponse(
                 "the read is already over".into(),
@@ -671,40 +671,6 @@ fn success_data(raw: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// Responses must match the batch sent: one list per group, no more than the group's APDUs,
-/// each at least a status word, and stopping exactly where the group's mode says.
-fn check_shape(batch: &Batch, responses: &[Vec<Vec<u8>>]) -> Result<(), ReadError> {
-    let bad = |what: String| Err(ReadError::UnexpectedResponse(what));
-    if responses.len() != batch.groups.len() {
-        return bad(format!(
-            "{} response groups for a batch of {}",
-            responses.len(),
-            batch.groups.len()
-        ));
-    }
-    for (n, (group, answers)) in batch.groups.iter().zip(responses).enumerate() {
-        if answers.len() > group.apdus.len() {
-            return bad(format!("group {n} has more responses than commands"));
-        }
-        if answers.is_empty() && !group.apdus.is_empty() {
-            return bad(format!("group {n} has no response"));
-        }
-        for (i, raw) in answers.iter().enumerate() {
-            let Some(sw) = StatusWord::of_response(raw) else {
-                return bad(format!("group {n} has a response shorter than 2 bytes"));
-            };
-            let last = i + 1 == answers.len();
-            let stops = group.mode.stops_after(sw);
-            if stops && !last {
-                return bad(format!("group {n} ran on past its stop condition"));
-            }
-            if !stops && last && answers.len() < group.apdus.len() {
-                return bad(format!("group {n} stopped early"));
-            }
-        }
-    }
-    Ok(())
-}
 
 /// PC/SC part 3 ATR of a contactless card: `3B 8n 80 01 …`.
 pub fn is_contactless_atr(atr: &[u8]) -> bool {

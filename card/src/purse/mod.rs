@@ -661,39 +661,7 @@ fn split(raw: &[u8]) -> (&[u8], StatusWord) {
     }
 }
 
-/// Responses must match the batch sent (every group here is a `Sequence`): one list per group,
-/// no more answers than commands, each at least a status word, stopping exactly at the first
-/// failure.
+/// Responses must match the batch sent ([`batch::check_shape`]).
 fn check_shape(batch: &Batch, responses: &[Vec<Vec<u8>>]) -> Result<(), PurseError> {
-    let bad = |what: String| Err(PurseError::UnexpectedResponse(what));
-    if responses.len() != batch.groups.len() {
-        return bad(format!(
-            "{} response groups for a batch of {}",
-            responses.len(),
-            batch.groups.len()
-        ));
-    }
-    for (n, (group, answers)) in batch.groups.iter().zip(responses).enumerate() {
-        if answers.len() > group.apdus.len() || (answers.is_empty() && !group.apdus.is_empty()) {
-            return bad(format!(
-                "group {n} has {} answers for {} commands",
-                answers.len(),
-                group.apdus.len()
-            ));
-        }
-        for (i, raw) in answers.iter().enumerate() {
-            let Some(sw) = StatusWord::of_response(raw) else {
-                return bad(format!("group {n} has a response shorter than 2 bytes"));
-            };
-            let last = i + 1 == answers.len();
-            let stops = group.mode.stops_after(sw);
-            if stops && !last {
-                return bad(format!("group {n} ran on past its stop condition"));
-            }
-            if !stops && last && answers.len() < group.apdus.len() {
-                return bad(format!("group {n} stopped early"));
-            }
-        }
-    }
-    Ok(())
+    crate::batch::check_shape(batch, responses).map_err(PurseError::UnexpectedResponse)
 }

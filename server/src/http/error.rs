@@ -26,6 +26,12 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     NotFound(&'static str),
+    /// A well-formed request the domain refuses (a wrong code, a card the bank does not confirm).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A service we depend on is not there (503, alarmable): never the user's fault.
+    #[error("{0}")]
+    Unavailable(&'static str),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -50,6 +56,8 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::BadOrigin => (StatusCode::FORBIDDEN, "bad_origin"),
@@ -57,7 +65,7 @@ impl ApiError {
             ApiError::Store(StoreError::NotFound) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Store(StoreError::Conflict(_) | StoreError::Reference(_)) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Store(StoreError::Invalid(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Store(StoreError::Database(_)) | ApiError::Internal(_) => {
+            ApiError::Store(StoreError::Database(_) | StoreError::Corrupt(_)) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         }
@@ -105,7 +113,11 @@ impl From<CreateError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() {
+        let message = if let ApiError::Unavailable(what) = &self {
+            // Ours to fix, but not a bug to hide: the person is told what is unavailable.
+            tracing::warn!(%what, "request failed: unavailable");
+            what.to_string()
+        } else if status.is_server_error() {
             tracing::error!(error = %ErrorChain(&self), "request failed");
             "internal error".to_string()
         } else {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agent_api;
+pub mod bindings;
 pub mod assets;
 pub mod error;
 pub mod extract;
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .merge(session::router())
         .merge(admin::router())
         .merge(agent_api::router())
+        .merge(bindings::router())
         .merge(query::router())
         .merge(ws_agent::router())
         .merge(ws_page::router())

@@ -67,7 +67,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
         Ok(t) => t,
         Err(StoreError::NotFound) => return refuse(socket, ConnectRefusal::UnknownTerminal).await,
         Err(e) => {
-            tracing::error!(error = %e, "loading a terminal for an agent");
+            tracing::error!(error = %crate::util::ErrorChain(&e), "loading a terminal for an agent");
             return;
         }
     };
@@ -83,7 +83,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     // Authenticated from here on: refusals below are worth an audit entry.
     if backend == "virtual" && !state.config.demo {
         if let Err(e) = state.store.audit("agent", "agent.virtual_reader_refused", &terminal_id, &agent_version).await {
-            tracing::error!(error = %e, "auditing a refused virtual reader");
+            tracing::error!(error = %crate::util::ErrorChain(&e), "auditing a refused virtual reader");
         }
         return refuse(socket, ConnectRefusal::VirtualReaderRefused).await;
     }
@@ -111,13 +111,13 @@ async fn handle(state: AppState, mut socket: WebSocket) {
                     let claimed: String = command_id.chars().take(AUDIT_ID_LEN).collect();
                     let detail = format!("command_id={claimed:?} signature={}", if signature_valid { "valid" } else { "invalid" });
                     if let Err(e) = state.store.audit("agent", "agent.unsolicited_reply", &terminal_id, &detail).await {
-                        tracing::error!(error = %e, "auditing an unsolicited reply");
+                        tracing::error!(error = %crate::util::ErrorChain(&e), "auditing an unsolicited reply");
                     }
                 }
-                Err(e) => tracing::warn!(terminal_id, error = %e, "agent reply dropped"),
+                Err(e) => tracing::warn!(terminal_id, error = %crate::util::ErrorChain(&e), "agent reply dropped"),
             },
             Ok(AgentToServer::Hello { .. }) => tracing::warn!(terminal_id, "unexpected second hello ignored"),
-            Err(e) => tracing::warn!(terminal_id, error = %e, "malformed agent frame dropped"),
+            Err(e) => tracing::warn!(terminal_id, error = %crate::util::ErrorChain(&e), "malformed agent frame dropped"),
         }
     }
     drop(connection);

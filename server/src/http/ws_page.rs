@@ -86,7 +86,7 @@ async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, 
         match protocol::decode::<PageToServer>(&text) {
             Ok(message) => on_message(&state, &terminal_id, &page, &user, message).await,
             Err(e) => {
-                tracing::warn!(error = %e, "malformed page frame");
+                tracing::warn!(error = %crate::util::ErrorChain(&e), "malformed page frame");
                 state.hub.send_to_page(page_id, ServerToPage::Refused { reason: Refusal::BadRequest });
             }
         }
@@ -110,7 +110,7 @@ async fn greet(state: &AppState, terminal_id: &str, page: &PageRef) {
                 _ => {}
             }
         }
-        Err(e) => tracing::error!(error = %e, "building the first terminal view"),
+        Err(e) => tracing::error!(error = %crate::util::ErrorChain(&e), "building the first terminal view"),
     }
 }
 
@@ -192,6 +192,6 @@ async fn demo(state: &AppState, terminal_id: &str, page: &PageRef, who: &str, bo
     };
     tracing::info!(terminal_id, user = who, card = %label, "demo tray");
     if let Err(e) = state.hub.send_command(terminal_id, body).await {
-        tracing::warn!(terminal_id, error = %e, "demo tray command failed");
+        tracing::warn!(terminal_id, error = %crate::util::ErrorChain(&e), "demo tray command failed");
     }
 }

@@ -7,15 +7,19 @@
 //! both dialects (SQLite reports no constraint name, only a message naming the columns).
 
 mod audit;
+mod bindings;
 mod bank;
 mod checkpoint;
 mod terminals;
 mod throttle;
+mod topups;
 mod users;
 
+pub use bindings::{BankBinding, BindingRequest};
 pub use audit::{AuditEvent, ChainHead, ChainWalk, MAX_AUDIT_FIELD_BYTES};
 pub use bank::{BankCard, CardTransaction};
 pub use checkpoint::AuditCheckpoint;
+pub use topups::StoredTopUp;
 pub use terminals::{BrowserPairing, CardRead, Terminal};
 pub use users::{Role, StoredConsent, User};
 
@@ -47,6 +51,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// A stored row that does not decode (a value no version of the server writes).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
 }
 
 impl From<sqlx::Error> for StoreError {

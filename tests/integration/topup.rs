@@ -1,0 +1,131 @@
+//! The top-up engine's steps at rest: each transition, its postings and its audit event commit
+//! together, over the version that was read; at most one open top-up per card; a torn write's
+//! pending load survives in the row. On both databases.
+
+use card::purse::{CardSerial, LoadOutcome, PendingLoad, UnknownCause};
+use cardbridge::topup::record::{self, RecordError};
+use cardbridge::topup::{Account, BankReply, Event, Ledger, Policy, State, Timestamp, TopUpId};
+use cardbridge_tests::{both_databases, spawn_app, AppOptions, Engine};
+
+const CARD: [u8; 8] = [0x20, 0x26, 0x12, 0x00, 0x00, 0x00, 0x04, 0x21];
+const T0: Timestamp = Timestamp(1_796_000_000_000);
+
+fn pending() -> PendingLoad {
+    PendingLoad {
+        card_serial: CardSerial::new(CARD),
+        online_serial: 7,
+        old_balance: 1_000,
+        amount: 5_000,
+        terminal_id: [0, 0, 0, 0, 8, 1],
+        date: [0x20, 0x26, 0x12, 0x03],
+        time: [0x14, 0x30, 0x00],
+        mac2: [1, 2, 3, 4],
+    }
+}
+
+fn completed_load() -> Event {
+    Event::Load(LoadOutcome::Completed { new_balance: 6_000, tac: [9, 9, 9, 9], online_serial: 7 })
+}
+
+async fn a_completed_top_up_is_recorded_step_by_step_with_balanced_postings(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions { audit_checkpoint_interval_s: 0, ..AppOptions::default() }).await else { return };
+    let store = app.store();
+    let policy = Policy::default();
+    record::create(store, TopUpId::new("tu-1"), CardSerial::new(CARD), 5_000, T0, "kiosk").await.unwrap();
+    let mut ledger = Ledger::new();
+
+    let events = [Event::Start, Event::DebitReply(BankReply::Completed), Event::CreditReady(pending()), completed_load()];
+    for (i, event) in events.into_iter().enumerate() {
+        let t = record::apply(store, "tu-1", event, T0.plus_ms(i as i64 * 1000), &policy, "worker").await.unwrap();
+        ledger.post(t.next.card, &t.postings).unwrap();
+    }
+
+    let stored = store.topup("tu-1").await.unwrap();
+    assert_eq!(stored.topup.state, State::Completed);
+    assert_eq!(stored.version, 4);
+    for (account, balance) in store.ledger_balances().await.unwrap() {
+        assert_eq!(balance, ledger.balance(account), "{account:?}");
+    }
+    assert_eq!((ledger.balance(Account::BankReceivable), ledger.balance(Account::CardFloat)), (5_000, 5_000));
+    assert!(store.open_topup_of_card(&CardSerial::new(CARD)).await.unwrap().is_none());
+    let steps = store.audit_events(100).await.unwrap().into_iter().filter(|e| e.action == "topup.step").count();
+    assert_eq!(steps, 4);
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(store.audit_events(1000).await.unwrap().len()));
+    app.stop().await;
+}
+
+async fn a_card_has_at_most_one_open_top_up(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    let store = app.store();
+    record::create(store, TopUpId::new("tu-a"), CardSerial::new(CARD), 2_000, T0, "kiosk").await.unwrap();
+
+    let second = record::create(store, TopUpId::new("tu-b"), CardSerial::new(CARD), 2_000, T0, "kiosk").await;
+
+    assert!(matches!(second, Err(RecordError::CardBusy)), "{second:?}");
+    let other_card = record::create(store, TopUpId::new("tu-c"), CardSerial::new([9; 8]), 2_000, T0, "kiosk").await;
+    assert!(other_card.is_ok());
+    // Declined: over, so the card may start another.
+    let policy = Policy::default();
+    record::apply(store, "tu-a", Event::Start, T0, &policy, "worker").await.unwrap();
+    record::apply(store, "tu-a", Event::DebitReply(BankReply::Declined), T0, &policy, "worker").await.unwrap();
+    assert!(record::create(store, TopUpId::new("tu-d"), CardSerial::new(CARD), 2_000, T0, "kiosk").await.is_ok());
+    app.stop().await;
+}
+
+/// Two workers feeding the same step at once: one transition is recorded, the other is refused
+/// (stale or no longer valid) and writes nothing.
+async fn concurrent_steps_record_one_transition(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions { audit_checkpoint_interval_s: 0, ..AppOptions::default() }).await else { return };
+    let store = app.store().clone();
+    record::create(&store, TopUpId::new("tu-r"), CardSerial::new(CARD), 5_000, T0, "kiosk").await.unwrap();
+    record::apply(&store, "tu-r", Event::Start, T0, &Policy::default(), "worker").await.unwrap();
+
+    let policy = Policy::default();
+    let (a, b) = tokio::join!(
+        record::apply(&store, "tu-r", Event::DebitReply(BankReply::Completed), T0, &policy, "worker-a"),
+        record::apply(&store, "tu-r", Event::DebitReply(BankReply::Completed), T0, &policy, "worker-b"),
+    );
+
+    let oks = [a.is_ok(), b.is_ok()].into_iter().filter(|ok| *ok).count();
+    assert_eq!(oks, 1, "{a:?} / {b:?}");
+    for lost in [a, b].into_iter().filter_map(Result::err) {
+        assert!(matches!(lost, RecordError::Stale | RecordError::Invalid(_)), "{lost:?}");
+    }
+    let debits = store.ledger_balances().await.unwrap().into_iter().find(|(a, _)| *a == Account::BankReceivable).unwrap().1;
+    assert_eq!(debits, 5_000, "debited once");
+    assert_eq!(store.topup("tu-r").await.unwrap().version, 2);
+    app.stop().await;
+}
+
+async fn an_invalid_event_writes_nothing_and_a_torn_write_keeps_its_pending_load(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    let store = app.store();
+    let policy = Policy::default();
+    record::create(store, TopUpId::new("tu-x"), CardSerial::new(CARD), 5_000, T0, "kiosk").await.unwrap();
+
+    let early = record::apply(store, "tu-x", completed_load(), T0, &policy, "worker").await;
+    assert!(matches!(early, Err(RecordError::Invalid(_))), "a card write before any debit: {early:?}");
+    assert_eq!(store.topup("tu-x").await.unwrap().version, 0);
+    assert!(store.ledger_balances().await.unwrap().iter().all(|(_, b)| *b == 0));
+
+    for event in [
+        Event::Start,
+        Event::DebitReply(BankReply::Completed),
+        Event::CreditReady(pending()),
+        Event::Load(LoadOutcome::Unknown { pending: pending(), cause: UnknownCause::CardGone }),
+    ] {
+        record::apply(store, "tu-x", event, T0, &policy, "worker").await.unwrap();
+    }
+    let stored = store.topup("tu-x").await.unwrap();
+    assert_eq!(stored.topup.state, State::WriteUnknown { pending: pending() }, "the pending load read back whole");
+    assert!(store.open_topup_of_card(&CardSerial::new(CARD)).await.unwrap().is_some());
+    assert!(matches!(record::apply(store, "tu-none", Event::Start, T0, &policy, "worker").await, Err(RecordError::NotFound)));
+    app.stop().await;
+}
+
+both_databases!(
+    a_completed_top_up_is_recorded_step_by_step_with_balanced_postings,
+    a_card_has_at_most_one_open_top_up,
+    concurrent_steps_record_one_transition,
+    an_invalid_event_writes_nothing_and_a_torn_write_keeps_its_pending_load,
+);
