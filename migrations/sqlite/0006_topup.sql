@@ -3,6 +3,8 @@
 create table topup (
     topup_id text primary key,
     card_serial text not null,
+    -- The bank card the money comes from.
+    binding_id text not null references bank_binding (binding_id),
     amount_minor integer not null check (amount_minor > 0),
     state text not null,
     -- `failed` / `exception`: why.

@@ -5,7 +5,8 @@
 use card::purse::{CardSerial, LoadOutcome, PendingLoad, UnknownCause};
 use cardbridge::topup::record::{self, RecordError};
 use cardbridge::topup::{Account, BankReply, Event, Ledger, Policy, State, Timestamp, TopUpId};
-use cardbridge_tests::{both_databases, spawn_app, AppOptions, Engine};
+use cardbridge::store::{BankBinding, Role};
+use cardbridge_tests::{both_databases, spawn_app, AppOptions, Engine, TestApp};
 
 const CARD: [u8; 8] = [0x20, 0x26, 0x12, 0x00, 0x00, 0x00, 0x04, 0x21];
 const T0: Timestamp = Timestamp(1_796_000_000_000);
@@ -23,6 +24,20 @@ fn pending() -> PendingLoad {
     }
 }
 
+/// A user and a binding row (token `token`) for the top-ups to be paid from; returns its id.
+async fn binding(app: &TestApp, token: &str) -> String {
+    if app.store().user_by_name("payer").await.is_err() {
+        app.add_user("payer", "payer-test-pass", Role::Cardholder).await;
+    }
+    let user = app.store().user_by_name("payer").await.unwrap();
+    let binding_id = format!("k_{token}");
+    let b = BankBinding { binding_id: binding_id.clone(), user_id: user.user_id, last4: "0005".into(), bank_token: token.into(), created_at: 0 };
+    let mut tx = app.store().begin().await.unwrap();
+    tx.insert_binding(&b, &format!("hash-{token}")).await.unwrap();
+    tx.commit().await.unwrap();
+    binding_id
+}
+
 fn completed_load() -> Event {
     Event::Load(LoadOutcome::Completed { new_balance: 6_000, tac: [9, 9, 9, 9], online_serial: 7 })
 }
@@ -31,7 +46,7 @@ async fn a_completed_top_up_is_recorded_step_by_step_with_balanced_postings(engi
     let Some(app) = spawn_app(engine, AppOptions { audit_checkpoint_interval_s: 0, ..AppOptions::default() }).await else { return };
     let store = app.store();
     let policy = Policy::default();
-    record::create(store, TopUpId::new("tu-1"), CardSerial::new(CARD), 5_000, T0, "kiosk").await.unwrap();
+    record::create(store, TopUpId::new("tu-1"), CardSerial::new(CARD), &binding(&app, "b1").await, 5_000, T0, "kiosk").await.unwrap();
     let mut ledger = Ledger::new();
 
     let events = [Event::Start, Event::DebitReply(BankReply::Completed), Event::CreditReady(pending()), completed_load()];
@@ -57,18 +72,19 @@ async fn a_completed_top_up_is_recorded_step_by_step_with_balanced_postings(engi
 async fn a_card_has_at_most_one_open_top_up(engine: Engine) {
     let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
     let store = app.store();
-    record::create(store, TopUpId::new("tu-a"), CardSerial::new(CARD), 2_000, T0, "kiosk").await.unwrap();
+    let paid_by = binding(&app, "b2").await;
+    record::create(store, TopUpId::new("tu-a"), CardSerial::new(CARD), &paid_by, 2_000, T0, "kiosk").await.unwrap();
 
-    let second = record::create(store, TopUpId::new("tu-b"), CardSerial::new(CARD), 2_000, T0, "kiosk").await;
+    let second = record::create(store, TopUpId::new("tu-b"), CardSerial::new(CARD), &paid_by, 2_000, T0, "kiosk").await;
 
     assert!(matches!(second, Err(RecordError::CardBusy)), "{second:?}");
-    let other_card = record::create(store, TopUpId::new("tu-c"), CardSerial::new([9; 8]), 2_000, T0, "kiosk").await;
+    let other_card = record::create(store, TopUpId::new("tu-c"), CardSerial::new([9; 8]), &paid_by, 2_000, T0, "kiosk").await;
     assert!(other_card.is_ok());
     // Declined: over, so the card may start another.
     let policy = Policy::default();
     record::apply(store, "tu-a", Event::Start, T0, &policy, "worker").await.unwrap();
     record::apply(store, "tu-a", Event::DebitReply(BankReply::Declined), T0, &policy, "worker").await.unwrap();
-    assert!(record::create(store, TopUpId::new("tu-d"), CardSerial::new(CARD), 2_000, T0, "kiosk").await.is_ok());
+    assert!(record::create(store, TopUpId::new("tu-d"), CardSerial::new(CARD), &paid_by, 2_000, T0, "kiosk").await.is_ok());
     app.stop().await;
 }
 
@@ -77,7 +93,7 @@ async fn a_card_has_at_most_one_open_top_up(engine: Engine) {
 async fn concurrent_steps_record_one_transition(engine: Engine) {
     let Some(app) = spawn_app(engine, AppOptions { audit_checkpoint_interval_s: 0, ..AppOptions::default() }).await else { return };
     let store = app.store().clone();
-    record::create(&store, TopUpId::new("tu-r"), CardSerial::new(CARD), 5_000, T0, "kiosk").await.unwrap();
+    record::create(&store, TopUpId::new("tu-r"), CardSerial::new(CARD), &binding(&app, "b3").await, 5_000, T0, "kiosk").await.unwrap();
     record::apply(&store, "tu-r", Event::Start, T0, &Policy::default(), "worker").await.unwrap();
 
     let policy = Policy::default();
@@ -101,7 +117,7 @@ async fn an_invalid_event_writes_nothing_and_a_torn_write_keeps_its_pending_load
     let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
     let store = app.store();
     let policy = Policy::default();
-    record::create(store, TopUpId::new("tu-x"), CardSerial::new(CARD), 5_000, T0, "kiosk").await.unwrap();
+    record::create(store, TopUpId::new("tu-x"), CardSerial::new(CARD), &binding(&app, "b4").await, 5_000, T0, "kiosk").await.unwrap();
 
     let early = record::apply(store, "tu-x", completed_load(), T0, &policy, "worker").await;
     assert!(matches!(early, Err(RecordError::Invalid(_))), "a card write before any debit: {early:?}");
@@ -123,7 +139,74 @@ async fn an_invalid_event_writes_nothing_and_a_torn_write_keeps_its_pending_load
     app.stop().await;
 }
 
+/// The worker against the sandbox bank: a binding made at the bank, a top-up worked from its
+/// committed state to "debit confirmed" (the card write waits for the card), a lost reply resolved
+/// by the status query after the retry timer, a restart in `debit_sent` resumed by a query (the
+/// bank never saw it: sent again under the same key), a decline — each debiting at most once.
+async fn the_worker_debits_through_the_bank_exactly_once_whatever_the_replies(engine: Engine) {
+    use cardbridge::topup::worker::BankWorker;
+    use cardbridge_sandbox_bank::{Endpoint, Fault, FaultPlan};
+
+    let bank = cardbridge_tests::spawn_bank().await;
+    let clock = std::sync::Arc::new(cardbridge::clock::ManualClock::starting_now());
+    let options = AppOptions { bank: bank.gateway(), audit_checkpoint_interval_s: 0, ..AppOptions::default() };
+    let Some(app) = cardbridge_tests::spawn_app_with_clock(engine, options, clock.clone()).await else { return };
+    let gateway = app.state.bank.clone().expect("a bank gateway");
+    let card = card::pan::Pan::parse("6200000000000005").unwrap();
+    let token = gateway.create_binding(&card, "+8613800000001").await.expect("bound at the bank").token;
+    let paid_by = binding(&app, token.as_str()).await;
+    let worker = BankWorker {
+        store: app.store().clone(),
+        bank: gateway.clone(),
+        policy: Policy::default(),
+        settlement_account: cardbridge_sandbox_bank::DEMO_SETTLEMENT_ACCOUNT.into(),
+        currency: "CNY".into(),
+        clock: clock.clone(),
+    };
+    let customer = || async { bank.bank.balance("cust-0001").await.unwrap().unwrap() };
+    let start = customer().await;
+    let now = || Timestamp(cardbridge::clock::Clock::now_ms(clock.as_ref()));
+
+    // A plain debit.
+    record::create(app.store(), TopUpId::new("tw-1"), CardSerial::new(CARD), &paid_by, 2_000, now(), "kiosk").await.unwrap();
+    worker.run_once(false).await.unwrap();
+    assert!(matches!(app.store().topup("tw-1").await.unwrap().topup.state, State::DebitConfirmed));
+    assert_eq!(customer().await, start - 2_000);
+
+    // The reply is lost after the bank committed: unknown, then resolved by the status query.
+    record::create(app.store(), TopUpId::new("tw-2"), CardSerial::new([2; 8]), &paid_by, 3_000, now(), "kiosk").await.unwrap();
+    bank.bank.set_faults(FaultPlan::once(Endpoint::Transfer, Fault::ReplyLostAfterCommit));
+    worker.run_once(false).await.unwrap();
+    assert!(matches!(app.store().topup("tw-2").await.unwrap().topup.state, State::DebitUnknown));
+    worker.run_once(false).await.unwrap();
+    assert!(matches!(app.store().topup("tw-2").await.unwrap().topup.state, State::DebitUnknown), "not before its timer");
+    clock.advance(std::time::Duration::from_millis(Policy::default().debit_retry_ms as u64 + 1));
+    worker.run_once(false).await.unwrap();
+    assert!(matches!(app.store().topup("tw-2").await.unwrap().topup.state, State::DebitConfirmed));
+    assert_eq!(customer().await, start - 5_000, "debited once");
+
+    // A crash right after `start` was recorded: the restarted worker queries, the bank never saw
+    // the key, the debit goes out under the same key.
+    record::create(app.store(), TopUpId::new("tw-3"), CardSerial::new([3; 8]), &paid_by, 1_000, now(), "kiosk").await.unwrap();
+    record::apply(app.store(), "tw-3", Event::Start, now(), &Policy::default(), "worker-that-died").await.unwrap();
+    worker.run_once(true).await.unwrap();
+    assert!(matches!(app.store().topup("tw-3").await.unwrap().topup.state, State::DebitConfirmed));
+    assert_eq!(customer().await, start - 6_000);
+
+    // More than the customer has: declined, nothing moves.
+    record::create(app.store(), TopUpId::new("tw-4"), CardSerial::new([4; 8]), &paid_by, 10_000_000, now(), "kiosk").await.unwrap();
+    worker.run_once(false).await.unwrap();
+    assert!(matches!(app.store().topup("tw-4").await.unwrap().topup.state, State::Failed { .. }));
+    assert_eq!(customer().await, start - 6_000);
+
+    let balances: std::collections::HashMap<_, _> = app.store().ledger_balances().await.unwrap().into_iter().collect();
+    assert_eq!(balances[&Account::BankReceivable], 6_000, "the books say what the bank did");
+    assert_eq!(balances[&Account::PendingLoads], 6_000, "waiting for the cards");
+    app.stop().await;
+}
+
 both_databases!(
+    the_worker_debits_through_the_bank_exactly_once_whatever_the_replies,
     a_completed_top_up_is_recorded_step_by_step_with_balanced_postings,
     a_card_has_at_most_one_open_top_up,
     concurrent_steps_record_one_transition,

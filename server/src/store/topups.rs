@@ -7,16 +7,38 @@ use card::purse::{CardSerial, PendingLoad};
 use super::{Store, StoreError, StoreResult, StoreTx};
 use crate::topup::{Account, ExceptionReason, FailReason, Fen, Leg, Side, State, Timestamp, TopUp, TopUpId};
 
-const COLUMNS: &str = "topup_id, card_serial, amount_minor, state, reason, pending_load, debited, credited, debit_failures, \
+const COLUMNS: &str = "topup_id, card_serial, binding_id, amount_minor, state, reason, pending_load, debited, credited, debit_failures, \
                        recovery_failures, refund_failures, write_attempts, pending_since, created_at, updated_at, version";
 
-type Row = (String, String, i64, String, Option<String>, Option<String>, i64, i64, i64, i64, i64, i64, Option<i64>, i64, i64, i64);
+/// One `topup` row as stored (more columns than sqlx's tuples take).
+#[derive(sqlx::FromRow)]
+struct Row {
+    topup_id: String,
+    card_serial: String,
+    binding_id: String,
+    amount_minor: i64,
+    state: String,
+    reason: Option<String>,
+    pending_load: Option<String>,
+    debited: i64,
+    credited: i64,
+    debit_failures: i64,
+    recovery_failures: i64,
+    refund_failures: i64,
+    write_attempts: i64,
+    pending_since: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+}
 
 /// A recorded top-up and the version its next transition must name.
 #[derive(Debug, Clone)]
 pub struct StoredTopUp {
     pub topup: TopUp,
     pub version: i64,
+    /// The bank card binding the money comes from.
+    pub binding_id: String,
 }
 
 fn serial_hex(serial: &CardSerial) -> String {
@@ -120,27 +142,28 @@ fn side_name(side: Side) -> &'static str {
 }
 
 fn topup_from(r: Row) -> StoreResult<StoredTopUp> {
-    let corrupt = |what: String| StoreError::Corrupt(format!("top-up {}: {what}", r.0));
-    let card = serial_from(&r.1).map_err(|e| corrupt(e.to_string()))?;
-    let state = state_from(&r.3, r.4.as_deref(), r.5.as_deref()).map_err(corrupt)?;
+    let corrupt = |what: String| StoreError::Corrupt(format!("top-up {}: {what}", r.topup_id));
+    let card = serial_from(&r.card_serial).map_err(|e| corrupt(e.to_string()))?;
+    let state = state_from(&r.state, r.reason.as_deref(), r.pending_load.as_deref()).map_err(corrupt)?;
     let count = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
     Ok(StoredTopUp {
         topup: TopUp {
-            id: TopUpId::new(r.0.clone()),
+            id: TopUpId::new(r.topup_id.clone()),
             card,
-            amount: r.2,
+            amount: r.amount_minor,
             state,
-            created_at: Timestamp(r.13),
-            updated_at: Timestamp(r.14),
-            debited: r.6 != 0,
-            credited: r.7 != 0,
-            debit_failures: count(r.8),
-            recovery_failures: count(r.9),
-            refund_failures: count(r.10),
-            write_attempts: count(r.11),
-            pending_since: r.12.map(Timestamp),
+            created_at: Timestamp(r.created_at),
+            updated_at: Timestamp(r.updated_at),
+            debited: r.debited != 0,
+            credited: r.credited != 0,
+            debit_failures: count(r.debit_failures),
+            recovery_failures: count(r.recovery_failures),
+            refund_failures: count(r.refund_failures),
+            write_attempts: count(r.write_attempts),
+            pending_since: r.pending_since.map(Timestamp),
         },
-        version: r.15,
+        version: r.version,
+        binding_id: r.binding_id,
     })
 }
 
@@ -151,6 +174,34 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         topup_from(row)
+    }
+
+    /// Open top-ups in one of `states` (by name), oldest first: the worker's queue.
+    pub async fn open_topups_in(&self, states: &[&str], limit: i64) -> StoreResult<Vec<StoredTopUp>> {
+        let mut out = Vec::new();
+        for state in states {
+            let rows: Vec<Row> = sqlx::query_as(&format!(
+                "select {COLUMNS} from topup where open = 1 and state = $1 order by updated_at, topup_id limit $2"
+            ))
+            .bind(*state)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                out.push(topup_from(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bank's token of a binding (also of one removed since: a top-up it paid for may still
+    /// need a refund).
+    pub async fn binding_token(&self, binding_id: &str) -> StoreResult<String> {
+        let (token,): (String,) = sqlx::query_as("select bank_token from bank_binding where binding_id = $1")
+            .bind(binding_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(token)
     }
 
     /// The card's open top-up, if any (at most one, by the unique index).
@@ -181,14 +232,16 @@ impl Store {
 }
 
 impl StoreTx {
-    /// Record a new top-up. A second open top-up for the same card is a conflict.
-    pub async fn insert_topup(&mut self, t: &TopUp) -> StoreResult<()> {
+    /// Record a new top-up paid from `binding_id`. A second open top-up for the same card is a
+    /// conflict.
+    pub async fn insert_topup(&mut self, t: &TopUp, binding_id: &str) -> StoreResult<()> {
         let (state, reason, pending) = state_columns(&t.state);
         sqlx::query(&format!(
-            "insert into topup ({COLUMNS}, open) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0, $16)"
+            "insert into topup ({COLUMNS}, open) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17)"
         ))
         .bind(t.id.as_str())
         .bind(serial_hex(&t.card))
+        .bind(binding_id)
         .bind(t.amount)
         .bind(state)
         .bind(reason)

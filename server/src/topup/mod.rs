@@ -23,6 +23,7 @@
 
 mod ledger;
 pub mod record;
+pub mod worker;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

@@ -32,13 +32,23 @@ impl From<StoreError> for RecordError {
     }
 }
 
-/// Record a new top-up of `amount` fen for `card`: at most one open top-up per card.
-pub async fn create(store: &Store, id: TopUpId, card: CardSerial, amount: Fen, now: Timestamp, actor: &str) -> Result<TopUp, RecordError> {
+/// Record a new top-up of `amount` fen for `card`, paid from the bank card of `binding_id`: at
+/// most one open top-up per card.
+pub async fn create(
+    store: &Store,
+    id: TopUpId,
+    card: CardSerial,
+    binding_id: &str,
+    amount: Fen,
+    now: Timestamp,
+    actor: &str,
+) -> Result<TopUp, RecordError> {
     let topup = TopUp::new(id, card, amount, now)?;
     let mut tx = store.begin().await?;
-    match tx.insert_topup(&topup).await {
+    match tx.insert_topup(&topup, binding_id).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(RecordError::CardBusy),
+        Err(StoreError::Reference(_)) => return Err(RecordError::NotFound),
         Err(e) => return Err(e.into()),
     }
     tx.audit(actor, "topup.create", topup.id.as_str(), &format!("{} fen for card {}", amount, topup.card)).await?;
@@ -50,7 +60,7 @@ pub async fn create(store: &Store, id: TopUpId, card: CardSerial, amount: Fen, n
 /// together, only over the version that was read (a concurrent step makes this one `Stale`, and
 /// nothing of it is written).
 pub async fn apply(store: &Store, id: &str, event: Event, now: Timestamp, policy: &Policy, actor: &str) -> Result<Transition, RecordError> {
-    let StoredTopUp { topup, version } = store.topup(id).await?;
+    let StoredTopUp { topup, version, .. } = store.topup(id).await?;
     let event_name = event.name();
     let transition = step(&topup, event, now, policy)?;
     let mut tx = store.begin().await?;
