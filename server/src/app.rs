@@ -15,6 +15,9 @@ use anyhow::Context;
 
 use crate::auth::LoginLimiter;
 use crate::checkpoint::Checkpointer;
+
+/// The supervised task that runs top-ups' bank effects.
+pub const TOPUP_BANK_WORKER_TASK: &str = "topup-bank-worker";
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http;
@@ -125,6 +128,26 @@ impl Application {
                 let periodic = periodic.clone();
                 async move { periodic.run(stop).await }
             })?;
+        }
+
+        match (&state.bank, &state.config.bank_settlement_account) {
+            (Some(bank), Some(account)) => {
+                let worker = crate::topup::worker::BankWorker {
+                    store: state.store.clone(),
+                    bank: bank.clone(),
+                    policy: crate::topup::Policy::default(),
+                    settlement_account: account.clone(),
+                    currency: "CNY".into(),
+                    clock: state.clock.clone(),
+                };
+                let interval = Duration::from_millis(state.config.topup_worker_interval_ms.max(100));
+                supervisor.spawn(TOPUP_BANK_WORKER_TASK, RestartPolicy::default(), move |stop| {
+                    let worker = worker.clone();
+                    async move { worker.run(interval, stop).await }
+                })?;
+            }
+            (Some(_), None) => tracing::warn!("a bank gateway without bank_settlement_account: the top-up worker does not run"),
+            _ => {}
         }
 
         use axum::serve::ListenerExt;

@@ -53,6 +53,11 @@ pub struct Config {
     /// is unavailable.
     pub bank_url: Option<String>,
     pub bank_key_file: Option<PathBuf>,
+    /// The issuer's settlement account at the bank, where top-ups are paid to
+    /// (`CARDBRIDGE_BANK_SETTLEMENT_ACCOUNT`); without it the top-up worker does not run.
+    pub bank_settlement_account: Option<String>,
+    /// Pause between two passes of the top-up worker.
+    pub topup_worker_interval_ms: u64,
     /// Rate limits per minute (per terminal and per user): `arm` frames, card reads, and lookups
     /// of typed card numbers (per user).
     pub arms_per_minute: usize,
@@ -129,6 +134,8 @@ impl Default for Config {
             issuer_keys_file: None,
             bank_url: None,
             bank_key_file: None,
+            bank_settlement_account: None,
+            topup_worker_interval_ms: 2_000,
             arms_per_minute: 30,
             reads_per_minute: 20,
             typed_lookups_per_minute: 10,
@@ -161,6 +168,8 @@ struct FileConfig {
     issuer_keys_file: Option<PathBuf>,
     bank_url: Option<String>,
     bank_key_file: Option<PathBuf>,
+    bank_settlement_account: Option<String>,
+    topup_worker_interval_ms: Option<u64>,
     arms_per_minute: Option<usize>,
     reads_per_minute: Option<usize>,
     typed_lookups_per_minute: Option<usize>,
@@ -202,6 +211,8 @@ impl Config {
         if let Some(v) = f.issuer_keys_file { self.issuer_keys_file = Some(v); }
         if let Some(v) = f.bank_url { self.bank_url = Some(v); }
         if let Some(v) = f.bank_key_file { self.bank_key_file = Some(v); }
+        if let Some(v) = f.bank_settlement_account { self.bank_settlement_account = Some(v); }
+        if let Some(v) = f.topup_worker_interval_ms { self.topup_worker_interval_ms = v; }
         if let Some(v) = f.arms_per_minute { self.arms_per_minute = v; }
         if let Some(v) = f.reads_per_minute { self.reads_per_minute = v; }
         if let Some(v) = f.typed_lookups_per_minute { self.typed_lookups_per_minute = v; }
@@ -218,6 +229,7 @@ impl Config {
         if let Some(v) = get("CARDBRIDGE_ISSUER_KEYS_FILE") { self.issuer_keys_file = Some(v.into()); }
         if let Some(v) = get("CARDBRIDGE_BANK_URL") { self.bank_url = Some(v); }
         if let Some(v) = get("CARDBRIDGE_BANK_KEY_FILE") { self.bank_key_file = Some(v.into()); }
+        if let Some(v) = get("CARDBRIDGE_BANK_SETTLEMENT_ACCOUNT") { self.bank_settlement_account = Some(v); }
         if let Some(v) = get("CARDBRIDGE_WWW_DIR") { self.www_dir = v.into(); }
         if let Some(v) = get("CARDBRIDGE_ALLOWED_ORIGINS") {
             self.allowed_origins = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();

@@ -205,7 +205,39 @@ async fn the_worker_debits_through_the_bank_exactly_once_whatever_the_replies(en
     app.stop().await;
 }
 
+/// The server runs the worker as a supervised task when a bank and a settlement account are
+/// configured: a recorded top-up is debited without anybody calling the worker.
+async fn the_server_supervises_the_worker_and_it_picks_up_new_top_ups(engine: Engine) {
+    let bank = cardbridge_tests::spawn_bank().await;
+    let options = AppOptions { bank: bank.gateway(), ..AppOptions::default() };
+    let Some(app) = cardbridge_tests::spawn_app_with(engine, options, |c| {
+        c.bank_settlement_account = Some(cardbridge_sandbox_bank::DEMO_SETTLEMENT_ACCOUNT.into());
+        c.topup_worker_interval_ms = 100;
+    })
+    .await
+    else {
+        return;
+    };
+    let gateway = app.state.bank.clone().expect("a bank gateway");
+    let card = card::pan::Pan::parse("6200000000000005").unwrap();
+    let token = gateway.create_binding(&card, "+8613800000001").await.expect("bound at the bank").token;
+    let paid_by = binding(&app, token.as_str()).await;
+
+    record::create(app.store(), TopUpId::new("ts-1"), CardSerial::new(CARD), &paid_by, 1_500, T0, "kiosk").await.unwrap();
+
+    let store = app.store().clone();
+    cardbridge_tests::eventually("the worker to debit the top-up", || {
+        let store = store.clone();
+        async move { matches!(store.topup("ts-1").await.ok()?.topup.state, State::DebitConfirmed).then_some(()) }
+    })
+    .await;
+    let tasks = app.state.tasks.statuses();
+    assert!(tasks.iter().any(|t| t.name == cardbridge::app::TOPUP_BANK_WORKER_TASK), "{tasks:?}");
+    app.stop().await;
+}
+
 both_databases!(
+    the_server_supervises_the_worker_and_it_picks_up_new_top_ups,
     the_worker_debits_through_the_bank_exactly_once_whatever_the_replies,
     a_completed_top_up_is_recorded_step_by_step_with_balanced_postings,
     a_card_has_at_most_one_open_top_up,

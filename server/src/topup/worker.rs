@@ -135,6 +135,25 @@ impl BankWorker {
     }
 }
 
+impl BankWorker {
+    /// Run passes every `interval` until `stop`: the supervised task. The first pass of a run
+    /// resumes what a previous run (or instance) left in flight.
+    pub async fn run(&self, interval: std::time::Duration, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+        let mut resumed = true;
+        loop {
+            let steps = self.run_once(resumed).await.map_err(|e| anyhow::anyhow!(e).context("a top-up worker pass"))?;
+            if steps > 0 {
+                tracing::info!(steps, "top-up worker pass");
+            }
+            resumed = false;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
 fn status(answer: Result<TransferStatus, BankError>) -> StatusReply {
     match answer {
         Ok(TransferStatus::Completed { .. }) => StatusReply::Completed,
