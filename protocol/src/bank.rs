@@ -324,14 +324,9 @@ pub mod signing {
             signature_hex: &str,
             now_s: i64,
         ) -> Result<(), SignatureError> {
-            if key_id != self.key_id {
-                return Err(SignatureError::UnknownKey);
-            }
-            check_skew(timestamp, now_s)?;
             let ts = timestamp.to_string();
-            let mac = self.mac(&[b"cardbridge-bank-v1 request", method.as_bytes(), path.as_bytes(), ts.as_bytes(), nonce.as_bytes(), body]);
-            let sig = hex::decode(signature_hex).map_err(|_| SignatureError::Mismatch)?;
-            mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+            let parts: [&[u8]; 6] = [b"cardbridge-bank-v1 request", method.as_bytes(), path.as_bytes(), ts.as_bytes(), nonce.as_bytes(), body];
+            self.verify(key_id, timestamp, now_s, &parts, signature_hex)
         }
 
         /// Check a reply's signature and timestamp (constant-time comparison).
@@ -346,14 +341,20 @@ pub mod signing {
             signature_hex: &str,
             now_s: i64,
         ) -> Result<(), SignatureError> {
+            let (st, ts) = (status.to_string(), timestamp.to_string());
+            let parts: [&[u8]; 5] = [b"cardbridge-bank-v1 reply", st.as_bytes(), request_signature.as_bytes(), ts.as_bytes(), body];
+            self.verify(key_id, timestamp, now_s, &parts, signature_hex)
+        }
+
+        /// The checks every signature gets: our key, a fresh timestamp, the MAC over `parts`
+        /// (constant-time comparison).
+        fn verify(&self, key_id: &str, timestamp: i64, now_s: i64, parts: &[&[u8]], signature_hex: &str) -> Result<(), SignatureError> {
             if key_id != self.key_id {
                 return Err(SignatureError::UnknownKey);
             }
             check_skew(timestamp, now_s)?;
-            let (st, ts) = (status.to_string(), timestamp.to_string());
-            let mac = self.mac(&[b"cardbridge-bank-v1 reply", st.as_bytes(), request_signature.as_bytes(), ts.as_bytes(), body]);
             let sig = hex::decode(signature_hex).map_err(|_| SignatureError::Mismatch)?;
-            mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+            self.mac(parts).verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
         }
     }
 
