@@ -497,6 +497,15 @@ impl PageSocket {
     }
 
     /// Read frames until one matches; panics on close or deadline.
+    /// The next card number pushed to the page: (read id, number).
+    pub async fn card_number(&mut self) -> (String, String) {
+        self.expect("the card number", |f| match f {
+            ServerToPage::CardNumber { read_id, card_number, .. } => Some((read_id.clone(), card_number.clone())),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&ServerToPage) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {

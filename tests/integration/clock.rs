@@ -55,12 +55,7 @@ async fn a_read_id_expires_when_the_clock_passes_its_lifetime(engine: Engine) {
     page.send(&PageToServer::Arm).await;
     page.expect("waiting for a card", |f| matches!(f, ServerToPage::WaitingForCard).then_some(())).await;
     page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
-    let (read_id, number) = page
-        .expect("the card number", |f| match f {
-            ServerToPage::CardNumber { read_id, card_number, .. } => Some((read_id.clone(), card_number.clone())),
-            _ => None,
-        })
-        .await;
+    let (read_id, number) = page.card_number().await;
 
     clock.advance(Duration::from_millis(cardbridge::reader::READ_TTL_MS as u64 - 1));
     let live: QueryResult = query(&browser, &number, Some(read_id.clone()), RequestKind::Balance).await.json().await.unwrap();

@@ -83,12 +83,7 @@ async fn staff_see_a_tapped_card_in_full(engine: Engine) {
     page.expect("waiting", |f| matches!(f, ServerToPage::WaitingForCard).then_some(())).await;
 
     page.send(&PageToServer::DemoTap { card: "chained-t0".into() }).await;
-    let (read_id, number) = page
-        .expect("the card number", |f| match f {
-            ServerToPage::CardNumber { read_id, card_number, .. } => Some((read_id.clone(), card_number.clone())),
-            _ => None,
-        })
-        .await;
+    let (read_id, number) = page.card_number().await;
     let result: QueryResult = query(&browser, &number, Some(read_id), RequestKind::Transactions).await.json().await.unwrap();
 
     assert_eq!(number, expected("chained-t0"));

@@ -14,14 +14,6 @@ fn refusal(frame: &ServerToPage) -> Option<Refusal> {
     }
 }
 
-async fn card_number(page: &mut PageSocket) -> (String, String) {
-    page.expect("the card number", |f| match f {
-        ServerToPage::CardNumber { read_id, card_number, .. } => Some((read_id.clone(), card_number.clone())),
-        _ => None,
-    })
-    .await
-}
-
 /// Logged in as alice, paired, consent given, armed.
 async fn armed_page(app: &TestApp, agent: &cardbridge_tests::TestAgent, decision: ConsentDecision) -> (Browser, PageSocket) {
     let browser = app.browser();
@@ -41,7 +33,7 @@ async fn a_recorded_card_without_issuer_keys_stays_masked(engine: Engine) {
     let (browser, mut page) = armed_page(&app, &agent, ConsentDecision::AllowAlways).await;
 
     page.send(&PageToServer::DemoTap { card: "visa_credit_de_dkb".into() }).await;
-    let (read_id, number) = card_number(&mut page).await;
+    let (read_id, number) = page.card_number().await;
     let result: QueryResult = query(&browser, &number, Some(read_id), RequestKind::Balance).await.json().await.unwrap();
 
     assert_eq!(number, expected("visa_credit_de_dkb"), "the page still gets the number to fill in");
@@ -68,7 +60,7 @@ async fn a_cloned_card_does_not_disclose_the_customer_data(engine: Engine) {
     let (browser, mut page) = armed_page(&app, &agent, ConsentDecision::AllowAlways).await;
 
     page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
-    let (read_id, number) = card_number(&mut page).await;
+    let (read_id, number) = page.card_number().await;
     let response = query(&browser, &number, Some(read_id), RequestKind::Transactions).await;
     assert_eq!(response.status(), 200);
     let result: QueryResult = response.json().await.unwrap();
@@ -90,7 +82,7 @@ async fn allow_once_is_one_read(engine: Engine) {
     let agent = app.start_terminal("Branch PC 8").await;
     let (_browser, mut page) = armed_page(&app, &agent, ConsentDecision::AllowOnce).await;
     page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
-    card_number(&mut page).await;
+    page.card_number().await;
     let sent = app.state.hub.commands_sent(&agent.terminal_id);
 
     page.send(&PageToServer::Arm).await;
@@ -114,7 +106,7 @@ async fn a_card_is_read_once_per_tap(engine: Engine) {
     let agent = app.start_terminal("Branch PC 13").await;
     let (_browser, mut page) = armed_page(&app, &agent, ConsentDecision::AllowAlways).await;
     page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
-    card_number(&mut page).await;
+    page.card_number().await;
     let sent = app.state.hub.commands_sent(&agent.terminal_id);
 
     for _ in 0..5 {
@@ -124,7 +116,7 @@ async fn a_card_is_read_once_per_tap(engine: Engine) {
     assert_eq!(app.state.hub.commands_sent(&agent.terminal_id), sent, "the same tap was read again");
 
     page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
-    card_number(&mut page).await;
+    page.card_number().await;
     assert!(app.state.hub.commands_sent(&agent.terminal_id) > sent + 1, "a new tap is read");
     agent.stop().await;
     app.stop().await;
