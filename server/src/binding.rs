@@ -111,6 +111,11 @@ fn mask_phone(phone: &str) -> String {
     phone.chars().enumerate().map(|(i, c)| if i < 6 || i + 4 >= n { c } else { '*' }).collect()
 }
 
+/// How the audit names a bound card: its last four digits only.
+fn masked_last4(last4: &str) -> String {
+    format!("****{last4}")
+}
+
 fn new_code() -> String {
     format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000))
 }
@@ -206,7 +211,7 @@ pub async fn resend(state: &AppState, user: &User, request_id: &str) -> Result<B
     tx.replace_binding_code(request_id, &request.code_hash, request.code_expires_at).await?;
     tx.record_code_send(&request.card_hash, request_id, now).await?;
     state.sms.queue(&mut tx, &request.phone, &message(&code), now).await?;
-    tx.audit(&user.username, "binding.resend", &format!("****{}", request.last4), &request.phone_masked).await?;
+    tx.audit(&user.username, "binding.resend", &masked_last4(&request.last4), &request.phone_masked).await?;
     tx.commit().await?;
     Ok(started(&request))
 }
@@ -226,7 +231,7 @@ pub async fn confirm(state: &AppState, user: &User, request_id: &str, code: &str
     if !card::crypto::mac_eq(given.as_bytes(), request.code_hash.as_bytes()) {
         let mut tx = state.store.begin().await?;
         let attempts = tx.count_binding_attempt(request_id).await?;
-        tx.audit(&user.username, "binding.wrong_code", &format!("****{}", request.last4), &attempts.to_string()).await?;
+        tx.audit(&user.username, "binding.wrong_code", &masked_last4(&request.last4), &attempts.to_string()).await?;
         tx.commit().await?;
         if attempts >= MAX_ATTEMPTS {
             fail_request(state, user, &request, now).await?;
@@ -250,7 +255,7 @@ pub async fn confirm(state: &AppState, user: &User, request_id: &str, code: &str
         Err(StoreError::Conflict(_)) => return Err(BindingError::AlreadyBound),
         Err(e) => return Err(e.into()),
     }
-    tx.audit(&user.username, "binding.create", &format!("****{}", request.last4), &binding.binding_id).await?;
+    tx.audit(&user.username, "binding.create", &masked_last4(&request.last4), &binding.binding_id).await?;
     tx.commit().await?;
     Ok(summary(&binding))
 }
@@ -271,7 +276,7 @@ pub async fn remove(state: &AppState, user: &User, binding_id: &str) -> Result<(
         Err(StoreError::NotFound) => return Err(BindingError::UnknownBinding),
         Err(e) => return Err(e.into()),
     };
-    tx.audit(&user.username, "binding.remove", &format!("****{}", binding.last4), binding_id).await?;
+    tx.audit(&user.username, "binding.remove", &masked_last4(&binding.last4), binding_id).await?;
     tx.commit().await?;
     delete_at_bank(state, &BindingToken::new(binding.bank_token)).await;
     Ok(())
@@ -289,7 +294,7 @@ async fn open_request(state: &AppState, user: &User, request_id: &str) -> Result
 async fn fail_request(state: &AppState, user: &User, request: &BindingRequest, now: i64) -> Result<(), BindingError> {
     let mut tx = state.store.begin().await?;
     let ended = tx.end_binding_request(&request.request_id, "too_many_attempts", now).await?;
-    tx.audit(&user.username, "binding.failed", &format!("****{}", request.last4), "too many wrong codes").await?;
+    tx.audit(&user.username, "binding.failed", &masked_last4(&request.last4), "too many wrong codes").await?;
     tx.commit().await?;
     if ended {
         delete_at_bank(state, &BindingToken::new(request.bank_token.clone())).await;
