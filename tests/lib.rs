@@ -14,7 +14,7 @@ use cardbridge::state::AppState;
 use cardbridge::store::{Role, Store};
 use cardbridge::{Application, Config};
 use futures_util::{SinkExt, StreamExt};
-use protocol::page::{PageToServer, ServerToPage};
+use protocol::page::ServerToPage;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -218,6 +218,7 @@ async fn spawn_configured(
         std::io::Write::write_all(&mut file, key.to_file().as_bytes()).expect("bank key written");
         config.bank_url = Some(url.clone());
         config.bank_key_file = Some(path);
+        config.bank_settlement_account = Some(cardbridge_sandbox_bank::DEMO_SETTLEMENT_ACCOUNT.into());
     }
     if let Some(n) = options.limits_per_minute {
         (config.arms_per_minute, config.reads_per_minute, config.typed_lookups_per_minute) = (n, n, n);
@@ -451,23 +452,40 @@ impl Browser {
 
     /// Open `/ws/page` as the page module would, with this browser's cookies and `origin`.
     pub async fn page_socket(&self, origin: &str) -> Result<PageSocket, tokio_tungstenite::tungstenite::Error> {
-        let mut request = format!("ws://{}/ws/page", self.host).into_client_request()?;
+        self.socket("/ws/page", origin).await
+    }
+
+    /// Open `/ws/kiosk` as the kiosk page would, with this browser's cookies and `origin`.
+    pub async fn kiosk_socket(&self, origin: &str) -> Result<KioskSocket, tokio_tungstenite::tungstenite::Error> {
+        self.socket("/ws/kiosk", origin).await
+    }
+
+    async fn socket<T>(&self, path: &str, origin: &str) -> Result<FrameSocket<T>, tokio_tungstenite::tungstenite::Error> {
+        let mut request = format!("ws://{}{path}", self.host).into_client_request()?;
         request.headers_mut().insert("origin", origin.parse().unwrap());
         let cookies = self.cookie_header();
         if !cookies.is_empty() {
             request.headers_mut().insert("cookie", cookies.parse().unwrap());
         }
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(PageSocket { ws })
+        Ok(FrameSocket { ws, _frames: std::marker::PhantomData })
     }
 }
 
-pub struct PageSocket {
+/// A WebSocket as a page opens it, reading frames of type `T` (`ServerToPage` on `/ws/page`,
+/// `ServerToKiosk` on `/ws/kiosk`).
+pub struct FrameSocket<T> {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    _frames: std::marker::PhantomData<T>,
 }
 
-impl PageSocket {
-    pub async fn send(&mut self, message: &PageToServer) {
+/// `/ws/page`, as the page module opens it.
+pub type PageSocket = FrameSocket<ServerToPage>;
+/// `/ws/kiosk`, as the top-up kiosk page opens it.
+pub type KioskSocket = FrameSocket<protocol::kiosk::ServerToKiosk>;
+
+impl<T: serde::de::DeserializeOwned + std::fmt::Debug> FrameSocket<T> {
+    pub async fn send(&mut self, message: &impl serde::Serialize) {
         self.ws.send(Message::Text(protocol::encode(message).into())).await.expect("page frame sent");
     }
 
@@ -486,10 +504,10 @@ impl PageSocket {
     }
 
     /// The next server frame, or `None` if the socket closed.
-    pub async fn next(&mut self) -> Option<ServerToPage> {
+    pub async fn next(&mut self) -> Option<T> {
         loop {
-            match tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("a page frame within the deadline") {
-                Some(Ok(Message::Text(text))) => return Some(protocol::decode(&text).expect("a valid page frame")),
+            match tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("a frame within the deadline") {
+                Some(Ok(Message::Text(text))) => return Some(protocol::decode(&text).expect("a valid frame")),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
                 Some(Ok(_)) => continue,
             }
@@ -497,6 +515,28 @@ impl PageSocket {
     }
 
     /// Read frames until one matches; panics on close or deadline.
+    pub async fn expect<V>(&mut self, what: &str, mut pick: impl FnMut(&T) -> Option<V>) -> V {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = tokio::time::timeout(remaining, self.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}; frames seen: {seen:?}"));
+            match frame {
+                Some(frame) => {
+                    if let Some(v) = pick(&frame) {
+                        return v;
+                    }
+                    seen.push(frame);
+                }
+                None => panic!("socket closed while waiting for {what}; frames seen: {seen:?}"),
+            }
+        }
+    }
+}
+
+impl PageSocket {
     /// The next card number pushed to the page: (read id, number).
     pub async fn card_number(&mut self) -> (String, String) {
         self.expect("the card number", |f| match f {
@@ -504,24 +544,6 @@ impl PageSocket {
             _ => None,
         })
         .await
-    }
-
-    pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&ServerToPage) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let frame = tokio::time::timeout(remaining, self.next())
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-            match frame {
-                Some(frame) => {
-                    if let Some(v) = pick(&frame) {
-                        return v;
-                    }
-                }
-                None => panic!("page socket closed while waiting for {what}"),
-            }
-        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Real PC/SC: simulated cards inserted into vsmartcard's `Virtual PCD 00 01` and read through pcscd with the EMV read
+//! Real PC/SC: simulated cards inserted into vsmartcard's `Virtual PCD 00 01` and read through pcscd with the EMV read, and the simulated e-purse loaded, torn, recovered and inquired
 //!
 //! Needs pcscd with vsmartcard-vpcd (`apt-get install pcscd vsmartcard-vpcd; pcscd -f -a`).
 //! Without them every test prints a note and passes, unless `CARDBRIDGE_REQUIRE_PCSC=1`.
@@ -17,8 +17,18 @@ use std::time::{Duration, Instant};
 
 use pcsc::{Context, Protocols, ReaderState, Scope, ShareMode, State};
 
-use card::apdu::ExchangeError;
+use card::apdu::{ExchangeError, StatusWord};
+use card::batch;
 use card::emv::{read_card, CardIdentity, ReadCardError, TARGET_ROUND_TRIPS};
+use card::purse::{
+    self, keys, CardSerial, Inquiry, InquiryError, LoadOutcome, LoadRequest, PendingLoad,
+    PurseKeys, Resolution, TacInput, UnknownCause,
+};
+use card::sim::issuer::{test_purse_keys, TEST_PURSE_KEY_INDEX};
+use card::sim::purse::{
+    demo_purse, purse_card, PurseCard, PurseState, Tear, PURSE_CARD_2, PURSE_CARD_2_SERIAL,
+    PURSE_CARD_SERIAL, PURSE_CLONE,
+};
 use card::sim::vpcd::{self, Ended, InsertedCard, Options};
 use card::sim::{self, Misbehave, SimCard, Vanish};
 
@@ -374,4 +384,209 @@ fn round_trip_without_the_latency_fix() {
     let with = median_round_trip(&mut bench, Options::default(), 200);
     let without = median_round_trip(&mut bench, Options { latency_fix: false }, 50);
     eprintln!("median APDU round trip: {with:?} with the latency fix, {without:?} without");
+}
+
+/// The terminal id the purse tests load from.
+const PURSE_TERMINAL: [u8; 6] = [0x00, 0x00, 0x00, 0x00, 0x07, 0x01];
+
+fn purse_request(amount: u32) -> LoadRequest {
+    LoadRequest {
+        key_index: TEST_PURSE_KEY_INDEX,
+        amount,
+        terminal_id: PURSE_TERMINAL,
+        date: [0x20, 0x26, 0x12, 0x03],
+        time: [0x14, 0x30, 0x00],
+        card: Some(CardSerial::new(PURSE_CARD_SERIAL)),
+    }
+}
+
+/// `purse-card` with this balance; [`PurseCard::state`] is its memory, to insert it again.
+fn purse_with(balance: u32) -> PurseCard {
+    let state = std::sync::Arc::new(Mutex::new(PurseState::with_balance(balance)));
+    purse_card().with_state(state)
+}
+
+fn load_over_pcsc(card: &pcsc::Card, request: LoadRequest) -> LoadOutcome {
+    purse::run_load(
+        &mut |apdu: &[u8]| transmit(card, apdu),
+        &test_purse_keys(),
+        request,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn inquire_over_pcsc(card: &pcsc::Card) -> Result<Inquiry, InquiryError> {
+    let batch = purse::inquiry_batch(TEST_PURSE_KEY_INDEX, &PURSE_TERMINAL);
+    let responses = batch::execute(&batch, &mut |apdu: &[u8]| transmit(card, apdu))
+        .unwrap_or_else(|e| panic!("the inquiry batch did not run: {e}"));
+    purse::inquiry_from(
+        &responses,
+        TEST_PURSE_KEY_INDEX,
+        &PURSE_TERMINAL,
+        &test_purse_keys(),
+    )
+}
+
+#[test]
+fn a_purse_load_over_pcsc_moves_the_balance_by_the_amount_with_a_tac_that_verifies() {
+    let Some(mut bench) =
+        bench("a_purse_load_over_pcsc_moves_the_balance_by_the_amount_with_a_tac_that_verifies")
+    else {
+        return;
+    };
+    let purse = purse_with(1_000);
+    let memory = purse.state();
+    let (inserted, card) = bench.tap(Box::new(purse));
+
+    let outcome = load_over_pcsc(&card, purse_request(500));
+
+    let LoadOutcome::Completed {
+        new_balance,
+        tac,
+        online_serial,
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!((new_balance, online_serial), (1_500, 0));
+    let serial = CardSerial::new(PURSE_CARD_SERIAL);
+    let tac_key = test_purse_keys().tac_key(&serial).unwrap();
+    let signed = TacInput {
+        new_balance: 1_500,
+        online_serial: 0,
+        amount: 500,
+        terminal_id: PURSE_TERMINAL,
+        date: [0x20, 0x26, 0x12, 0x03],
+        time: [0x14, 0x30, 0x00],
+    };
+    assert_eq!(tac, keys::load_tac(&tac_key, &signed));
+    let balance = purse::read_balance(&mut |apdu: &[u8]| transmit(&card, apdu))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .balance;
+    assert_eq!(balance, 1_500);
+    assert_eq!(
+        (memory.lock().unwrap().balance, memory.lock().unwrap().online_serial),
+        (1_500, 1)
+    );
+    assert_eq!(bench.remove(inserted, Some(card)), Ended::Removed);
+}
+
+/// Load 500 onto a purse holding 1 000 that tears its CREDIT FOR LOAD (the card vanishes, vpcd
+/// answers nothing), then insert the same card again and resolve the load. Returns the
+/// resolution and the balance the card holds.
+fn torn_load_then_recovery(bench: &mut Bench, tear: Tear) -> (Resolution, u32) {
+    let mut purse = purse_with(1_000);
+    purse.tear_next_credit(tear);
+    let memory = purse.state();
+    let (inserted, card) = bench.tap(Box::new(purse));
+
+    let outcome = load_over_pcsc(&card, purse_request(500));
+
+    let pending: PendingLoad = match outcome {
+        LoadOutcome::Unknown {
+            pending,
+            cause: UnknownCause::CardGone,
+        } => pending,
+        other => panic!("{tear:?}: expected an unknown outcome, got {other:?}"),
+    };
+    assert_eq!(
+        (pending.online_serial, pending.old_balance, pending.amount),
+        (0, 1_000, 500)
+    );
+    assert!(inserted.wait_ended(DEADLINE), "{tear:?}: the card stayed");
+    assert_eq!(bench.remove(inserted, Some(card)), Ended::Vanished);
+
+    let (inserted, card) = bench.tap(Box::new(purse_card().with_state(memory)));
+    let resolution = purse::recover(
+        &mut |apdu: &[u8]| transmit(&card, apdu),
+        &test_purse_keys(),
+        pending,
+        TEST_PURSE_KEY_INDEX,
+    )
+    .unwrap_or_else(|e| panic!("{tear:?}: recovery failed: {e}"));
+    let balance = purse::read_balance(&mut |apdu: &[u8]| transmit(&card, apdu))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .balance;
+    assert_eq!(bench.remove(inserted, Some(card)), Ended::Removed);
+    (resolution, balance)
+}
+
+#[test]
+fn a_purse_torn_after_the_commit_is_unknown_then_recovery_over_pcsc_finds_it_committed() {
+    let Some(mut bench) = bench(
+        "a_purse_torn_after_the_commit_is_unknown_then_recovery_over_pcsc_finds_it_committed",
+    ) else {
+        return;
+    };
+
+    let (resolution, balance) = torn_load_then_recovery(&mut bench, Tear::AfterCommit);
+
+    assert!(
+        matches!(
+            resolution,
+            Resolution::Committed {
+                balance: 1_500,
+                ..
+            }
+        ),
+        "{resolution:?}"
+    );
+    assert_eq!(balance, 1_500);
+}
+
+#[test]
+fn a_purse_torn_before_the_commit_is_unknown_then_recovery_over_pcsc_says_not_committed() {
+    let Some(mut bench) = bench(
+        "a_purse_torn_before_the_commit_is_unknown_then_recovery_over_pcsc_says_not_committed",
+    ) else {
+        return;
+    };
+
+    let (resolution, balance) = torn_load_then_recovery(&mut bench, Tear::BeforeCommit);
+
+    assert_eq!(resolution, Resolution::NotCommitted { balance: 1_000 });
+    assert_eq!(balance, 1_000);
+}
+
+#[test]
+fn a_purse_inquiry_over_pcsc_authenticates_our_cards_and_refuses_a_clone_and_a_bank_card() {
+    let Some(mut bench) = bench(
+        "a_purse_inquiry_over_pcsc_authenticates_our_cards_and_refuses_a_clone_and_a_bank_card",
+    ) else {
+        return;
+    };
+    let second = demo_purse(PURSE_CARD_2).unwrap();
+    *second.state().lock().unwrap() = PurseState {
+        online_serial: 4,
+        ..PurseState::with_balance(2_500)
+    };
+    let cards: [(Box<dyn SimCard>, &str); 3] = [
+        (Box::new(second), PURSE_CARD_2),
+        (sim::load(PURSE_CLONE).unwrap(), PURSE_CLONE),
+        (sim::load("unionpay-debit").unwrap(), "unionpay-debit"),
+    ];
+    let mut results = Vec::new();
+
+    for (sim_card, name) in cards {
+        let (inserted, card) = bench.tap(sim_card);
+        results.push((name, inquire_over_pcsc(&card)));
+        assert_eq!(bench.remove(inserted, Some(card)), Ended::Removed, "{name}");
+    }
+
+    let [(_, second), (_, clone), (_, bank)] = &results[..] else {
+        panic!("{results:?}");
+    };
+    let second = second.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((second.balance, second.online_serial), (2_500, 4));
+    assert_eq!(
+        second.info.card_serial(),
+        CardSerial::new(PURSE_CARD_2_SERIAL)
+    );
+    assert_eq!(clone, &Err(InquiryError::BadMac1));
+    assert_eq!(
+        bank,
+        &Err(InquiryError::NotAPurse {
+            select: StatusWord(0x6A82)
+        })
+    );
 }

@@ -135,6 +135,9 @@ pub struct TerminalSummary {
     pub policy: Option<super::agent::LocalPolicyReport>,
     pub readers: Vec<super::agent::ReaderInfo>,
     pub pairings: Vec<PairingSummary>,
+    /// Self-service top-up is switched on for this terminal (its kiosk admits cards, R3.3).
+    #[serde(default)]
+    pub topup_enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +162,75 @@ pub struct CreatedTerminal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetPermission {
     pub permitted: bool,
+}
+
+/// `POST /api/admin/terminals/{terminal_id}/topup`: switch self-service top-up on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTopUp {
+    pub enabled: bool,
+}
+
+/// Whether a registered stored-value card may be topped up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurseCardStatus {
+    Active,
+    /// Reported lost or stolen, or closed: not admitted at any kiosk.
+    Blocked,
+}
+
+/// One registered stored-value card as admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurseCardSummary {
+    /// The card serial, 16 hex digits (admins manage cards by it).
+    pub card_serial: String,
+    /// The serial with all but the last four digits masked, as the audit log shows it.
+    pub card_masked: String,
+    /// The holder's user name.
+    pub username: String,
+    /// The last four digits of the bank card it is topped up from, once bound.
+    pub bound_card_last4: Option<String>,
+    pub status: PurseCardStatus,
+    pub blocked_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `GET /api/admin/purse-cards?q=&page=`: registered cards whose serial ends with `q` (hex
+/// digits), a page at a time (from 1).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PurseCardQuery {
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default)]
+    pub page: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurseCardPage {
+    pub cards: Vec<PurseCardSummary>,
+    pub page: u32,
+    /// A next page exists.
+    pub has_more: bool,
+}
+
+impl PurseCardPage {
+    pub const PAGE_SIZE: u32 = 50;
+}
+
+/// `POST /api/admin/purse-cards`: register a stored-value card for a cardholder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddPurseCard {
+    /// 16 hex digits, either case.
+    pub card_serial: String,
+    pub username: String,
+}
+
+/// `POST /api/admin/purse-cards/{card_serial}/block`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockPurseCard {
+    /// Why (lost, stolen, closed…), for the audit log and the admin list.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

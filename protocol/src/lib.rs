@@ -5,6 +5,7 @@
 //! - [`agent`]: frames between the bridge agent and the server over `/ws/agent`, including the
 //!   signed command envelope ([`agent::SignedCommand`]) and the signed reply ([`agent::SignedReply`]).
 //! - [`page`]: frames between the page module (WebAssembly) and the server over `/ws/page`.
+//! - [`kiosk`]: frames between the top-up kiosk page and the server over `/ws/kiosk`.
 //! - [`api`]: JSON bodies of the HTTP API used by the pages and scripts.
 //! - [`bank`]: the bank-gateway API (`/v1/…`) and, with `crypto`, its HMAC request/reply signatures.
 //! - [`envelope`] (feature `crypto`): Ed25519 signing and verification of commands, replies and the
@@ -22,6 +23,7 @@ pub mod bytes;
 pub mod checkpoint;
 #[cfg(feature = "crypto")]
 pub mod envelope;
+pub mod kiosk;
 pub mod page;
 
 pub use bytes::HexBytes;

@@ -73,7 +73,17 @@ impl Application {
         let keys = Arc::new(config.key_store()?);
         let throttles = crate::throttle::Throttles::from_config(&config);
         let bank = config.bank_gateway()?;
+        let topups = crate::topup::service::TopUps::new(crate::topup::service::TopUpsConfig {
+            store: store.clone(),
+            hub: hub.clone(),
+            keys: keys.clone(),
+            clock: clock.clone(),
+            policy: crate::topup::Policy::default(),
+            key_index: config.topup.key_index,
+            time_zone: config.topup.time_zone,
+        });
         let state = AppState::new(Inner {
+            topups,
             store,
             hub,
             secrets,
@@ -139,6 +149,7 @@ impl Application {
                     settlement_account: account.clone(),
                     currency: "CNY".into(),
                     clock: state.clock.clone(),
+                    topups: Some(state.topups.clone()),
                 };
                 let interval = Duration::from_millis(state.config.topup_worker_interval_ms.max(100));
                 supervisor.spawn(TOPUP_BANK_WORKER_TASK, RestartPolicy::default(), move |stop| {

@@ -4,12 +4,16 @@
 //! The file's keys are the field names below (`session_ttl_minutes` for the session lifetime);
 //! behind a reverse proxy set `trusted_proxies = ["10.0.0.5"]` so that the login limits see the
 //! client's address from `X-Forwarded-For` (and only then), and `log_format = "json"` in production.
+//! The self-service top-up's amounts, limits, issuers and time zone are a `[topup]` table
+//! ([`TopUpConfig`]; variables `CARDBRIDGE_TOPUP_<KEY>`). Everything is checked at load.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
+
+use crate::topup::admission::{IssuerId, SIMULATOR_ISSUER};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -66,6 +70,164 @@ pub struct Config {
     /// Seconds between signed checkpoints of the audit head (written only when the head moved;
     /// one more at shutdown). 0: only at shutdown.
     pub audit_checkpoint_interval_s: u64,
+    /// Self-service top-up at the kiosk: amounts, R3.4 limits, admitted issuers (R3.3).
+    pub topup: TopUpConfig,
+}
+
+/// The `[topup]` table. Amounts in fen (¥1 = 100); durations in milliseconds. Environment:
+/// `CARDBRIDGE_TOPUP_` and the key in capitals (`CARDBRIDGE_TOPUP_AMOUNTS_MINOR=2000,5000`,
+/// `CARDBRIDGE_TOPUP_ISSUERS=4342524944474531,…`, `CARDBRIDGE_TOPUP_TIME_ZONE=Asia/Shanghai`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUpConfig {
+    /// The amounts a kiosk offers (default ¥20, ¥50, ¥100, ¥200), each at most
+    /// `per_topup_max_minor`.
+    pub amounts_minor: Vec<i64>,
+    pub per_topup_max_minor: i64,
+    /// Caps per stored-value card, per business day and month.
+    pub card_daily_cap_minor: i64,
+    pub card_monthly_cap_minor: i64,
+    /// Caps per bank card (binding), over all the cards it tops up.
+    pub binding_daily_cap_minor: i64,
+    pub binding_monthly_cap_minor: i64,
+    /// The most a card may hold after a top-up.
+    pub balance_ceiling_minor: i64,
+    /// At most `velocity_max` top-ups of one card per `velocity_window_ms`.
+    pub velocity_max: u32,
+    pub velocity_window_ms: i64,
+    /// Purse issuers admitted (8-byte ids, 16 hex digits in the file). Default none; a demo server
+    /// also admits the simulator's ([`Config::topup_issuers`]).
+    pub issuers: Vec<IssuerId>,
+    /// The purse load key index the server asks the card to use (INITIALIZE FOR LOAD), the one
+    /// the key store holds (the simulator's is 1).
+    pub key_index: u8,
+    /// ISO 4217 code of the amounts.
+    pub currency: String,
+    /// The IANA zone of the business day and month of the limits.
+    pub time_zone: chrono_tz::Tz,
+}
+
+impl Default for TopUpConfig {
+    fn default() -> Self {
+        TopUpConfig {
+            amounts_minor: vec![2_000, 5_000, 10_000, 20_000],
+            per_topup_max_minor: 20_000,
+            card_daily_cap_minor: 50_000,
+            card_monthly_cap_minor: 200_000,
+            binding_daily_cap_minor: 100_000,
+            binding_monthly_cap_minor: 300_000,
+            balance_ceiling_minor: 100_000,
+            velocity_max: 3,
+            velocity_window_ms: 10 * 60 * 1000,
+            issuers: Vec::new(),
+            // The simulator's purses use key index 1 too (`card::sim::issuer::TEST_PURSE_KEY_INDEX`).
+            key_index: 1,
+            currency: "CNY".into(),
+            time_zone: chrono_tz::Asia::Shanghai,
+        }
+    }
+}
+
+impl TopUpConfig {
+    /// Refuse amounts, limits and codes that make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        ensure!(
+            self.per_topup_max_minor > 0 && self.per_topup_max_minor <= i64::from(u32::MAX),
+            "topup.per_topup_max_minor must be positive and at most {} (what a purse can load)",
+            u32::MAX
+        );
+        ensure!(!self.amounts_minor.is_empty(), "topup.amounts_minor must offer at least one amount");
+        for (i, &amount) in self.amounts_minor.iter().enumerate() {
+            ensure!(amount > 0, "topup.amounts_minor: {amount} is not a positive amount");
+            ensure!(
+                amount <= self.per_topup_max_minor,
+                "topup.amounts_minor: {amount} is over per_topup_max_minor ({})",
+                self.per_topup_max_minor
+            );
+            ensure!(!self.amounts_minor[..i].contains(&amount), "topup.amounts_minor: {amount} is listed twice");
+        }
+        for (name, value) in [
+            ("card_daily_cap_minor", self.card_daily_cap_minor),
+            ("card_monthly_cap_minor", self.card_monthly_cap_minor),
+            ("binding_daily_cap_minor", self.binding_daily_cap_minor),
+            ("binding_monthly_cap_minor", self.binding_monthly_cap_minor),
+            ("balance_ceiling_minor", self.balance_ceiling_minor),
+            ("velocity_window_ms", self.velocity_window_ms),
+        ] {
+            ensure!(value > 0, "topup.{name} must be positive");
+        }
+        ensure!(self.velocity_max > 0, "topup.velocity_max must be at least 1");
+        ensure!(
+            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase()),
+            "topup.currency {:?} is not an ISO 4217 code (three capital letters)",
+            self.currency
+        );
+        Ok(())
+    }
+
+    fn apply_file(&mut self, f: FileTopUp) -> anyhow::Result<()> {
+        if let Some(v) = f.amounts_minor { self.amounts_minor = v; }
+        if let Some(v) = f.per_topup_max_minor { self.per_topup_max_minor = v; }
+        if let Some(v) = f.card_daily_cap_minor { self.card_daily_cap_minor = v; }
+        if let Some(v) = f.card_monthly_cap_minor { self.card_monthly_cap_minor = v; }
+        if let Some(v) = f.binding_daily_cap_minor { self.binding_daily_cap_minor = v; }
+        if let Some(v) = f.binding_monthly_cap_minor { self.binding_monthly_cap_minor = v; }
+        if let Some(v) = f.balance_ceiling_minor { self.balance_ceiling_minor = v; }
+        if let Some(v) = f.velocity_max { self.velocity_max = v; }
+        if let Some(v) = f.velocity_window_ms { self.velocity_window_ms = v; }
+        if let Some(v) = f.issuers {
+            self.issuers = v.iter().map(|s| parse_issuer(s, "topup.issuers")).collect::<anyhow::Result<_>>()?;
+        }
+        if let Some(v) = f.key_index { self.key_index = v; }
+        if let Some(v) = f.currency { self.currency = v; }
+        if let Some(v) = f.time_zone { self.time_zone = parse_zone(&v, "topup.time_zone")?; }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, get: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn number<T: std::str::FromStr>(name: &str, v: &str) -> anyhow::Result<T> {
+            v.trim().parse().map_err(|_| anyhow::anyhow!("{name}={v} is not a whole number in range"))
+        }
+        const P: &str = "CARDBRIDGE_TOPUP_";
+        let var = |key: &str| get(&format!("{P}{key}")).map(|v| (format!("{P}{key}"), v));
+        if let Some((name, v)) = var("AMOUNTS_MINOR") {
+            self.amounts_minor = list(&v).map(|a| number(&name, a)).collect::<anyhow::Result<_>>()?;
+        }
+        for (key, field) in [
+            ("PER_TOPUP_MAX_MINOR", &mut self.per_topup_max_minor),
+            ("CARD_DAILY_CAP_MINOR", &mut self.card_daily_cap_minor),
+            ("CARD_MONTHLY_CAP_MINOR", &mut self.card_monthly_cap_minor),
+            ("BINDING_DAILY_CAP_MINOR", &mut self.binding_daily_cap_minor),
+            ("BINDING_MONTHLY_CAP_MINOR", &mut self.binding_monthly_cap_minor),
+            ("BALANCE_CEILING_MINOR", &mut self.balance_ceiling_minor),
+            ("VELOCITY_WINDOW_MS", &mut self.velocity_window_ms),
+        ] {
+            if let Some((name, v)) = var(key) {
+                *field = number(&name, &v)?;
+            }
+        }
+        if let Some((name, v)) = var("VELOCITY_MAX") { self.velocity_max = number(&name, &v)?; }
+        if let Some((name, v)) = var("ISSUERS") {
+            self.issuers = list(&v).map(|s| parse_issuer(s, &name)).collect::<anyhow::Result<_>>()?;
+        }
+        if let Some((name, v)) = var("KEY_INDEX") { self.key_index = number(&name, &v)?; }
+        if let Some((_, v)) = var("CURRENCY") { self.currency = v.trim().to_string(); }
+        if let Some((name, v)) = var("TIME_ZONE") { self.time_zone = parse_zone(&v, &name)?; }
+        Ok(())
+    }
+}
+
+/// The items of a comma-separated list, trimmed, empty ones dropped.
+fn list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_issuer(text: &str, what: &str) -> anyhow::Result<IssuerId> {
+    IssuerId::parse(text).with_context(|| format!("{what}: issuer id {text:?} is not 16 hexadecimal digits"))
+}
+
+fn parse_zone(text: &str, what: &str) -> anyhow::Result<chrono_tz::Tz> {
+    text.trim().parse().map_err(|_| anyhow::anyhow!("{what}: {text:?} is not an IANA time zone (like Asia/Shanghai)"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -140,6 +302,7 @@ impl Default for Config {
             reads_per_minute: 20,
             typed_lookups_per_minute: 10,
             audit_checkpoint_interval_s: 60,
+            topup: TopUpConfig::default(),
         }
     }
 }
@@ -174,6 +337,26 @@ struct FileConfig {
     reads_per_minute: Option<usize>,
     typed_lookups_per_minute: Option<usize>,
     audit_checkpoint_interval_s: Option<u64>,
+    topup: Option<FileTopUp>,
+}
+
+/// The file's `[topup]` table: every key optional, same names as [`TopUpConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTopUp {
+    amounts_minor: Option<Vec<i64>>,
+    per_topup_max_minor: Option<i64>,
+    card_daily_cap_minor: Option<i64>,
+    card_monthly_cap_minor: Option<i64>,
+    binding_daily_cap_minor: Option<i64>,
+    binding_monthly_cap_minor: Option<i64>,
+    balance_ceiling_minor: Option<i64>,
+    velocity_max: Option<u32>,
+    velocity_window_ms: Option<i64>,
+    issuers: Option<Vec<String>>,
+    key_index: Option<u8>,
+    currency: Option<String>,
+    time_zone: Option<String>,
 }
 
 impl Config {
@@ -183,13 +366,28 @@ impl Config {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let f: FileConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-            config.apply_file(f);
+            config.apply_file(f).with_context(|| format!("in {}", path.display()))?;
         }
         config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
         Ok(config)
     }
 
-    fn apply_file(&mut self, f: FileConfig) {
+    /// Check what the layers cannot check one key at a time.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.topup.validate()
+    }
+
+    /// The purse issuers a kiosk admits: the configured ones, and in demo mode the simulator's.
+    pub fn topup_issuers(&self) -> Vec<IssuerId> {
+        let mut issuers = self.topup.issuers.clone();
+        if self.demo && !issuers.contains(&SIMULATOR_ISSUER) {
+            issuers.push(SIMULATOR_ISSUER);
+        }
+        issuers
+    }
+
+    fn apply_file(&mut self, f: FileConfig) -> anyhow::Result<()> {
         if let Some(v) = f.listen { self.listen = v; }
         if let Some(v) = f.database_url { self.database_url = v; }
         if let Some(v) = f.public_url { self.public_url = Some(v); }
@@ -217,6 +415,8 @@ impl Config {
         if let Some(v) = f.reads_per_minute { self.reads_per_minute = v; }
         if let Some(v) = f.typed_lookups_per_minute { self.typed_lookups_per_minute = v; }
         if let Some(v) = f.audit_checkpoint_interval_s { self.audit_checkpoint_interval_s = v; }
+        if let Some(v) = f.topup { self.topup.apply_file(v)?; }
+        Ok(())
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
@@ -251,6 +451,7 @@ impl Config {
             self.audit_checkpoint_interval_s =
                 v.parse().with_context(|| format!("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S={v} is not a number of seconds"))?;
         }
+        self.topup.apply_env(&get)?;
         Ok(())
     }
 
@@ -314,7 +515,7 @@ mod tests {
     #[test]
     fn layers_apply_in_order() {
         let mut config = Config::default();
-        config.apply_file(toml::from_str("listen = \"127.0.0.1:9000\"\ndemo = true").unwrap());
+        config.apply_file(toml::from_str("listen = \"127.0.0.1:9000\"\ndemo = true").unwrap()).unwrap();
         config
             .apply_env(|k| match k {
                 "CARDBRIDGE_LISTEN" => Some("127.0.0.1:9100".into()),
@@ -333,7 +534,8 @@ mod tests {
         config.apply_file(
             toml::from_str("log_format = \"json\"\ntrusted_proxies = [\"10.0.0.5\"]\nlogin_delay_base_ms = 20")
                 .unwrap(),
-        );
+        )
+        .unwrap();
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.trusted_proxies, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
         assert_eq!(config.login_throttle.base_delay_ms, 20);
@@ -348,7 +550,7 @@ mod tests {
     fn the_audit_checkpoint_interval_comes_from_file_and_env() {
         let mut config = Config::default();
         assert_eq!(config.audit_checkpoint_interval_s, 60);
-        config.apply_file(toml::from_str("audit_checkpoint_interval_s = 5").unwrap());
+        config.apply_file(toml::from_str("audit_checkpoint_interval_s = 5").unwrap()).unwrap();
         assert_eq!(config.audit_checkpoint_interval_s, 5);
         config.apply_env(|k| (k == "CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S").then(|| "0".to_string())).unwrap();
         assert_eq!(config.audit_checkpoint_interval_s, 0);
@@ -359,6 +561,90 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[topup]\namount = 1").is_err());
+    }
+
+    #[test]
+    fn the_topup_defaults_are_valid_and_admit_the_simulator_only_in_demo_mode() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.topup.amounts_minor, vec![2_000, 5_000, 10_000, 20_000]);
+        assert_eq!((config.topup.currency.as_str(), config.topup.time_zone), ("CNY", chrono_tz::Asia::Shanghai));
+        assert_eq!(config.topup.key_index, card::sim::issuer::TEST_PURSE_KEY_INDEX);
+        assert!(config.topup_issuers().is_empty());
+        let demo = Config { demo: true, ..Config::default() };
+        assert_eq!(demo.topup_issuers(), vec![SIMULATOR_ISSUER]);
+        assert_eq!(SIMULATOR_ISSUER.to_string(), "4342524944474531");
+    }
+
+    #[test]
+    fn the_topup_table_comes_from_file_and_env() {
+        let mut config = Config { demo: true, ..Config::default() };
+        config
+            .apply_file(
+                toml::from_str(
+                    "[topup]\namounts_minor = [1000, 3000]\nper_topup_max_minor = 3000\nissuers = [\"1000000000000001\"]\n\
+                     time_zone = \"Europe/Berlin\"\nvelocity_max = 5\ncurrency = \"EUR\"\nkey_index = 2",
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(config.topup.amounts_minor, vec![1_000, 3_000]);
+        assert_eq!(config.topup.time_zone, chrono_tz::Europe::Berlin);
+        assert_eq!((config.topup.velocity_max, config.topup.currency.as_str(), config.topup.key_index), (5, "EUR", 2));
+        assert_eq!(config.topup_issuers(), vec![IssuerId::new([0x10, 0, 0, 0, 0, 0, 0, 1]), SIMULATOR_ISSUER]);
+
+        config
+            .apply_env(|k| match k {
+                "CARDBRIDGE_TOPUP_AMOUNTS_MINOR" => Some("500, 1500".into()),
+                "CARDBRIDGE_TOPUP_CARD_DAILY_CAP_MINOR" => Some("7000".into()),
+                "CARDBRIDGE_TOPUP_ISSUERS" => Some("4342524944474531".into()),
+                "CARDBRIDGE_TOPUP_TIME_ZONE" => Some("Asia/Shanghai".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.topup.amounts_minor, vec![500, 1_500]);
+        assert_eq!(config.topup.card_daily_cap_minor, 7_000);
+        assert_eq!(config.topup_issuers(), vec![SIMULATOR_ISSUER], "listed once");
+        assert_eq!(config.topup.time_zone, chrono_tz::Asia::Shanghai);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_topup_settings_are_refused_at_load() {
+        let file = |text: &str| {
+            let mut config = Config::default();
+            config.apply_file(toml::from_str(text).unwrap()).and_then(|()| config.validate())
+        };
+        for bad in [
+            "[topup]\namounts_minor = [2000, 0]",
+            "[topup]\namounts_minor = [-100]",
+            "[topup]\namounts_minor = []",
+            "[topup]\namounts_minor = [2000, 2000]",
+            "[topup]\namounts_minor = [30000]",
+            "[topup]\nper_topup_max_minor = 0",
+            "[topup]\nper_topup_max_minor = 5000000000\namounts_minor = [2000]",
+            "[topup]\ncard_daily_cap_minor = 0",
+            "[topup]\nvelocity_max = 0",
+            "[topup]\nvelocity_window_ms = -1",
+            "[topup]\nissuers = [\"43425249444745\"]",
+            "[topup]\nissuers = [\"434252494447453Z\"]",
+            "[topup]\ntime_zone = \"Asia/Beijing\"",
+            "[topup]\ncurrency = \"yuan\"",
+        ] {
+            assert!(file(bad).is_err(), "{bad}");
+        }
+        assert!(file("[topup]\namounts_minor = [20000]\nissuers = [\"4342524944474531\"]").is_ok());
+
+        let env = |key: &str, value: &str| {
+            let mut config = Config::default();
+            config.apply_env(|k| (k == key).then(|| value.to_string()))
+        };
+        let err = env("CARDBRIDGE_TOPUP_AMOUNTS_MINOR", "20,fifty").unwrap_err();
+        assert!(err.to_string().contains("CARDBRIDGE_TOPUP_AMOUNTS_MINOR"), "{err}");
+        assert!(env("CARDBRIDGE_TOPUP_ISSUERS", "nothex").is_err());
+        assert!(env("CARDBRIDGE_TOPUP_TIME_ZONE", "Mars/Olympus").is_err());
+        assert!(env("CARDBRIDGE_TOPUP_KEY_INDEX", "256").is_err());
     }
 
     #[test]

@@ -150,10 +150,29 @@ impl PageConn {
     }
 }
 
+/// What a kiosk connection is told about its terminal (internal; the kiosk task decides what to
+/// do and what to send to its page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KioskSignal {
+    /// A card appeared on the terminal's reader.
+    CardPresent,
+    /// The card left the reader.
+    CardRemoved,
+    /// Something else changed (agent connected or gone, permission): refresh the view.
+    Changed,
+}
+
+/// One top-up kiosk connection (`/ws/kiosk`).
+struct KioskConn {
+    terminal_id: String,
+    tx: mpsc::Sender<KioskSignal>,
+}
+
 #[derive(Default)]
 struct Inner {
     agents: HashMap<String, AgentConn>,
     pages: HashMap<u64, PageConn>,
+    kiosks: HashMap<u64, KioskConn>,
     next_conn_id: u64,
     /// Commands handed to each terminal's agent since start (for monitoring and tests).
     commands_sent: HashMap<String, u64>,
@@ -443,6 +462,56 @@ impl Hub {
             .filter(|(_, p)| p.terminal_id == terminal_id)
             .map(|(id, p)| p.page_ref(*id))
             .collect()
+    }
+
+    // ---- kiosks ----
+
+    /// Register a kiosk connection on `terminal_id`; it is told of card and terminal changes on
+    /// `tx`. Returns its id.
+    pub fn kiosk_connected(&self, terminal_id: &str, tx: mpsc::Sender<KioskSignal>) -> u64 {
+        let mut inner = self.lock();
+        inner.next_conn_id += 1;
+        let id = inner.next_conn_id;
+        inner.kiosks.insert(id, KioskConn { terminal_id: terminal_id.to_string(), tx });
+        id
+    }
+
+    pub fn kiosk_disconnected(&self, kiosk_id: u64) {
+        self.lock().kiosks.remove(&kiosk_id);
+    }
+
+    /// Tell every kiosk of a terminal. A kiosk whose queue is full already has signals to
+    /// handle; this one is dropped (each signal makes it look at the terminal afresh).
+    pub fn signal_kiosks(&self, terminal_id: &str, signal: KioskSignal) {
+        for kiosk in self.lock().kiosks.values().filter(|k| k.terminal_id == terminal_id) {
+            let _ = kiosk.tx.try_send(signal);
+        }
+    }
+
+    /// Whether any kiosk is connected on the terminal.
+    pub fn has_kiosk(&self, terminal_id: &str) -> bool {
+        self.lock().kiosks.values().any(|k| k.terminal_id == terminal_id)
+    }
+
+    /// Claim the present card of a terminal for a kiosk read: false if a read runs, the present
+    /// card was already read, or there is no card. Same rule as [`Hub::try_begin_read`].
+    pub fn try_begin_kiosk_read(&self, terminal_id: &str) -> Option<PresentCard> {
+        let mut inner = self.lock();
+        match inner.agents.get_mut(terminal_id) {
+            Some(agent) if !agent.busy && !agent.status.card_read => {
+                let card = agent.status.card.clone()?;
+                agent.busy = true;
+                agent.status.card_read = true;
+                Some(card)
+            }
+            _ => None,
+        }
+    }
+
+    /// The card on the terminal's reader, if any, and whether it is still the same insertion as
+    /// `atr` on `reader` (a re-tap gives a new `card_present`, and marks it unread).
+    pub fn present_card(&self, terminal_id: &str) -> Option<PresentCard> {
+        self.lock().agents.get(terminal_id).and_then(|a| a.status.card.clone())
     }
 
     /// How many commands have been handed to a terminal's agent since start.

@@ -28,6 +28,7 @@ pub mod http;
 pub mod logging;
 pub mod hub;
 pub mod keys;
+pub mod kiosk;
 pub mod metrics;
 pub mod reader;
 pub mod secrets;

@@ -1,11 +1,11 @@
-//! The `cardbridge` command: serve, migrate, seed demo data, manage users and terminals.
+//! The `cardbridge` command: serve, migrate, seed demo data, manage users, terminals and stored-value cards.
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use cardbridge::auth::MAX_USERNAME_CHARS;
-use cardbridge::store::{Role, Store};
+use cardbridge::store::{Role, Store, StoreError};
 use cardbridge::terminals::TerminalName;
 use cardbridge::{Application, Config};
 use clap::{Parser, Subcommand};
@@ -40,6 +40,11 @@ enum Command {
     Terminal {
         #[command(subcommand)]
         command: TerminalCommand,
+    },
+    /// Manage the stored-value (purse) cards the issuer knows: only these are admitted for top-up.
+    PurseCard {
+        #[command(subcommand)]
+        command: PurseCardCommand,
     },
     /// Check the audit log: its hash chain, every signed checkpoint of its head, and optionally a
     /// head held outside the database.
@@ -86,6 +91,40 @@ enum TerminalCommand {
     Permit { terminal_id: String },
     /// Switch a terminal's permission off.
     Forbid { terminal_id: String },
+    /// Switch self-service top-up on or off for a terminal (by name, or by id).
+    Topup {
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        switch: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PurseCardCommand {
+    /// Register a stored-value card (serial: 16 hex digits) for a cardholder.
+    Add {
+        #[arg(value_parser = parse_serial)]
+        serial: card::purse::CardSerial,
+        /// The holder's user name (a cardholder account).
+        #[arg(long)]
+        user: String,
+    },
+    /// Block a card (lost, stolen, closed): no kiosk admits it.
+    Block {
+        #[arg(value_parser = parse_serial)]
+        serial: card::purse::CardSerial,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Unblock a blocked card.
+    Unblock {
+        #[arg(value_parser = parse_serial)]
+        serial: card::purse::CardSerial,
+    },
+}
+
+fn parse_serial(text: &str) -> Result<card::purse::CardSerial, String> {
+    cardbridge::topup::admission::parse_card_serial(text).map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -161,11 +200,73 @@ async fn main() -> anyhow::Result<()> {
                     cardbridge::terminals::set_permitted(&store, &terminal_id, false, "cli").await.context("no such terminal")?;
                     println!("terminal {terminal_id} forbidden");
                 }
+                TerminalCommand::Topup { name, switch } => {
+                    let enabled = switch == "on";
+                    let terminal = match store.terminal_by_name(name.trim()).await {
+                        Err(StoreError::NotFound) => store.terminal(name.trim()).await,
+                        found => found,
+                    }
+                    .map_err(|e| match e {
+                        StoreError::NotFound => anyhow::anyhow!("no terminal named {name}"),
+                        other => other.into(),
+                    })?;
+                    let mut tx = store.begin().await?;
+                    tx.set_terminal_topup(&terminal.terminal_id, enabled).await?;
+                    tx.audit("cli", cardbridge::http::admin::topup_action(enabled), &terminal.terminal_id, "").await?;
+                    tx.commit().await?;
+                    println!("top-up {switch} for terminal {} ({})", terminal.name, terminal.terminal_id);
+                }
             }
             Ok(())
         }
+        Command::PurseCard { command } => {
+            let store = open_store(&config).await?;
+            purse_card(&store, command).await
+        }
         Command::AuditVerify(args) => audit_verify(&config, args).await,
     }
+}
+
+async fn purse_card(store: &Store, command: PurseCardCommand) -> anyhow::Result<()> {
+    let now = cardbridge::util::now_ms();
+    let no_card = |e: StoreError| match e {
+        StoreError::NotFound => anyhow::anyhow!("no such card"),
+        other => other.into(),
+    };
+    match command {
+        PurseCardCommand::Add { serial, user } => {
+            let name = user.trim().to_lowercase();
+            let holder = store.user_by_name(&name).await.map_err(|e| match e {
+                StoreError::NotFound => anyhow::anyhow!("no user named {name}"),
+                other => other.into(),
+            })?;
+            anyhow::ensure!(holder.role == Role::Cardholder, "{name} is not a cardholder account");
+            let mut tx = store.begin().await?;
+            tx.insert_purse_card(&serial, &holder.user_id, None, now).await.map_err(|e| match e {
+                StoreError::Conflict(_) => anyhow::anyhow!("card {serial} is registered already"),
+                other => other.into(),
+            })?;
+            tx.audit("cli", "purse_card.add", &serial.masked(), &holder.username).await?;
+            tx.commit().await?;
+            println!("card {} registered for {name}", serial.to_hex());
+        }
+        PurseCardCommand::Block { serial, reason } => {
+            let reason = cardbridge::http::admin::block_reason(&reason).map_err(|e| anyhow::anyhow!(e))?;
+            let mut tx = store.begin().await?;
+            anyhow::ensure!(tx.block_purse_card(&serial, reason, now).await.map_err(no_card)?, "card {serial} is blocked already");
+            tx.audit("cli", "purse_card.block", &serial.masked(), reason).await?;
+            tx.commit().await?;
+            println!("card {} blocked", serial.to_hex());
+        }
+        PurseCardCommand::Unblock { serial } => {
+            let mut tx = store.begin().await?;
+            anyhow::ensure!(tx.unblock_purse_card(&serial, now).await.map_err(no_card)?, "card {serial} is not blocked");
+            tx.audit("cli", "purse_card.unblock", &serial.masked(), "").await?;
+            tx.commit().await?;
+            println!("card {} unblocked", serial.to_hex());
+        }
+    }
+    Ok(())
 }
 
 async fn audit_verify(config: &Config, args: AuditVerifyArgs) -> anyhow::Result<()> {
@@ -231,6 +332,22 @@ mod tests {
         assert!(parse("Desk\n4").is_err());
         assert!(parse(&"x".repeat(65)).is_err());
         assert!(parse("   ").is_err());
+    }
+
+    #[test]
+    fn purse_card_and_topup_commands_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["cardbridge"], args].concat());
+        let ok = parse(&["purse-card", "add", "20261200000004aa", "--user", "alice"]).expect("add parses");
+        let Command::PurseCard { command: PurseCardCommand::Add { serial, user } } = ok.command else { panic!("purse-card add") };
+        assert_eq!((serial.to_hex().as_str(), user.as_str()), ("20261200000004AA", "alice"));
+        assert!(parse(&["purse-card", "add", "2026", "--user", "alice"]).is_err(), "a short serial");
+        assert!(parse(&["purse-card", "add", "20261200000004AA"]).is_err(), "no holder");
+        assert!(parse(&["purse-card", "block", "20261200000004AA", "--reason", "lost"]).is_ok());
+        assert!(parse(&["purse-card", "block", "20261200000004AA"]).is_err(), "no reason");
+        assert!(parse(&["purse-card", "unblock", "20261200000004AA"]).is_ok());
+        assert!(parse(&["terminal", "topup", "Kiosk 1", "on"]).is_ok());
+        assert!(parse(&["terminal", "topup", "Kiosk 1", "off"]).is_ok());
+        assert!(parse(&["terminal", "topup", "Kiosk 1", "maybe"]).is_err());
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub async fn terminal_view(state: &AppState, terminal_id: &str, page: &PageRef) 
 /// Push the current view to every page of a terminal; pages no longer allowed are disarmed and
 /// told why.
 pub async fn refresh_pages(state: &AppState, terminal_id: &str) {
+    state.hub.signal_kiosks(terminal_id, crate::hub::KioskSignal::Changed);
     for page in state.hub.pages_of(terminal_id) {
         match terminal_view(state, terminal_id, &page).await {
             Ok(view) => state.hub.send_to_page(page.page_id, ServerToPage::State(view)),
@@ -197,7 +198,7 @@ pub async fn read_card(state: &AppState, terminal_id: &str, card: &PresentCard) 
     let terminal = Terminal::at(state.now_ms() as u64 / 1000, unpredictable_number());
     let (mut session, mut batch) = ReadSession::start_with(&card.atr, terminal.clone());
     let identity = loop {
-        let groups = transmit(state, terminal_id, card, &batch).await?;
+        let groups = transmit(&state.hub, terminal_id, card, &batch).await?;
         match session.advance(groups) {
             Ok(Next::Send(next)) => batch = next,
             Ok(Next::Done(identity)) => break identity,
@@ -255,7 +256,7 @@ async fn authenticate(
         Err(e) => return Ok(CardAuth::Failed(e.to_string())),
     };
     let batch = Batch { groups: vec![Group::sequence(vec![request.apdu.clone()])] };
-    let groups = transmit(state, terminal_id, card, &batch).await?;
+    let groups = transmit(&state.hub, terminal_id, card, &batch).await?;
     let Some(raw) = groups.first().and_then(|g| g.first()) else {
         return Ok(CardAuth::Failed("no answer to GENERATE AC".into()));
     };
@@ -270,10 +271,11 @@ async fn authenticate(
     }
 }
 
-/// One batch through the agent; the responses group by group.
-async fn transmit(state: &AppState, terminal_id: &str, card: &PresentCard, batch: &Batch) -> Result<Vec<Vec<Vec<u8>>>, ReadFailure> {
+/// One batch through the agent; the responses group by group. Transport only: callers authorize
+/// first (a read: [`authorize`]; a top-up write: the kiosk's admission and the engine's state).
+pub async fn transmit(hub: &crate::hub::Hub, terminal_id: &str, card: &PresentCard, batch: &Batch) -> Result<Vec<Vec<Vec<u8>>>, ReadFailure> {
     let body = CommandBody::Transmit { reader: Some(card.reader.clone()), batch: to_wire(batch) };
-    let outcome = state.hub.send_command(terminal_id, body).await.map_err(|e| match e {
+    let outcome = hub.send_command(terminal_id, body).await.map_err(|e| match e {
         HubError::Timeout => ReadFailure::Timeout,
         HubError::AgentOffline | HubError::Disconnected => ReadFailure::ReaderError,
         HubError::BadReply(reason) => {

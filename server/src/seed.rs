@@ -1,5 +1,6 @@
 //! Demo data: users of all three roles, and a bank card (with account and transactions) for every
-//! bank card in the simulator's catalogue, so that any demo tap finds its data.
+//! bank card in the simulator's catalogue, so that any demo tap finds its data, and the
+//! simulator's stored-value cards for the top-up kiosk.
 
 use crate::auth::hash_password;
 use crate::secrets::Secrets;
@@ -83,6 +84,18 @@ pub async fn seed_demo(store: &Store, secrets: &Secrets) -> anyhow::Result<()> {
             };
             store.insert_card_transaction(&card.bank_card_id, &tx).await?;
         }
+    }
+    // The simulator's stored-value cards the issuer knows (R3.3): alice's and bob's, not bound
+    // to a bank card yet (the first tap at the kiosk offers binding).
+    for (serial, holder) in [(card::sim::purse::PURSE_CARD_SERIAL, &alice), (card::sim::purse::PURSE_CARD_2_SERIAL, &bob)] {
+        let serial = card::purse::CardSerial::new(serial);
+        if store.purse_card(&serial).await?.is_some() {
+            continue;
+        }
+        let mut tx = store.begin().await?;
+        tx.insert_purse_card(&serial, holder, None, now).await?;
+        tx.audit("system", "purse_card.add", &serial.masked(), "demo").await?;
+        tx.commit().await?;
     }
     store.audit("system", "seed.demo", "", "").await?;
     Ok(())

@@ -39,6 +39,8 @@ pub struct Inner {
     pub read_timings: crate::metrics::ReadTimings,
     /// Where "now" comes from for every time decision (a manual clock in tests).
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// The top-up service: the card side of the engine and the feed of top-up changes.
+    pub topups: crate::topup::service::TopUps,
     /// The supervised background tasks and how they fare.
     pub tasks: crate::supervisor::TaskBoard,
 }

@@ -46,7 +46,7 @@ async fn a_completed_top_up_is_recorded_step_by_step_with_balanced_postings(engi
     let Some(app) = spawn_app(engine, AppOptions { audit_checkpoint_interval_s: 0, ..AppOptions::default() }).await else { return };
     let store = app.store();
     let policy = Policy::default();
-    record::create(store, TopUpId::new("tu-1"), CardSerial::new(CARD), &binding(&app, "b1").await, 5_000, T0, "kiosk").await.unwrap();
+    record::create(store, TopUpId::new("tu-1"), CardSerial::new(CARD), &binding(&app, "b1").await, 5_000, T0, "kiosk", None).await.unwrap();
     let mut ledger = Ledger::new();
 
     let events = [Event::Start, Event::DebitReply(BankReply::Completed), Event::CreditReady(pending()), completed_load()];
@@ -73,18 +73,18 @@ async fn a_card_has_at_most_one_open_top_up(engine: Engine) {
     let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
     let store = app.store();
     let paid_by = binding(&app, "b2").await;
-    record::create(store, TopUpId::new("tu-a"), CardSerial::new(CARD), &paid_by, 2_000, T0, "kiosk").await.unwrap();
+    record::create(store, TopUpId::new("tu-a"), CardSerial::new(CARD), &paid_by, 2_000, T0, "kiosk", None).await.unwrap();
 
-    let second = record::create(store, TopUpId::new("tu-b"), CardSerial::new(CARD), &paid_by, 2_000, T0, "kiosk").await;
+    let second = record::create(store, TopUpId::new("tu-b"), CardSerial::new(CARD), &paid_by, 2_000, T0, "kiosk", None).await;
 
     assert!(matches!(second, Err(RecordError::CardBusy)), "{second:?}");
-    let other_card = record::create(store, TopUpId::new("tu-c"), CardSerial::new([9; 8]), &paid_by, 2_000, T0, "kiosk").await;
+    let other_card = record::create(store, TopUpId::new("tu-c"), CardSerial::new([9; 8]), &paid_by, 2_000, T0, "kiosk", None).await;
     assert!(other_card.is_ok());
     // Declined: over, so the card may start another.
     let policy = Policy::default();
     record::apply(store, "tu-a", Event::Start, T0, &policy, "worker").await.unwrap();
     record::apply(store, "tu-a", Event::DebitReply(BankReply::Declined), T0, &policy, "worker").await.unwrap();
-    assert!(record::create(store, TopUpId::new("tu-d"), CardSerial::new(CARD), &paid_by, 2_000, T0, "kiosk").await.is_ok());
+    assert!(record::create(store, TopUpId::new("tu-d"), CardSerial::new(CARD), &paid_by, 2_000, T0, "kiosk", None).await.is_ok());
     app.stop().await;
 }
 
@@ -93,7 +93,7 @@ async fn a_card_has_at_most_one_open_top_up(engine: Engine) {
 async fn concurrent_steps_record_one_transition(engine: Engine) {
     let Some(app) = spawn_app(engine, AppOptions { audit_checkpoint_interval_s: 0, ..AppOptions::default() }).await else { return };
     let store = app.store().clone();
-    record::create(&store, TopUpId::new("tu-r"), CardSerial::new(CARD), &binding(&app, "b3").await, 5_000, T0, "kiosk").await.unwrap();
+    record::create(&store, TopUpId::new("tu-r"), CardSerial::new(CARD), &binding(&app, "b3").await, 5_000, T0, "kiosk", None).await.unwrap();
     record::apply(&store, "tu-r", Event::Start, T0, &Policy::default(), "worker").await.unwrap();
 
     let policy = Policy::default();
@@ -117,7 +117,7 @@ async fn an_invalid_event_writes_nothing_and_a_torn_write_keeps_its_pending_load
     let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
     let store = app.store();
     let policy = Policy::default();
-    record::create(store, TopUpId::new("tu-x"), CardSerial::new(CARD), &binding(&app, "b4").await, 5_000, T0, "kiosk").await.unwrap();
+    record::create(store, TopUpId::new("tu-x"), CardSerial::new(CARD), &binding(&app, "b4").await, 5_000, T0, "kiosk", None).await.unwrap();
 
     let early = record::apply(store, "tu-x", completed_load(), T0, &policy, "worker").await;
     assert!(matches!(early, Err(RecordError::Invalid(_))), "a card write before any debit: {early:?}");
@@ -162,19 +162,20 @@ async fn the_worker_debits_through_the_bank_exactly_once_whatever_the_replies(en
         settlement_account: cardbridge_sandbox_bank::DEMO_SETTLEMENT_ACCOUNT.into(),
         currency: "CNY".into(),
         clock: clock.clone(),
+        topups: None,
     };
     let customer = || async { bank.bank.balance("cust-0001").await.unwrap().unwrap() };
     let start = customer().await;
     let now = || Timestamp(cardbridge::clock::Clock::now_ms(clock.as_ref()));
 
     // A plain debit.
-    record::create(app.store(), TopUpId::new("tw-1"), CardSerial::new(CARD), &paid_by, 2_000, now(), "kiosk").await.unwrap();
+    record::create(app.store(), TopUpId::new("tw-1"), CardSerial::new(CARD), &paid_by, 2_000, now(), "kiosk", None).await.unwrap();
     worker.run_once(false).await.unwrap();
     assert!(matches!(app.store().topup("tw-1").await.unwrap().topup.state, State::DebitConfirmed));
     assert_eq!(customer().await, start - 2_000);
 
     // The reply is lost after the bank committed: unknown, then resolved by the status query.
-    record::create(app.store(), TopUpId::new("tw-2"), CardSerial::new([2; 8]), &paid_by, 3_000, now(), "kiosk").await.unwrap();
+    record::create(app.store(), TopUpId::new("tw-2"), CardSerial::new([2; 8]), &paid_by, 3_000, now(), "kiosk", None).await.unwrap();
     bank.bank.set_faults(FaultPlan::once(Endpoint::Transfer, Fault::ReplyLostAfterCommit));
     worker.run_once(false).await.unwrap();
     assert!(matches!(app.store().topup("tw-2").await.unwrap().topup.state, State::DebitUnknown));
@@ -187,14 +188,14 @@ async fn the_worker_debits_through_the_bank_exactly_once_whatever_the_replies(en
 
     // A crash right after `start` was recorded: the restarted worker queries, the bank never saw
     // the key, the debit goes out under the same key.
-    record::create(app.store(), TopUpId::new("tw-3"), CardSerial::new([3; 8]), &paid_by, 1_000, now(), "kiosk").await.unwrap();
+    record::create(app.store(), TopUpId::new("tw-3"), CardSerial::new([3; 8]), &paid_by, 1_000, now(), "kiosk", None).await.unwrap();
     record::apply(app.store(), "tw-3", Event::Start, now(), &Policy::default(), "worker-that-died").await.unwrap();
     worker.run_once(true).await.unwrap();
     assert!(matches!(app.store().topup("tw-3").await.unwrap().topup.state, State::DebitConfirmed));
     assert_eq!(customer().await, start - 6_000);
 
     // More than the customer has: declined, nothing moves.
-    record::create(app.store(), TopUpId::new("tw-4"), CardSerial::new([4; 8]), &paid_by, 10_000_000, now(), "kiosk").await.unwrap();
+    record::create(app.store(), TopUpId::new("tw-4"), CardSerial::new([4; 8]), &paid_by, 10_000_000, now(), "kiosk", None).await.unwrap();
     worker.run_once(false).await.unwrap();
     assert!(matches!(app.store().topup("tw-4").await.unwrap().topup.state, State::Failed { .. }));
     assert_eq!(customer().await, start - 6_000);
@@ -223,7 +224,7 @@ async fn the_server_supervises_the_worker_and_it_picks_up_new_top_ups(engine: En
     let token = gateway.create_binding(&card, "+8613800000001").await.expect("bound at the bank").token;
     let paid_by = binding(&app, token.as_str()).await;
 
-    record::create(app.store(), TopUpId::new("ts-1"), CardSerial::new(CARD), &paid_by, 1_500, T0, "kiosk").await.unwrap();
+    record::create(app.store(), TopUpId::new("ts-1"), CardSerial::new(CARD), &paid_by, 1_500, T0, "kiosk", None).await.unwrap();
 
     let store = app.store().clone();
     cardbridge_tests::eventually("the worker to debit the top-up", || {

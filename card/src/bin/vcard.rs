@@ -6,9 +6,9 @@
 //! cargo run -p card --bin vcard -- --card purse-card --state purse.json [--tear-credit after]
 //! ```
 //!
-//! The e-purse keeps its balance, online serial and load log in the `--state` file (created if
-//! missing, written after every change), so running vcard again with the same file inserts the
-//! same card again. `--tear-credit before|after` makes the first CREDIT FOR LOAD vanish without
+//! A demo e-purse (`purse-card`, `purse-card-2`, `purse-foreign`, `purse-clone`) keeps its
+//! balance, online serial and load log in the `--state` file (created if missing, written after
+//! every change), so running vcard again with the same file inserts the same card again. `--tear-credit before|after` makes the first CREDIT FOR LOAD vanish without
 //! an answer, before or after the card commits it.
 //!
 //! The card stays inserted until stdin ends or reads `remove` (or Ctrl-C, which closes the socket
@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use card::sim::vpcd::{self, Ended, Options};
-use card::sim::purse::{self as purse_sim, PurseCard, Tear};
+use card::sim::purse::{self as purse_sim, Tear};
 use card::sim::{self, Misbehave, SimCard, Vanish};
 
 #[derive(Debug, Parser)]
@@ -51,10 +51,10 @@ struct Args {
     /// Answer this many commands, then vanish (close the connection) on the next one.
     #[arg(long)]
     vanish_after: Option<usize>,
-    /// purse-card only: keep the purse's persistent state in this file.
+    /// Demo purses only: keep the purse's persistent state in this file.
     #[arg(long)]
     state: Option<PathBuf>,
-    /// purse-card only: tear the first CREDIT FOR LOAD (vanish before or after the commit).
+    /// Demo purses only: tear the first CREDIT FOR LOAD (vanish before or after the commit).
     #[arg(long, value_enum)]
     tear_credit: Option<TearAt>,
 }
@@ -65,18 +65,23 @@ enum TearAt {
     After,
 }
 
-/// The card by name; the purse with its state file and tear mode.
+/// The card by name; a demo purse with its state file and tear mode.
 fn card_for(name: &str, args: &Args) -> Result<Box<dyn SimCard>, String> {
-    if name != purse_sim::PURSE_CARD {
+    let Some(mut card) = purse_sim::demo_purse(name) else {
         if args.state.is_some() || args.tear_credit.is_some() {
-            return Err(format!("--state and --tear-credit apply to {} only", purse_sim::PURSE_CARD));
+            return Err(format!(
+                "--state and --tear-credit apply to the demo purses only ({})",
+                purse_sim::DEMO_PURSES.join(", ")
+            ));
         }
-        return sim::load(name).ok_or_else(|| format!("no card named {name:?} in the catalogue (see --list)"));
-    }
-    let mut card = match &args.state {
-        Some(path) => PurseCard::from_state_file(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        None => purse_sim::purse_card(),
+        return sim::load(name)
+            .ok_or_else(|| format!("no card named {name:?} in the catalogue (see --list)"));
     };
+    if let Some(path) = &args.state {
+        card = card
+            .with_state_file(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     match args.tear_credit {
         Some(TearAt::Before) => card.tear_next_credit(Tear::BeforeCommit),
         Some(TearAt::After) => card.tear_next_credit(Tear::AfterCommit),
@@ -164,9 +169,14 @@ fn print_catalogue() {
             entry.label
         );
     }
-    println!(
-        "{:width$}  {}  PBOC e-purse, balance kept with --state (not a payment card)",
-        purse_sim::PURSE_CARD,
-        purse_sim::purse_card().serial().masked()
-    );
+    for purse in purse_sim::DEMO_PURSES
+        .iter()
+        .filter_map(|name| purse_sim::demo_purse(name))
+    {
+        println!(
+            "{:width$}  {}  PBOC e-purse, balance kept with --state (not a payment card)",
+            purse.name(),
+            purse.serial().masked()
+        );
+    }
 }

@@ -20,8 +20,15 @@
 //! `GET TRANSACTION PROVE` that verifies for exactly this load proves the commit; an
 //! authenticated online serial still at N proves there was none (a commit moves it to N + 1).
 //! Anything else stays undetermined — a person looks at it.
+//!
+//! # An inquiry
+//!
+//! [`inquiry_batch`] and [`inquiry_from`]: one batch that reads the snapshot and opens a load
+//! session of amount 0, whose MAC1 proves the card holds the issuer's diversified load key and
+//! authenticates its balance and online serial (what a top-up kiosk shows before any money moves).
 
 mod commands;
+mod inquiry;
 pub mod keys;
 #[cfg(test)]
 mod tests;
@@ -35,11 +42,14 @@ pub use commands::{
     select_purse, CardSerial, InitForLoad, LoadLogRecord, PurseInfo, LOG_RECORDS, PURSE_AID,
     SFI_LOAD_LOG, SFI_PUBLIC_INFO,
 };
+pub use inquiry::{inquiry_batch, inquiry_from, Inquiry, InquiryError};
 pub use keys::{MasterKeys, PurseKeys, TacInput};
 
 /// Why a purse operation gave no result. Messages never contain card data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PurseError {
+    /// SELECT of [`PURSE_AID`] failed with this status word, or answered `9000` for another
+    /// application (an FCI naming another DF).
     #[error("the card has no e-purse application (SELECT answered {0})")]
     NoPurse(StatusWord),
     #[error("{command} answered {sw}")]
@@ -100,17 +110,23 @@ pub fn read_balance<E>(transmit: &mut Transmit<'_, E>) -> Result<PurseSnapshot, 
 }
 
 fn snapshot_group() -> Group {
-    Group::sequence(vec![
+    Group::sequence(snapshot_apdus())
+}
+
+/// SELECT, READ BINARY 15, GET BALANCE: the snapshot, at the head of a group.
+fn snapshot_apdus() -> Vec<Vec<u8>> {
+    vec![
         select_purse().to_bytes(),
         read_binary(SFI_PUBLIC_INFO).to_bytes(),
         get_balance().to_bytes(),
-    ])
+    ]
 }
 
+/// The snapshot from the first three answers of `group` (it may hold more).
 fn snapshot_from(group: &[Vec<u8>]) -> Result<PurseSnapshot, PurseError> {
     let answer = |i: usize| group.get(i).map(|raw| split(raw));
     match answer(0) {
-        Some((_, sw)) if sw.is_success() => {}
+        Some((fci, sw)) if sw.is_success() && !selected_another_application(fci) => {}
         Some((_, sw)) => return Err(PurseError::NoPurse(sw)),
         None => return Err(PurseError::UnexpectedResponse("no SELECT answer".into())),
     }
@@ -143,6 +159,16 @@ fn snapshot_from(group: &[Vec<u8>]) -> Result<PurseSnapshot, PurseError> {
         }
     };
     Ok(PurseSnapshot { info, balance })
+}
+
+/// Whether a SELECT answer names an application other than [`PURSE_AID`] (a card that matched
+/// the name partially). An FCI without a DF name, or one that does not parse, is not held against
+/// the card: MAC1 is what proves a purse of this issuer.
+fn selected_another_application(fci: &[u8]) -> bool {
+    crate::tlv::parse(fci)
+        .ok()
+        .and_then(|tlvs| crate::tlv::find(&tlvs, 0x84).map(|name| name.value != PURSE_AID))
+        .unwrap_or(false)
 }
 
 /// What the host asks a card to load.
@@ -313,6 +339,16 @@ impl LoadSession {
         Ok((session, batch))
     }
 
+    /// The load the CREDIT FOR LOAD batch (once [`LoadSession::advance`] returned it) would
+    /// commit: what the caller records before sending it, to resolve the outcome if the answer
+    /// is lost.
+    pub fn pending(&self) -> Option<&PendingLoad> {
+        match &self.stage {
+            LoadStage::Credit { pending, .. } => Some(pending),
+            _ => None,
+        }
+    }
+
     /// Whether CREDIT FOR LOAD is out: from here on, a lost answer is an unknown outcome.
     pub fn credit_sent(&self) -> bool {
         matches!(self.stage, LoadStage::Credit { .. })
@@ -389,20 +425,15 @@ impl LoadSession {
         keys: &dyn PurseKeys,
     ) -> Result<(LoadStage, Batch), Refusal> {
         let r = &self.request;
-        let (data, sw) = split(&group[0]);
-        if !sw.is_success() {
-            return Err(refusal_for(sw, "INITIALIZE FOR LOAD"));
-        }
-        let init = InitForLoad::parse(data).map_err(refusal_of)?;
-        let dlk = keys
-            .load_key(&serial, r.key_index, init.key_version)
-            .ok_or(Refusal::NoKey)?;
+        let (init, seslk) = authenticate_init(
+            &group[0],
+            &serial,
+            r.key_index,
+            r.amount,
+            &r.terminal_id,
+            keys,
+        )?;
         let tac_key = keys.tac_key(&serial).ok_or(Refusal::NoKey)?;
-        let seslk = keys::load_session_key(&dlk, init.random, init.online_serial);
-        let expected = keys::mac1(&seslk, init.old_balance, r.amount, &r.terminal_id);
-        if !crypto::mac_eq(&expected, &init.mac1) {
-            return Err(Refusal::BadMac1);
-        }
         if init.old_balance.checked_add(r.amount).is_none() {
             return Err(Refusal::BalanceCeiling);
         }
@@ -538,12 +569,10 @@ impl RecoverySession {
             groups: vec![
                 snapshot_group(),
                 Group::sequence(vec![get_transaction_prove(pending.online_serial).to_bytes()]),
-                Group::sequence(vec![initialize_for_load(
+                Group::sequence(vec![zero_initialize_for_load(
                     key_index,
-                    0,
                     &pending.terminal_id,
-                )
-                .to_bytes()]),
+                )]),
                 Group::sequence(
                     (1..=LOG_RECORDS)
                         .map(|r| Apdu::read_record(r, SFI_LOAD_LOG).to_bytes())
@@ -593,7 +622,9 @@ impl RecoverySession {
         }
 
         let online_serial = responses[2].first().and_then(|raw| {
-            authenticated_serial(raw, &serial, self.key_index, &p.terminal_id, keys)
+            authenticate_init(raw, &serial, self.key_index, 0, &p.terminal_id, keys)
+                .ok()
+                .map(|(init, _)| init.online_serial)
         });
         if online_serial == Some(p.online_serial) {
             return Ok(Resolution::NotCommitted {
@@ -622,23 +653,59 @@ impl RecoverySession {
     }
 }
 
-/// The online serial from an INITIALIZE FOR LOAD (amount 0) answer whose MAC1 verifies.
-fn authenticated_serial(
+/// INITIALIZE FOR LOAD of amount 0: a load session that is never credited, opened for its MAC1,
+/// which authenticates the card's balance and online serial (recovery, inquiry).
+fn zero_initialize_for_load(key_index: u8, terminal_id: &[u8; 6]) -> Vec<u8> {
+    initialize_for_load(key_index, 0, terminal_id).to_bytes()
+}
+
+/// Why an answer to INITIALIZE FOR LOAD does not authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InitRejected {
+    /// The card answered this status word.
+    Card(StatusWord),
+    Malformed(PurseError),
+    /// The key store has no load key for this card, key index and key version.
+    NoKey,
+    /// MAC1 does not verify.
+    BadMac1,
+}
+
+impl From<InitRejected> for Refusal {
+    fn from(rejected: InitRejected) -> Refusal {
+        match rejected {
+            InitRejected::Card(sw) => refusal_for(sw, "INITIALIZE FOR LOAD"),
+            InitRejected::Malformed(e) => refusal_of(e),
+            InitRejected::NoKey => Refusal::NoKey,
+            InitRejected::BadMac1 => Refusal::BadMac1,
+        }
+    }
+}
+
+/// The answer `raw` to INITIALIZE FOR LOAD of `amount` at `terminal_id`, with the session key,
+/// if its MAC1 verifies under the card's load key for `key_index`.
+fn authenticate_init(
     raw: &[u8],
     serial: &CardSerial,
     key_index: u8,
+    amount: u32,
     terminal_id: &[u8; 6],
     keys: &dyn PurseKeys,
-) -> Option<u16> {
+) -> Result<(InitForLoad, [u8; 8]), InitRejected> {
     let (data, sw) = split(raw);
     if !sw.is_success() {
-        return None;
+        return Err(InitRejected::Card(sw));
     }
-    let init = InitForLoad::parse(data).ok()?;
-    let dlk = keys.load_key(serial, key_index, init.key_version)?;
+    let init = InitForLoad::parse(data).map_err(InitRejected::Malformed)?;
+    let dlk = keys
+        .load_key(serial, key_index, init.key_version)
+        .ok_or(InitRejected::NoKey)?;
     let seslk = keys::load_session_key(&dlk, init.random, init.online_serial);
-    let mac = keys::mac1(&seslk, init.old_balance, 0, terminal_id);
-    crypto::mac_eq(&mac, &init.mac1).then_some(init.online_serial)
+    let mac = keys::mac1(&seslk, init.old_balance, amount, terminal_id);
+    if !crypto::mac_eq(&mac, &init.mac1) {
+        return Err(InitRejected::BadMac1);
+    }
+    Ok((init, seslk))
 }
 
 /// Run a recovery against a transmit function.

@@ -1,10 +1,17 @@
-//! The purse load, balance read and torn-load resolution against the simulated purse
+//! The purse load, balance read, inquiry and torn-load resolution against the simulated purses
 
 use std::convert::Infallible;
 
 use super::*;
-use crate::sim::issuer::{test_purse_keys, TEST_PURSE_KEY_INDEX, TEST_PURSE_TAC_MASTER_KEY};
-use crate::sim::purse::{purse_card, PurseCard, PurseState, Tear, PURSE_CARD_SERIAL};
+use crate::sim::issuer::{
+    test_purse_keys, TEST_PURSE_ISSUER_ID, TEST_PURSE_KEY_INDEX, TEST_PURSE_LOAD_MASTER_KEY,
+    TEST_PURSE_TAC_MASTER_KEY,
+};
+use crate::sim::purse::{
+    purse_card, PurseCard, PurseState, Tear, FOREIGN_ISSUER_ID, FOREIGN_PURSE_LOAD_MASTER_KEY,
+    FOREIGN_PURSE_TAC_MASTER_KEY, PURSE_CARD_2, PURSE_CARD_2_SERIAL, PURSE_CARD_SERIAL,
+    PURSE_CLONE, PURSE_FOREIGN, PURSE_FOREIGN_SERIAL,
+};
 use crate::sim::SimCard;
 
 const TERMINAL: [u8; 6] = [0x00, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -531,4 +538,240 @@ fn responses_that_do_not_match_the_batch_are_refused() {
     ));
     assert!(balance_from(&[vec![vec![0x90]]]).is_err());
     assert!(balance_from(&[vec![vec![0x90, 0x00], vec![0x6A, 0x82], vec![0x90, 0x00]]]).is_err());
+}
+
+/// Run the inquiry batch on `card` and read its result; also the INS bytes the card received.
+fn inquire_on(
+    card: &mut dyn SimCard,
+    key_index: u8,
+    keys: &dyn PurseKeys,
+) -> (Result<Inquiry, InquiryError>, Vec<u8>) {
+    let mut seen = Vec::new();
+    let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, Infallible> {
+        seen.push(apdu[1]);
+        Ok(card.transmit(apdu))
+    };
+    let responses = batch::execute(&inquiry_batch(key_index, &TERMINAL), &mut transmit).unwrap();
+    let result = inquiry_from(&responses, key_index, &TERMINAL, keys);
+    (result, seen)
+}
+
+fn inquire(card: &mut dyn SimCard) -> Result<Inquiry, InquiryError> {
+    inquire_on(card, TEST_PURSE_KEY_INDEX, &test_purse_keys()).0
+}
+
+/// The inquiry's answers from a fresh `purse-card` with this balance.
+fn inquiry_responses(balance: u32) -> Vec<Vec<Vec<u8>>> {
+    let mut card = card_with(balance);
+    let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, Infallible> { Ok(card.transmit(apdu)) };
+    let batch = inquiry_batch(TEST_PURSE_KEY_INDEX, &TERMINAL);
+    batch::execute(&batch, &mut transmit).unwrap()
+}
+
+fn inquiry_of(responses: &[Vec<Vec<u8>>]) -> Result<Inquiry, InquiryError> {
+    inquiry_from(
+        responses,
+        TEST_PURSE_KEY_INDEX,
+        &TERMINAL,
+        &test_purse_keys(),
+    )
+}
+
+#[test]
+fn an_inquiry_authenticates_balance_and_online_serial_in_one_batch_and_credits_nothing() {
+    let state = PurseState {
+        online_serial: 3,
+        ..PurseState::with_balance(1_234)
+    };
+    let mut card = purse_card().with_state(std::sync::Arc::new(std::sync::Mutex::new(state)));
+    let batch = inquiry_batch(TEST_PURSE_KEY_INDEX, &TERMINAL);
+
+    let (inquiry, seen) = inquire_on(&mut card, TEST_PURSE_KEY_INDEX, &test_purse_keys());
+
+    let inquiry = inquiry.unwrap();
+    assert_eq!((inquiry.balance, inquiry.online_serial), (1_234, 3));
+    assert_eq!(
+        inquiry.info.card_serial(),
+        CardSerial::new(PURSE_CARD_SERIAL)
+    );
+    assert_eq!(inquiry.info.issuer_id, TEST_PURSE_ISSUER_ID);
+    assert_eq!(batch.groups.len(), 1);
+    assert_eq!(seen, [0xA4, 0xB0, 0x5C, 0x50]);
+    assert_eq!(
+        batch.groups[0].apdus[3],
+        initialize_for_load(TEST_PURSE_KEY_INDEX, 0, &TERMINAL).to_bytes()
+    );
+    // Nothing moved, and the next load runs under the serial the inquiry reported.
+    let (outcome, _) = load(&mut card, &test_purse_keys(), request(100));
+    assert!(
+        matches!(
+            outcome,
+            LoadOutcome::Completed {
+                new_balance: 1_334,
+                online_serial: 3,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn the_second_demo_purse_answers_an_inquiry_with_its_own_serial() {
+    let mut card = crate::sim::load(PURSE_CARD_2).unwrap();
+
+    let inquiry = inquire(card.as_mut()).unwrap();
+
+    assert_eq!(
+        inquiry.info.card_serial(),
+        CardSerial::new(PURSE_CARD_2_SERIAL)
+    );
+    assert_eq!((inquiry.balance, inquiry.online_serial), (0, 0));
+}
+
+#[test]
+fn a_clone_without_the_issuers_keys_fails_mac1() {
+    let mut clone = crate::sim::load(PURSE_CLONE).unwrap();
+
+    let result = inquire(clone.as_mut());
+
+    assert_eq!(result, Err(InquiryError::BadMac1));
+    // It shows the genuine card's public data: only MAC1 tells them apart.
+    let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, Infallible> { Ok(clone.transmit(apdu)) };
+    let snapshot = read_balance(&mut transmit).unwrap();
+    assert_eq!(
+        snapshot.info.card_serial(),
+        CardSerial::new(PURSE_CARD_SERIAL)
+    );
+    assert_eq!(snapshot.info.issuer_id, TEST_PURSE_ISSUER_ID);
+}
+
+#[test]
+fn a_foreign_purse_fails_mac1_with_our_keys_and_verifies_with_its_issuers() {
+    let mut foreign = crate::sim::load(PURSE_FOREIGN).unwrap();
+    let its_issuer = MasterKeys::new(
+        TEST_PURSE_KEY_INDEX,
+        FOREIGN_PURSE_LOAD_MASTER_KEY,
+        FOREIGN_PURSE_TAC_MASTER_KEY,
+    );
+
+    let ours = inquire(foreign.as_mut());
+    let (theirs, _) = inquire_on(foreign.as_mut(), TEST_PURSE_KEY_INDEX, &its_issuer);
+
+    assert_eq!(ours, Err(InquiryError::BadMac1));
+    let theirs = theirs.unwrap();
+    assert_eq!(theirs.info.issuer_id, FOREIGN_ISSUER_ID);
+    assert_eq!(
+        theirs.info.card_serial(),
+        CardSerial::new(PURSE_FOREIGN_SERIAL)
+    );
+}
+
+#[test]
+fn a_card_that_is_not_a_purse_is_not_a_purse_and_never_sees_initialize_for_load() {
+    let mut emv = crate::sim::load("unionpay-debit").unwrap();
+
+    let (result, seen) = inquire_on(emv.as_mut(), TEST_PURSE_KEY_INDEX, &test_purse_keys());
+
+    assert_eq!(
+        result,
+        Err(InquiryError::NotAPurse {
+            select: StatusWord(0x6A82)
+        })
+    );
+    assert_eq!(seen, [0xA4]);
+}
+
+#[test]
+fn a_card_that_selects_another_application_is_not_a_purse() {
+    // Answers SELECT with an FCI naming another DF, as a partial-name match would.
+    let other = crate::tlv::encode(
+        0x6F,
+        &crate::tlv::encode(
+            0x84,
+            &[0xA0, 0x00, 0x00, 0x00, 0x03, 0x86, 0x98, 0x07, 0x02],
+        ),
+    );
+    let mut responses = inquiry_responses(0);
+    responses[0][0] = [other.as_slice(), &[0x90, 0x00]].concat();
+
+    assert_eq!(
+        inquiry_of(&responses),
+        Err(InquiryError::NotAPurse {
+            select: StatusWord(0x9000)
+        })
+    );
+}
+
+#[test]
+fn a_key_index_the_store_does_not_hold_is_no_key_and_one_the_card_lacks_is_its_status_word() {
+    let mut card = card_with(500);
+    let other_index = MasterKeys::new(7, TEST_PURSE_LOAD_MASTER_KEY, TEST_PURSE_TAC_MASTER_KEY);
+
+    let (no_key, _) = inquire_on(&mut card, TEST_PURSE_KEY_INDEX, &other_index);
+    let (unsupported, _) = inquire_on(&mut card, 7, &other_index);
+
+    assert_eq!(no_key, Err(InquiryError::NoKey));
+    assert_eq!(
+        unsupported,
+        Err(InquiryError::Card {
+            command: "INITIALIZE FOR LOAD",
+            sw: StatusWord(0x9403)
+        })
+    );
+}
+
+#[test]
+fn a_tampered_balance_or_mac1_is_refused() {
+    let good = inquiry_responses(700);
+    assert_eq!(inquiry_of(&good).map(|i| i.balance), Ok(700));
+
+    let mut balance = good.clone();
+    balance[0][2] = vec![0x00, 0x00, 0x27, 0x10, 0x90, 0x00];
+    let mut old_balance = good.clone();
+    old_balance[0][3][3] ^= 0x01;
+    let mut mac1 = good.clone();
+    mac1[0][3][15] ^= 0x01;
+
+    assert_eq!(inquiry_of(&balance), Err(InquiryError::BalanceMismatch));
+    assert_eq!(inquiry_of(&old_balance), Err(InquiryError::BadMac1));
+    assert_eq!(inquiry_of(&mac1), Err(InquiryError::BadMac1));
+}
+
+#[test]
+fn garbage_and_short_inquiry_answers_are_errors_never_panics() {
+    let good = inquiry_responses(700);
+    let malformed =
+        |result: Result<Inquiry, InquiryError>| matches!(result, Err(InquiryError::Malformed(_)));
+    assert!(malformed(inquiry_of(&[])));
+    assert!(malformed(inquiry_of(&[vec![]])));
+    assert!(malformed(inquiry_of(&[good[0].clone(), good[0].clone()])));
+    assert!(malformed(inquiry_of(&[good[0][..3].to_vec()])));
+
+    // Every answer cut short at every length, and with a byte added. SELECT's FCI is not needed
+    // and the public information may be longer: those two may still pass, the rest may not.
+    for (at, answer) in good[0].iter().enumerate() {
+        let (data, sw) = answer.split_at(answer.len() - 2);
+        let cut = (0..answer.len()).map(|n| (answer[..n].to_vec(), at > 0 || n < 2));
+        let longer = [([data, &[0xFF], sw].concat(), at > 1)];
+        for (variant, must_fail) in cut.chain(longer) {
+            let mut responses = good.clone();
+            responses[0][at] = variant;
+            let result = inquiry_of(&responses);
+            assert!(
+                result.is_err() || !must_fail,
+                "answer {at} changed, still {result:?}"
+            );
+        }
+    }
+    let mut status = good.clone();
+    status[0][2] = vec![0x6A, 0x81];
+    status[0].truncate(3);
+    assert_eq!(
+        inquiry_of(&status),
+        Err(InquiryError::Card {
+            command: "GET BALANCE",
+            sw: StatusWord(0x6A81)
+        })
+    );
 }

@@ -32,6 +32,9 @@ pub const TEST_PURSE_TAC_MASTER_KEY: DoubleKey = [
     0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xB1, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7, 0xB8,
 ];
 
+/// The issuer id (public information, bytes 0..8) of the test issuer's purses: `CBRIDGE1`.
+pub const TEST_PURSE_ISSUER_ID: [u8; 8] = *b"CBRIDGE1";
+
 /// The key index of the simulated purses' one load key.
 pub const TEST_PURSE_KEY_INDEX: u8 = 0x01;
 

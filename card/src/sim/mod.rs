@@ -5,8 +5,9 @@
 //! - Synthetic cards are small card models (`model`): they decode commands and answer from a file
 //!   system and state, each with its own Luhn-valid test number.
 //! - [`Misbehave`] wraps any card to answer slowly, vanish mid-command or send malformed TLV.
-//! - [`purse::PurseCard`] is a PBOC e-purse with persistent state and torn writes; it loads by
-//!   name (`purse-card`) but is not in the payment-card catalogue.
+//! - [`purse::PurseCard`] is a PBOC e-purse with persistent state and torn writes; the demo purses
+//!   ([`purse::DEMO_PURSES`]: `purse-card`, `purse-card-2`, `purse-foreign`, `purse-clone`) load
+//!   by name but are not in the payment-card catalogue.
 //! - [`vpcd`] puts any of them into a real PC/SC reader (vsmartcard's virtual reader).
 
 pub mod issuer;
@@ -234,7 +235,7 @@ pub fn catalogue() -> Vec<CatalogueEntry> {
     CATALOGUE.to_vec()
 }
 
-/// A fresh card by catalogue name, or the simulated purse by [`purse::PURSE_CARD`].
+/// A fresh card by catalogue name, or a demo purse by one of [`purse::DEMO_PURSES`].
 pub fn load(name: &str) -> Option<Box<dyn SimCard>> {
     if let Some((_, json)) = RECORDINGS.iter().find(|(n, _)| *n == name) {
         return ReplayCard::from_json(json)
@@ -247,8 +248,7 @@ pub fn load(name: &str) -> Option<Box<dyn SimCard>> {
         "chained-t0" => Box::new(synthetic::chained_t0()),
         "ppse-missing" => Box::new(synthetic::ppse_missing()),
         "campus-card" => Box::new(synthetic::campus_card()),
-        purse::PURSE_CARD => Box::new(purse::purse_card()),
-        _ => return None,
+        _ => return purse::demo_purse(name).map(|c| Box::new(c) as Box<dyn SimCard>),
     })
 }
 

@@ -6,7 +6,19 @@
 //! Selection and the load session are volatile: gone on reset, on any SELECT, and after every
 //! CREDIT FOR LOAD (answered or not).
 //!
-//! Keys are diversified from the TEST ONLY master keys in [`super::issuer`].
+//! Keys are diversified from the TEST ONLY master keys in [`super::issuer`], except on the
+//! foreign purse and the clone.
+//!
+//! # The demo purses ([`DEMO_PURSES`], loadable by name with [`super::load`] or [`demo_purse`])
+//!
+//! | name | serial | issuer | keys |
+//! |---|---|---|---|
+//! | `purse-card` | [`PURSE_CARD_SERIAL`] | test issuer | test issuer's |
+//! | `purse-card-2` | [`PURSE_CARD_2_SERIAL`] | test issuer | test issuer's |
+//! | `purse-foreign` | [`PURSE_FOREIGN_SERIAL`] | [`FOREIGN_ISSUER_ID`] | its own issuer's ([`FOREIGN_PURSE_LOAD_MASTER_KEY`]) |
+//! | `purse-clone` | [`PURSE_CLONE_SERIAL`] (= `purse-card`'s) | test issuer | not the issuer's: MAC1 fails |
+//!
+//! Each name is its own card with its own memory: the clone does not share `purse-card`'s balance.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +37,28 @@ use super::{issuer, SimCard, SimError};
 pub const PURSE_CARD: &str = "purse-card";
 /// The simulated purse's card serial (a test serial).
 pub const PURSE_CARD_SERIAL: [u8; 8] = [0x20, 0x26, 0x12, 0x00, 0x00, 0x00, 0x04, 0x21];
+/// A second purse of the test issuer.
+pub const PURSE_CARD_2: &str = "purse-card-2";
+pub const PURSE_CARD_2_SERIAL: [u8; 8] = [0x20, 0x26, 0x12, 0x00, 0x00, 0x00, 0x04, 0x22];
+/// A genuine purse of another issuer, whose keys a server of the test issuer does not hold.
+pub const PURSE_FOREIGN: &str = "purse-foreign";
+pub const PURSE_FOREIGN_SERIAL: [u8; 8] = [0x31, 0x08, 0x05, 0x00, 0x00, 0x00, 0x77, 0x01];
+/// A copy of `purse-card`'s public data (issuer id, serial) without the issuer's keys.
+pub const PURSE_CLONE: &str = "purse-clone";
+pub const PURSE_CLONE_SERIAL: [u8; 8] = PURSE_CARD_SERIAL;
+/// Every simulated purse [`super::load`] knows, by name.
+pub const DEMO_PURSES: [&str; 4] = [PURSE_CARD, PURSE_CARD_2, PURSE_FOREIGN, PURSE_CLONE];
+
+/// The other issuer's id: `FOREIGN1`.
+pub const FOREIGN_ISSUER_ID: [u8; 8] = *b"FOREIGN1";
+/// TEST ONLY: the other issuer's load master key (not the test issuer's, not in any demo key store).
+pub const FOREIGN_PURSE_LOAD_MASTER_KEY: DoubleKey = [
+    0x46, 0x4F, 0x52, 0x45, 0x49, 0x47, 0x4E, 0x31, 0x13, 0x57, 0x9B, 0xDF, 0x02, 0x46, 0x8A, 0xCE,
+];
+/// TEST ONLY: the other issuer's TAC master key.
+pub const FOREIGN_PURSE_TAC_MASTER_KEY: DoubleKey = [
+    0x46, 0x4F, 0x52, 0x45, 0x49, 0x47, 0x4E, 0x32, 0xEC, 0xA8, 0x64, 0x20, 0xFD, 0xB9, 0x75, 0x31,
+];
 /// Balance ceiling of the simulated purse, in fen (1 000 yuan).
 pub const DEFAULT_CEILING: u32 = 100_000;
 
@@ -203,6 +237,30 @@ pub fn purse_card() -> PurseCard {
     PurseCard::issue(PURSE_CARD, PURSE_CARD_SERIAL, PurseState::default())
 }
 
+/// A fresh demo purse by name (one of [`DEMO_PURSES`]), balance 0.
+pub fn demo_purse(name: &str) -> Option<PurseCard> {
+    let issue = |name, serial| PurseCard::issue(name, serial, PurseState::default());
+    Some(match name {
+        PURSE_CARD => purse_card(),
+        PURSE_CARD_2 => issue(PURSE_CARD_2, PURSE_CARD_2_SERIAL),
+        PURSE_FOREIGN => issue(PURSE_FOREIGN, PURSE_FOREIGN_SERIAL).issued_by(
+            FOREIGN_ISSUER_ID,
+            &FOREIGN_PURSE_LOAD_MASTER_KEY,
+            &FOREIGN_PURSE_TAC_MASTER_KEY,
+        ),
+        PURSE_CLONE => {
+            let genuine = issue(PURSE_CLONE, PURSE_CLONE_SERIAL);
+            // Any keys but the issuer's: the cloner copied what every reader sees, not the keys.
+            let (dlk, tac_key) = (
+                genuine.dlk.map(|b| b ^ 0x5A),
+                genuine.tac_key.map(|b| b ^ 0x5A),
+            );
+            genuine.with_card_keys(dlk, tac_key)
+        }
+        _ => return None,
+    })
+}
+
 impl PurseCard {
     /// A purse with this serial and state, personalised by the test issuer.
     pub fn issue(name: &str, serial: [u8; 8], state: PurseState) -> PurseCard {
@@ -213,7 +271,7 @@ impl PurseCard {
             name: name.to_string(),
             atr: vec![0x3B, 0x80, 0x80, 0x01, 0x01],
             info: PurseInfo {
-                issuer_id: [0x43, 0x42, 0x52, 0x49, 0x44, 0x47, 0x45, 0x31],
+                issuer_id: issuer::TEST_PURSE_ISSUER_ID,
                 app_type: 0x02,
                 app_version: 0x01,
                 app_serial,
@@ -235,15 +293,32 @@ impl PurseCard {
         }
     }
 
-    /// The `purse-card` with the state kept in `path` (read if the file exists, else balance 0),
+    /// This card with its state kept in `path` (read if the file exists, else balance 0),
     /// written back after every change.
-    pub fn from_state_file(path: &Path) -> Result<PurseCard, SimError> {
+    pub fn with_state_file(self, path: &Path) -> Result<PurseCard, SimError> {
         let state = if path.exists() {
             PurseState::load(path)?
         } else {
             PurseState::default()
         };
-        Ok(PurseCard::issue(PURSE_CARD, PURSE_CARD_SERIAL, state).persist_to(path))
+        Ok(self
+            .with_state(Arc::new(Mutex::new(state)))
+            .persist_to(path))
+    }
+
+    /// Personalised by another issuer: its id in the public information, keys diversified from
+    /// its master keys.
+    pub fn issued_by(
+        mut self,
+        issuer_id: [u8; 8],
+        load_master: &DoubleKey,
+        tac_master: &DoubleKey,
+    ) -> Self {
+        let serial = self.serial();
+        self.info.issuer_id = issuer_id;
+        self.dlk = keys::diversify(load_master, &serial);
+        self.tac_key = keys::diversify(tac_master, &serial);
+        self
     }
 
     /// "The same card" inserted again: this personalisation with the given persistent memory.
@@ -690,14 +765,60 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.json");
         let _ = std::fs::remove_file(&path);
-        let mut card = PurseCard::from_state_file(&path).unwrap();
+        let mut card = purse_card().with_state_file(&path).unwrap();
         card.transmit(&h("00A4040009A0000000038698070100"));
         card.transmit(&h("805000020B010000006400000000000110"));
 
-        let again = PurseCard::from_state_file(&path).unwrap();
+        let again = purse_card().with_state_file(&path).unwrap();
 
         assert_eq!(again.state().lock().unwrap().challenges, 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_demo_purse_loads_by_name_with_its_serial_outside_the_catalogue() {
+        let serials = [
+            PURSE_CARD_SERIAL,
+            PURSE_CARD_2_SERIAL,
+            PURSE_FOREIGN_SERIAL,
+            PURSE_CLONE_SERIAL,
+        ];
+        let issuers = [
+            issuer::TEST_PURSE_ISSUER_ID,
+            issuer::TEST_PURSE_ISSUER_ID,
+            FOREIGN_ISSUER_ID,
+            issuer::TEST_PURSE_ISSUER_ID,
+        ];
+        for ((name, serial), issuer_id) in DEMO_PURSES.into_iter().zip(serials).zip(issuers) {
+            let mut card = crate::sim::load(name).unwrap();
+
+            card.transmit(&h("00A4040009A0000000038698070100"));
+            let file = card.transmit(&h("00B0950000"));
+
+            let info = PurseInfo::parse(&file[..file.len() - 2]).unwrap();
+            assert_eq!(card.name(), name);
+            assert_eq!(
+                (info.card_serial().bytes(), info.issuer_id),
+                (serial, issuer_id),
+                "{name}"
+            );
+            assert!(crate::sim::catalogue().iter().all(|e| e.name != name));
+        }
+        assert!(demo_purse("unionpay-debit").is_none());
+    }
+
+    #[test]
+    fn the_clone_and_the_card_it_copies_differ_only_in_their_keys() {
+        let card = purse_card();
+        let clone = demo_purse(PURSE_CLONE).unwrap();
+
+        assert_eq!(
+            (clone.info.clone(), clone.key_index),
+            (card.info.clone(), card.key_index)
+        );
+        assert_ne!(clone.dlk, card.dlk);
+        assert_ne!(clone.tac_key, card.tac_key);
+        assert!(!Arc::ptr_eq(&clone.state(), &card.state()));
     }
 
     #[test]

@@ -1,30 +1,41 @@
-//! Admin API: terminals (create with enrolment code, permit/forbid, revoke), browser pairings,
-//! the audit log (paged, newest first) and its latest signed head. Every switch is audited.
+//! Admin API: terminals (create with enrolment code, permit/forbid, top-up on/off, revoke),
+//! browser pairings, the stored-value cards the issuer knows (register, block, unblock: R3.3),
+//! the audit log (paged, newest first) and its latest signed head. Every change is audited in
+//! the transaction that makes it.
 
 use anyhow::Context;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post, put};
 use axum::Router;
+use card::purse::CardSerial;
 use protocol::api::{
-    AuditEntry, AuditHead, AuditPage, AuditPageQuery, CreateTerminal, CreatedTerminal, PairingSummary, SetPermission,
-    TerminalSummary,
+    AddPurseCard, AuditEntry, AuditHead, AuditPage, AuditPageQuery, BlockPurseCard, CreateTerminal, CreatedTerminal,
+    PairingSummary, PurseCardPage, PurseCardQuery, PurseCardSummary, SetPermission, SetTopUp, TerminalSummary,
 };
 
 use super::check_origin;
 use super::error::ApiError;
-use super::extract::Json;
+use super::extract::{self, Json};
 use crate::auth::AuthUser;
 use crate::state::AppState;
-use crate::store::Role;
+use crate::store::{PurseCardListing, PurseCardStatus, Role, StoreError};
 use crate::terminals;
+use crate::topup::admission::parse_card_serial;
 use crate::util::format_ms;
+
+/// The longest reason for blocking a card, in characters.
+pub const MAX_BLOCK_REASON_CHARS: usize = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/terminals", get(list).post(create))
         .route("/api/admin/terminals/{terminal_id}/permission", put(set_permission))
+        .route("/api/admin/terminals/{terminal_id}/topup", post(set_topup))
         .route("/api/admin/terminals/{terminal_id}/revoke", post(revoke))
+        .route("/api/admin/purse-cards", get(purse_cards).post(add_purse_card))
+        .route("/api/admin/purse-cards/{card_serial}/block", post(block_purse_card))
+        .route("/api/admin/purse-cards/{card_serial}/unblock", post(unblock_purse_card))
         .route("/api/admin/pairings/{pairing_id}/revoke", post(revoke_pairing))
         .route("/api/admin/audit", get(audit))
         .route("/api/admin/audit/head", get(audit_head))
@@ -50,6 +61,7 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<
                 .into_iter()
                 .map(|p| PairingSummary { pairing_id: p.pairing_id, created_at: format_ms(p.created_at), revoked: p.revoked_at.is_some() })
                 .collect(),
+            topup_enabled: t.topup_enabled,
         });
     }
     Ok(Json(out))
@@ -83,6 +95,152 @@ async fn set_permission(
     terminals::set_permitted(&state.store, &terminal_id, body.permitted, &user.user.username).await?;
     crate::reader::refresh_pages(&state, &terminal_id).await;
     Ok(Json(body))
+}
+
+/// Switch self-service top-up on or off for a terminal (R3.3: only admitted readers top up).
+async fn set_topup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: AuthUser,
+    Path(terminal_id): Path<String>,
+    Json(body): Json<SetTopUp>,
+) -> Result<Json<SetTopUp>, ApiError> {
+    check_origin(&state, &headers)?;
+    user.require(&[Role::Admin])?;
+    let mut tx = state.store.begin().await?;
+    tx.set_terminal_topup(&terminal_id, body.enabled).await?;
+    tx.audit(&user.user.username, topup_action(body.enabled), &terminal_id, "").await?;
+    tx.commit().await?;
+    Ok(Json(body))
+}
+
+/// The audit action of the top-up switch.
+pub fn topup_action(enabled: bool) -> &'static str {
+    if enabled { "terminal.topup_on" } else { "terminal.topup_off" }
+}
+
+async fn purse_cards(
+    State(state): State<AppState>,
+    user: AuthUser,
+    extract::Query(query): extract::Query<PurseCardQuery>,
+) -> Result<Json<PurseCardPage>, ApiError> {
+    user.require(&[Role::Admin])?;
+    let suffix = query.q.as_deref().map(str::trim).unwrap_or_default();
+    if suffix.len() > 16 || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::BadRequest("search by the last hexadecimal digits of the card serial (at most 16)".into()));
+    }
+    let page = query.page.unwrap_or(1).max(1);
+    let size = i64::from(PurseCardPage::PAGE_SIZE);
+    // One more than a page says whether a next page exists.
+    let mut rows = state.store.purse_cards(suffix, size + 1, (i64::from(page) - 1) * size).await?;
+    let has_more = rows.len() as i64 > size;
+    rows.truncate(PurseCardPage::PAGE_SIZE as usize);
+    Ok(Json(PurseCardPage { cards: rows.into_iter().map(purse_card_summary).collect(), page, has_more }))
+}
+
+fn purse_card_summary(row: PurseCardListing) -> PurseCardSummary {
+    let card = row.card;
+    PurseCardSummary {
+        card_serial: card.card_serial.to_hex(),
+        card_masked: card.card_serial.masked(),
+        username: row.username,
+        bound_card_last4: row.binding_last4,
+        status: match card.status {
+            PurseCardStatus::Active => protocol::api::PurseCardStatus::Active,
+            PurseCardStatus::Blocked => protocol::api::PurseCardStatus::Blocked,
+        },
+        blocked_reason: card.blocked_reason,
+        created_at: format_ms(card.created_at),
+        updated_at: format_ms(card.updated_at),
+    }
+}
+
+fn card_serial(text: &str) -> Result<CardSerial, ApiError> {
+    parse_card_serial(text).map_err(|_| ApiError::BadRequest("a card serial is 16 hexadecimal digits".into()))
+}
+
+/// Register a stored-value card for a cardholder.
+async fn add_purse_card(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: AuthUser,
+    Json(body): Json<AddPurseCard>,
+) -> Result<Json<PurseCardSummary>, ApiError> {
+    check_origin(&state, &headers)?;
+    user.require(&[Role::Admin])?;
+    let serial = card_serial(&body.card_serial)?;
+    let username = body.username.trim().to_lowercase();
+    let holder = match state.store.user_by_name(&username).await {
+        Ok(holder) => holder,
+        Err(StoreError::NotFound) => return Err(ApiError::Unprocessable("no user with that name".into())),
+        Err(e) => return Err(e.into()),
+    };
+    if holder.role != Role::Cardholder {
+        return Err(ApiError::Unprocessable("a stored-value card is held by a cardholder account".into()));
+    }
+    let mut tx = state.store.begin().await?;
+    let card = match tx.insert_purse_card(&serial, &holder.user_id, None, state.now_ms()).await {
+        Ok(card) => card,
+        Err(StoreError::Conflict(_)) => return Err(ApiError::Conflict("that card is registered already")),
+        Err(e) => return Err(e.into()),
+    };
+    tx.audit(&user.user.username, "purse_card.add", &serial.masked(), &holder.username).await?;
+    tx.commit().await?;
+    Ok(Json(purse_card_summary(PurseCardListing { card, username: holder.username, binding_last4: None })))
+}
+
+/// A reason for blocking: trimmed, 1 to [`MAX_BLOCK_REASON_CHARS`] characters, no control
+/// characters (it goes into the audit log and the admin page).
+pub fn block_reason(text: &str) -> Result<&str, &'static str> {
+    let reason = text.trim();
+    if reason.is_empty() {
+        return Err("say why the card is blocked");
+    }
+    if reason.chars().count() > MAX_BLOCK_REASON_CHARS {
+        return Err("the reason is too long (at most 200 characters)");
+    }
+    if reason.chars().any(char::is_control) {
+        return Err("the reason contains a control character");
+    }
+    Ok(reason)
+}
+
+async fn block_purse_card(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: AuthUser,
+    Path(serial): Path<String>,
+    Json(body): Json<BlockPurseCard>,
+) -> Result<Json<()>, ApiError> {
+    check_origin(&state, &headers)?;
+    user.require(&[Role::Admin])?;
+    let serial = card_serial(&serial)?;
+    let reason = block_reason(&body.reason).map_err(|e| ApiError::BadRequest(e.into()))?;
+    let mut tx = state.store.begin().await?;
+    if !tx.block_purse_card(&serial, reason, state.now_ms()).await? {
+        return Err(ApiError::Conflict("the card is blocked already"));
+    }
+    tx.audit(&user.user.username, "purse_card.block", &serial.masked(), reason).await?;
+    tx.commit().await?;
+    Ok(Json(()))
+}
+
+async fn unblock_purse_card(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: AuthUser,
+    Path(serial): Path<String>,
+) -> Result<Json<()>, ApiError> {
+    check_origin(&state, &headers)?;
+    user.require(&[Role::Admin])?;
+    let serial = card_serial(&serial)?;
+    let mut tx = state.store.begin().await?;
+    if !tx.unblock_purse_card(&serial, state.now_ms()).await? {
+        return Err(ApiError::Conflict("the card is not blocked"));
+    }
+    tx.audit(&user.user.username, "purse_card.unblock", &serial.masked(), "").await?;
+    tx.commit().await?;
+    Ok(Json(()))
 }
 
 async fn revoke(

@@ -11,6 +11,7 @@ pub mod query;
 pub mod session;
 pub mod socket;
 pub mod ws_agent;
+pub mod ws_kiosk;
 pub mod ws_page;
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(query::router())
         .merge(ws_agent::router())
         .merge(ws_page::router())
+        .merge(ws_kiosk::router())
         .fallback(assets::serve)
         .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(assets::CSP)))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

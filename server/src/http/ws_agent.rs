@@ -15,7 +15,7 @@ use protocol::PROTOCOL_VERSION;
 use tokio::sync::mpsc;
 
 use super::socket::{self, Connection, Incoming};
-use crate::hub::{PresentCard, ReplyRefused, CONNECTION_QUEUE};
+use crate::hub::{KioskSignal, PresentCard, ReplyRefused, CONNECTION_QUEUE};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -132,6 +132,7 @@ async fn on_event(state: &AppState, terminal_id: &str, conn_id: u64, event: Read
         ReaderEvent::CardPresent { reader, atr } => {
             tracing::info!(terminal_id, %reader, "card present");
             state.hub.card_present(terminal_id, conn_id, PresentCard { reader, atr: atr.0 });
+            state.hub.signal_kiosks(terminal_id, KioskSignal::CardPresent);
             // Read first: the pages' refresh (database queries, and the browser re-rendering)
             // would compete with the read; the read task refreshes them when it is done.
             if crate::reader::start_read_if_armed(state, terminal_id) {
@@ -141,6 +142,7 @@ async fn on_event(state: &AppState, terminal_id: &str, conn_id: u64, event: Read
         ReaderEvent::CardRemoved { reader } => {
             tracing::info!(terminal_id, %reader, "card removed");
             state.hub.card_removed(terminal_id, conn_id, &reader);
+            state.hub.signal_kiosks(terminal_id, KioskSignal::CardRemoved);
         }
     }
     crate::reader::refresh_pages(state, terminal_id).await;

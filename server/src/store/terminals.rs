@@ -11,10 +11,12 @@ pub struct Terminal {
     pub public_key: Option<Vec<u8>>,
     pub enrolled_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// An admin switched self-service top-up on for this terminal (R3.3: only admitted readers).
+    pub topup_enabled: bool,
 }
 
-type TerminalRow = (String, String, i64, Option<String>, Option<i64>, Option<i64>);
-const TERMINAL_COLUMNS: &str = "terminal_id, name, permitted, public_key, enrolled_at, revoked_at";
+type TerminalRow = (String, String, i64, Option<String>, Option<i64>, Option<i64>, i64);
+const TERMINAL_COLUMNS: &str = "terminal_id, name, permitted, public_key, enrolled_at, revoked_at, topup_enabled";
 
 fn terminal_from(row: TerminalRow) -> Terminal {
     Terminal {
@@ -24,6 +26,7 @@ fn terminal_from(row: TerminalRow) -> Terminal {
         public_key: row.3.and_then(|k| hex::decode(k).ok()),
         enrolled_at: row.4,
         revoked_at: row.5,
+        topup_enabled: row.6 != 0,
     }
 }
 
@@ -99,6 +102,15 @@ impl Store {
     pub async fn terminal(&self, terminal_id: &str) -> StoreResult<Terminal> {
         let row: TerminalRow = sqlx::query_as(&format!("select {TERMINAL_COLUMNS} from terminal where terminal_id = $1"))
             .bind(terminal_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(terminal_from(row))
+    }
+
+    /// The terminal named `name` (names are unique).
+    pub async fn terminal_by_name(&self, name: &str) -> StoreResult<Terminal> {
+        let row: TerminalRow = sqlx::query_as(&format!("select {TERMINAL_COLUMNS} from terminal where name = $1"))
+            .bind(name)
             .fetch_one(&self.pool)
             .await?;
         Ok(terminal_from(row))
@@ -255,6 +267,19 @@ impl StoreTx {
     pub async fn set_terminal_permitted(&mut self, terminal_id: &str, permitted: bool) -> StoreResult<()> {
         let done = sqlx::query("update terminal set permitted = $1 where terminal_id = $2")
             .bind(flag(permitted))
+            .bind(terminal_id)
+            .execute(self.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Switch self-service top-up on or off for the terminal.
+    pub async fn set_terminal_topup(&mut self, terminal_id: &str, enabled: bool) -> StoreResult<()> {
+        let done = sqlx::query("update terminal set topup_enabled = $1 where terminal_id = $2")
+            .bind(flag(enabled))
             .bind(terminal_id)
             .execute(self.conn())
             .await?;

@@ -176,6 +176,22 @@ impl Store {
         topup_from(row)
     }
 
+    /// The terminal a top-up was asked for at, if any.
+    pub async fn topup_terminal(&self, topup_id: &str) -> StoreResult<Option<String>> {
+        let (terminal,): (Option<String>,) = sqlx::query_as("select terminal_id from topup where topup_id = $1")
+            .bind(topup_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(terminal)
+    }
+
+    /// The card's proof of a completed top-up: the new balance and the TAC (hex).
+    pub async fn topup_proof(&self, topup_id: &str) -> StoreResult<Option<(i64, String)>> {
+        let (balance, tac): (Option<i64>, Option<String>) =
+            sqlx::query_as("select new_balance, tac from topup where topup_id = $1").bind(topup_id).fetch_one(&self.pool).await?;
+        Ok(balance.zip(tac))
+    }
+
     /// Open top-ups in one of `states` (by name), oldest first: the worker's queue.
     pub async fn open_topups_in(&self, states: &[&str], limit: i64) -> StoreResult<Vec<StoredTopUp>> {
         let mut out = Vec::new();
@@ -234,10 +250,10 @@ impl Store {
 impl StoreTx {
     /// Record a new top-up paid from `binding_id`. A second open top-up for the same card is a
     /// conflict.
-    pub async fn insert_topup(&mut self, t: &TopUp, binding_id: &str) -> StoreResult<()> {
+    pub async fn insert_topup(&mut self, t: &TopUp, binding_id: &str, terminal_id: Option<&str>) -> StoreResult<()> {
         let (state, reason, pending) = state_columns(&t.state);
         sqlx::query(&format!(
-            "insert into topup ({COLUMNS}, open) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17)"
+            "insert into topup ({COLUMNS}, open, terminal_id) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $18)"
         ))
         .bind(t.id.as_str())
         .bind(serial_hex(&t.card))
@@ -256,8 +272,20 @@ impl StoreTx {
         .bind(t.created_at.0)
         .bind(t.updated_at.0)
         .bind(i64::from(!t.state.is_terminal()))
+        .bind(terminal_id)
         .execute(self.conn())
         .await?;
+        Ok(())
+    }
+
+    /// Keep the card's proof of a completed load: the new balance and the TAC it signed.
+    pub async fn set_topup_proof(&mut self, topup_id: &str, new_balance: u32, tac: &[u8; 4]) -> StoreResult<()> {
+        sqlx::query("update topup set new_balance = $1, tac = $2 where topup_id = $3")
+            .bind(i64::from(new_balance))
+            .bind(hex::encode_upper(tac))
+            .bind(topup_id)
+            .execute(self.conn())
+            .await?;
         Ok(())
     }
 

@@ -71,6 +71,14 @@ impl Store {
         Ok(User { user_id, username: username.into(), role, password_hash: password_hash.into() })
     }
 
+    pub async fn user_by_id(&self, user_id: &str) -> StoreResult<User> {
+        let row: UserRow = sqlx::query_as("select user_id, username, role, password_hash from app_user where user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(user_from(row))
+    }
+
     pub async fn user_by_name(&self, username: &str) -> StoreResult<User> {
         let row: UserRow = sqlx::query_as("select user_id, username, role, password_hash from app_user where username = $1")
             .bind(username)

@@ -21,8 +21,11 @@
 //! at most once; every posting is balanced. Unknown outcomes are never guessed: they go to
 //! `DebitUnknown`/`WriteUnknown` and only a status query or the card's own proof resolves them.
 
+pub mod admission;
 mod ledger;
 pub mod record;
+pub mod rules;
+pub mod service;
 pub mod worker;
 #[cfg(test)]
 mod sim;

@@ -4,9 +4,9 @@
 //! the card), and feeds their outcomes back through [`apply`]. A crash between two steps leaves
 //! the last committed state, from which [`crate::topup::Event::Resume`] continues.
 
-use card::purse::CardSerial;
+use card::purse::{CardSerial, LoadOutcome, Resolution};
 
-use super::{step, Event, Fen, Invalid, Policy, Timestamp, TopUp, TopUpId, Transition};
+use super::{step, Event, Fen, Invalid, Policy, State, Timestamp, TopUp, TopUpId, Transition};
 use crate::store::{Store, StoreError, StoredTopUp};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +32,9 @@ impl From<StoreError> for RecordError {
     }
 }
 
-/// Record a new top-up of `amount` fen for `card`, paid from the bank card of `binding_id`: at
-/// most one open top-up per card.
+/// Record a new top-up of `amount` fen for `card`, paid from the bank card of `binding_id`, asked
+/// for at `terminal_id` (if at a terminal): at most one open top-up per card.
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     store: &Store,
     id: TopUpId,
@@ -42,10 +43,11 @@ pub async fn create(
     amount: Fen,
     now: Timestamp,
     actor: &str,
+    terminal_id: Option<&str>,
 ) -> Result<TopUp, RecordError> {
     let topup = TopUp::new(id, card, amount, now)?;
     let mut tx = store.begin().await?;
-    match tx.insert_topup(&topup, binding_id).await {
+    match tx.insert_topup(&topup, binding_id, terminal_id).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(RecordError::CardBusy),
         Err(StoreError::Reference(_)) => return Err(RecordError::NotFound),
@@ -62,12 +64,21 @@ pub async fn create(
 pub async fn apply(store: &Store, id: &str, event: Event, now: Timestamp, policy: &Policy, actor: &str) -> Result<Transition, RecordError> {
     let StoredTopUp { topup, version, .. } = store.topup(id).await?;
     let event_name = event.name();
+    // The card's own proof of a completed load, kept with the row (receipt, reconciliation).
+    let proof = match &event {
+        Event::Load(LoadOutcome::Completed { new_balance, tac, .. }) => Some((*new_balance, *tac)),
+        Event::Recovery(Resolution::Committed { tac, balance }) => Some((*balance, *tac)),
+        _ => None,
+    };
     let transition = step(&topup, event, now, policy)?;
     let mut tx = store.begin().await?;
     match tx.record_transition(version, &transition.next, &transition.postings).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(RecordError::Stale),
         Err(e) => return Err(e.into()),
+    }
+    if let (Some((new_balance, tac)), State::Completed) = (proof, &transition.next.state) {
+        tx.set_topup_proof(id, new_balance, &tac).await?;
     }
     let detail = format!("{event_name}: {} -> {}", topup.state.name(), transition.next.state.name());
     tx.audit(actor, "topup.step", id, &detail).await?;

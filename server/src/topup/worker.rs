@@ -13,6 +13,7 @@ use super::{BankReply, Effect, Event, Policy, State, StatusReply, Timestamp};
 use crate::bank::{BankError, BankGateway, BindingToken, RefundOrder, RefundOutcome, RejectCode, TransferOrder, TransferOutcome, TransferStatus};
 use crate::clock::Clock;
 use crate::store::{Store, StoredTopUp};
+use super::service::TopUps;
 
 /// What the worker needs: the store, the bank, the rules, where the money goes, the clock.
 #[derive(Clone)]
@@ -24,6 +25,10 @@ pub struct BankWorker {
     pub settlement_account: String,
     pub currency: String,
     pub clock: Arc<dyn Clock>,
+    /// The card side and the change feed: with it, steps are announced to the kiosks, a
+    /// confirmed debit starts the card write at its terminal, a new top-up wakes the worker, and
+    /// card writes left behind by a process that died are swept.
+    pub topups: Option<TopUps>,
 }
 
 impl std::fmt::Debug for BankWorker {
@@ -36,6 +41,10 @@ impl std::fmt::Debug for BankWorker {
 const QUEUE: [&str; 5] = ["initiated", "debit_sent", "debit_unknown", "write_pending", "refund_sent"];
 
 const ACTOR: &str = "topup-worker";
+
+/// A card write with no step for this long belongs to a process that is gone: a load takes three
+/// round trips of at most the command timeout each.
+const STALE_WRITE_MS: i64 = 2 * 60_000;
 
 impl BankWorker {
     fn now(&self) -> Timestamp {
@@ -67,7 +76,11 @@ impl BankWorker {
         let mut next = Some(first);
         let mut steps = 0;
         while let Some(event) = next.take() {
-            let transition = match record::apply(&self.store, &id, event, self.now(), &self.policy, ACTOR).await {
+            let applied = match &self.topups {
+                Some(topups) => topups.apply(&id, event, ACTOR).await,
+                None => record::apply(&self.store, &id, event, self.now(), &self.policy, ACTOR).await,
+            };
+            let transition = match applied {
                 Ok(t) => t,
                 // Another worker moved it on: it owns the effects now.
                 Err(RecordError::Stale) => return Ok(steps),
@@ -75,6 +88,9 @@ impl BankWorker {
             };
             steps += 1;
             for effect in &transition.effects {
+                if let (Effect::WriteCard { .. }, Some(topups)) = (effect, &self.topups) {
+                    topups.spawn_write_at_origin(&id);
+                }
                 if let Some(outcome) = self.run_effect(stored, effect).await? {
                     next = Some(outcome);
                 }
@@ -141,13 +157,23 @@ impl BankWorker {
     pub async fn run(&self, interval: std::time::Duration, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
         let mut resumed = true;
         loop {
-            let steps = self.run_once(resumed).await.map_err(|e| anyhow::anyhow!(e).context("a top-up worker pass"))?;
+            let mut steps = self.run_once(resumed).await.map_err(|e| anyhow::anyhow!(e).context("a top-up worker pass"))?;
+            if let Some(topups) = &self.topups {
+                steps += topups.sweep_stale_writes(STALE_WRITE_MS).await.map_err(|e| anyhow::anyhow!(e).context("sweeping stale card writes"))?;
+            }
             if steps > 0 {
                 tracing::info!(steps, "top-up worker pass");
             }
             resumed = false;
+            let woken = async {
+                match &self.topups {
+                    Some(topups) => topups.woken().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
+                _ = woken => {}
                 _ = stop.cancelled() => return Ok(()),
             }
         }
