@@ -159,7 +159,7 @@ impl Default for AppOptions {
     }
 }
 
-/// An issuer key file with the simulator's test issuer key for its ranges.
+/// An issuer key file with the simulator's test issuer key for its ranges and its purse keys.
 pub fn write_test_issuer_keys(dir: &std::path::Path) -> PathBuf {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("issuer-keys.toml");
@@ -170,6 +170,12 @@ pub fn write_test_issuer_keys(dir: &std::path::Path) -> PathBuf {
             hex::encode_upper(card::sim::issuer::TEST_ISSUER_MASTER_KEY)
         ));
     }
+    text.push_str(&format!(
+        "[[purse]]\nkey_index = {}\nkey_id = \"test-purse\"\nload_master = \"{}\"\ntac_master = \"{}\"\n",
+        card::sim::issuer::TEST_PURSE_KEY_INDEX,
+        hex::encode_upper(card::sim::issuer::TEST_PURSE_LOAD_MASTER_KEY),
+        hex::encode_upper(card::sim::issuer::TEST_PURSE_TAC_MASTER_KEY)
+    ));
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).expect("key file");
     std::io::Write::write_all(&mut file, text.as_bytes()).expect("key file written");
     path
@@ -301,6 +307,16 @@ impl TestApp {
     pub async fn add_user(&self, name: &str, password: &str, role: Role) {
         let hash = cardbridge::auth::hash_password(password).unwrap();
         self.store().create_user(name, &hash, role).await.expect("user created");
+    }
+
+    /// The newest one-time code in the SMS outbox, as an admin reads it.
+    pub async fn newest_sms_code(&self) -> String {
+        let admin = self.browser();
+        admin.login("admin", "admin-demo-pass").await;
+        let outbox: Vec<protocol::api::OutboxMessage> =
+            admin.client.get(format!("{}/api/admin/sms-outbox", self.base)).send().await.unwrap().json().await.unwrap();
+        let body = &outbox.first().expect("a message was sent").body;
+        body.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a 6-digit code").to_string()
     }
 
     pub async fn seed_demo(&self) {

@@ -464,10 +464,8 @@ fn a_purse_load_over_pcsc_moves_the_balance_by_the_amount_with_a_tac_that_verifi
         .unwrap_or_else(|e| panic!("{e}"))
         .balance;
     assert_eq!(balance, 1_500);
-    assert_eq!(
-        (memory.lock().unwrap().balance, memory.lock().unwrap().online_serial),
-        (1_500, 1)
-    );
+    let memory = memory.lock().unwrap().clone();
+    assert_eq!((memory.balance, memory.online_serial), (1_500, 1));
     assert_eq!(bench.remove(inserted, Some(card)), Ended::Removed);
 }
 

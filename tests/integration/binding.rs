@@ -2,7 +2,7 @@
 //! phone, single use, limited attempts and sends; cardholders list and remove their bindings.
 
 use cardbridge_tests::{both_databases, spawn_app, spawn_bank, AppOptions, Browser, Engine, TestApp};
-use protocol::api::{BindingStarted, BindingSummary, ConfirmBinding, OutboxMessage, StartBinding};
+use protocol::api::{BindingStarted, BindingSummary, ConfirmBinding, StartBinding};
 
 const CARD: &str = "6200000000000005";
 const PHONE: &str = "+86 138 0000 0001";
@@ -19,14 +19,8 @@ async fn confirm(browser: &Browser, request_id: &str, code: &str) -> reqwest::Re
     post(browser, &format!("/api/bindings/{request_id}/confirm"), &ConfirmBinding { code: code.into() }).await
 }
 
-/// The newest code in the SMS outbox, as an admin reads it.
 async fn newest_code(app: &TestApp) -> String {
-    let admin = app.browser();
-    admin.login("admin", "admin-demo-pass").await;
-    let outbox: Vec<OutboxMessage> =
-        admin.client.get(format!("{}/api/admin/sms-outbox", app.base)).send().await.unwrap().json().await.unwrap();
-    let body = &outbox.first().expect("a message was sent").body;
-    body.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a 6-digit code").to_string()
+    app.newest_sms_code().await
 }
 
 fn wrong(code: &str) -> String {

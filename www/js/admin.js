@@ -1,7 +1,9 @@
-// Administration: the terminals (refreshed every 2 s) with their permission switch, revocation of
-// terminals and browser pairings, enrolment of new terminals, and the audit log: the newest page
-// refreshed with the terminals, older pages on request.
-import { t, onLangChange } from "/js/i18n.js";
+// Administration: the terminals (refreshed every 2 s) with their permission and top-up switches,
+// revocation of terminals and browser pairings, enrolment of new terminals, the stored-value cards
+// (search, register, block with a reason, unblock; refreshed on demand so that a reason being
+// typed survives), and the audit log: the newest page refreshed with the terminals, older pages on
+// request.
+import { t, onLangChange, currentLang } from "/js/i18n.js";
 import { api, describe, el, showAlert } from "/js/api.js";
 import { loadSession } from "/js/session.js";
 
@@ -20,7 +22,110 @@ const createName = document.getElementById("create-name");
 const createError = document.getElementById("create-error");
 const created = document.getElementById("created");
 
+// Texts of the top-up administration, in both languages (marked data-admin-text and
+// data-admin-placeholder in the page).
+const TEXTS = {
+  en: {
+    "col_topup": "Top-up",
+    "topup_on": "top-up on",
+    "topup_off": "top-up off",
+    "topup_enable": "Switch top-up on",
+    "topup_disable": "Switch top-up off",
+    "purse.heading": "Stored-value cards",
+    "purse.intro": "Only the cards registered here are admitted at top-up terminals. Block a card reported lost or stolen; it is refused at every terminal until unblocked.",
+    "purse.search": "Card serial ends with",
+    "purse.search_placeholder": "e.g. 0421",
+    "purse.search_submit": "Search",
+    "purse.search_invalid": "Search by the last hexadecimal digits of the card serial (0–9, A–F)",
+    "purse.col_serial": "Card serial",
+    "purse.col_holder": "Holder",
+    "purse.col_bound": "Bank card",
+    "purse.col_status": "Status",
+    "purse.col_actions": "Actions",
+    "purse.empty": "No cards found",
+    "purse.prev": "Previous page",
+    "purse.next": "Next page",
+    "purse.page": "Page {page}",
+    "purse.not_bound": "not bound",
+    "purse.bound": "ending {last4}",
+    "purse.active": "active",
+    "purse.blocked": "blocked",
+    "purse.reason": "Reason",
+    "purse.reason_placeholder": "Why (e.g. reported lost)",
+    "purse.reason_missing": "Say why the card is blocked",
+    "purse.block": "Block",
+    "purse.unblock": "Unblock",
+    "purse.add_heading": "Register a card",
+    "purse.add_serial": "Card serial",
+    "purse.add_serial_placeholder": "16 hexadecimal digits",
+    "purse.add_user": "Holder's user name",
+    "purse.add_submit": "Register card",
+  },
+  "zh-CN": {
+    "col_topup": "充值",
+    "topup_on": "已开通充值",
+    "topup_off": "未开通充值",
+    "topup_enable": "开通充值",
+    "topup_disable": "关闭充值",
+    "purse.heading": "储值卡",
+    "purse.intro": "只有在此登记的卡才能在充值终端使用。挂失或被盗的卡请冻结，解冻前所有终端都会拒绝该卡。",
+    "purse.search": "卡序列号结尾为",
+    "purse.search_placeholder": "例如 0421",
+    "purse.search_submit": "查询",
+    "purse.search_invalid": "请按卡序列号末尾的十六进制数字查询（0–9、A–F）",
+    "purse.col_serial": "卡序列号",
+    "purse.col_holder": "持卡人",
+    "purse.col_bound": "银行卡",
+    "purse.col_status": "状态",
+    "purse.col_actions": "操作",
+    "purse.empty": "没有找到卡片",
+    "purse.prev": "上一页",
+    "purse.next": "下一页",
+    "purse.page": "第 {page} 页",
+    "purse.not_bound": "未绑定",
+    "purse.bound": "尾号 {last4}",
+    "purse.active": "正常",
+    "purse.blocked": "已冻结",
+    "purse.reason": "原因",
+    "purse.reason_placeholder": "原因（例如：挂失）",
+    "purse.reason_missing": "请填写冻结原因",
+    "purse.block": "冻结",
+    "purse.unblock": "解冻",
+    "purse.add_heading": "登记储值卡",
+    "purse.add_serial": "卡序列号",
+    "purse.add_serial_placeholder": "16 位十六进制数字",
+    "purse.add_user": "持卡人用户名",
+    "purse.add_submit": "登记",
+  },
+};
+
+/** A text of this page in the current language; `{name}` placeholders from `vars`. */
+function tx(key, vars = {}) {
+  const text = (TEXTS[currentLang()] || TEXTS.en)[key] ?? TEXTS.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
+}
+
+function translatePage() {
+  for (const node of document.querySelectorAll("[data-admin-text]")) node.textContent = tx(node.dataset.adminText);
+  for (const node of document.querySelectorAll("[data-admin-placeholder]")) {
+    node.setAttribute("placeholder", tx(node.dataset.adminPlaceholder));
+  }
+}
+
+const purseBody = document.getElementById("purse-body");
+const purseEmpty = document.getElementById("purse-empty");
+const purseError = document.getElementById("purse-error");
+const purseSearch = document.getElementById("purse-search");
+const purseQuery = document.getElementById("purse-q");
+const pursePrev = document.getElementById("purse-prev");
+const purseNext = document.getElementById("purse-next");
+const pursePage = document.getElementById("purse-page");
+const purseAdd = document.getElementById("purse-add");
+const purseAddError = document.getElementById("purse-add-error");
+
 let terminals = null;
+// The stored-value cards shown: the search, the page (from 1) and its answer.
+let purse = { q: "", page: 1, answer: null };
 // The audit rows shown, newest first, and the cursor of the next older page (null: none).
 let audit = null;
 let auditCursor = null;
@@ -48,6 +153,7 @@ function terminalRow(terminal) {
   tr.dataset.online = String(terminal.online);
   tr.dataset.permitted = String(terminal.permitted);
   tr.dataset.revoked = String(terminal.revoked);
+  tr.dataset.topupEnabled = String(Boolean(terminal.topup_enabled));
 
   const name = el("td");
   name.append(el("strong", "terminal-name", terminal.name), el("code", "id", terminal.terminal_id));
@@ -73,6 +179,21 @@ function terminalRow(terminal) {
   const toggleCell = el("div", "cell-action");
   toggleCell.append(toggle);
   permission.append(toggleCell);
+
+  const topup = el("td");
+  topup.append(terminal.topup_enabled
+    ? el("span", "badge badge-ok", tx("topup_on"))
+    : el("span", "badge badge-muted", tx("topup_off")));
+  const topupToggle = el("button", terminal.topup_enabled ? "button button-small" : "button button-small button-primary",
+    tx(terminal.topup_enabled ? "topup_disable" : "topup_enable"));
+  topupToggle.type = "button";
+  topupToggle.dataset.action = terminal.topup_enabled ? "topup-off" : "topup-on";
+  topupToggle.setAttribute("role", "switch");
+  topupToggle.setAttribute("aria-checked", String(Boolean(terminal.topup_enabled)));
+  topupToggle.disabled = terminal.revoked;
+  const topupCell = el("div", "cell-action");
+  topupCell.append(topupToggle);
+  topup.append(topupCell);
 
   const policy = el("td");
   if (terminal.policy) {
@@ -122,7 +243,7 @@ function terminalRow(terminal) {
   revoke.disabled = terminal.revoked;
   actions.append(revoke);
 
-  tr.append(name, agent, permission, policy, readers, pairings, actions);
+  tr.append(name, agent, permission, topup, policy, readers, pairings, actions);
   return tr;
 }
 
@@ -140,9 +261,10 @@ function renderTerminals(force = false) {
   }
 }
 
-/** Identifies a row's control across re-renders (the permission switch flips its action). */
+/** Identifies a row's control across re-renders (the switches flip their action). */
 function controlKey(button) {
-  const action = button.dataset.action === "permit" ? "forbid" : button.dataset.action;
+  const flips = { permit: "forbid", "topup-on": "topup-off" };
+  const action = flips[button.dataset.action] ?? button.dataset.action;
   return [button.closest("tr")?.dataset.terminalId, action, button.dataset.pairingId ?? ""].join("|");
 }
 
@@ -229,6 +351,8 @@ terminalsBody.addEventListener("click", async (event) => {
   const calls = {
     permit: () => api("PUT", `/api/admin/terminals/${id}/permission`, { permitted: true }),
     forbid: () => api("PUT", `/api/admin/terminals/${id}/permission`, { permitted: false }),
+    "topup-on": () => api("POST", `/api/admin/terminals/${id}/topup`, { enabled: true }),
+    "topup-off": () => api("POST", `/api/admin/terminals/${id}/topup`, { enabled: false }),
     revoke: () => api("POST", `/api/admin/terminals/${id}/revoke`),
     "revoke-pairing": () => api("POST", `/api/admin/pairings/${encodeURIComponent(button.dataset.pairingId)}/revoke`),
   };
@@ -284,12 +408,167 @@ document.getElementById("copy-command").addEventListener("click", async (event) 
 
 auditOlder.addEventListener("click", loadOlder);
 
-onLangChange(() => {
-  renderTerminals(true);
-  renderAudit(true);
+// ---------------------------------------------------------------- stored-value cards
+
+function purseRow(card) {
+  const tr = el("tr");
+  tr.dataset.cardSerial = card.card_serial;
+  tr.dataset.status = card.status;
+
+  const serial = el("td");
+  serial.append(el("code", "", card.card_serial));
+
+  const bound = el("td", card.bound_card_last4 ? "" : "muted",
+    card.bound_card_last4 ? tx("purse.bound", { last4: card.bound_card_last4 }) : tx("purse.not_bound"));
+
+  const status = el("td");
+  if (card.status === "blocked") {
+    status.append(el("span", "badge badge-danger", tx("purse.blocked")));
+    if (card.blocked_reason) status.append(el("div", "small muted", card.blocked_reason));
+  } else {
+    status.append(el("span", "badge badge-ok", tx("purse.active")));
+  }
+
+  const actions = el("td");
+  const cell = el("div", "cell-action");
+  if (card.status === "blocked") {
+    const unblock = el("button", "button button-small", tx("purse.unblock"));
+    unblock.type = "button";
+    unblock.dataset.action = "unblock";
+    cell.append(unblock);
+  } else {
+    const reason = el("input");
+    reason.type = "text";
+    reason.maxLength = 200;
+    reason.dataset.reason = "";
+    reason.placeholder = tx("purse.reason_placeholder");
+    reason.setAttribute("aria-label", `${tx("purse.reason")} (${card.card_serial})`);
+    const block = el("button", "button button-small button-danger", tx("purse.block"));
+    block.type = "button";
+    block.dataset.action = "block";
+    cell.append(reason, block);
+  }
+  actions.append(cell);
+
+  tr.append(serial, el("td", "", card.username), bound, status, actions);
+  return tr;
+}
+
+function renderPurse() {
+  const answer = purse.answer;
+  if (!answer) return;
+  purseBody.replaceChildren(...answer.cards.map(purseRow));
+  purseEmpty.hidden = answer.cards.length > 0;
+  pursePrev.hidden = answer.page <= 1;
+  purseNext.hidden = !answer.has_more;
+  pursePage.textContent = answer.page > 1 || answer.has_more ? tx("purse.page", { page: answer.page }) : "";
+}
+
+async function loadPurse() {
+  const query = new URLSearchParams({ page: String(purse.page) });
+  if (purse.q) query.set("q", purse.q);
+  try {
+    purse.answer = await api("GET", `/api/admin/purse-cards?${query}`);
+    renderPurse();
+    showAlert(purseError, "");
+    document.documentElement.dataset.purseLoaded = "true";
+  } catch (failure) {
+    showAlert(purseError, describe(failure));
+  }
+}
+
+purseSearch.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const q = purseQuery.value.trim();
+  if (!/^[0-9A-Fa-f]{0,16}$/.test(q)) {
+    showAlert(purseError, tx("purse.search_invalid"));
+    purseQuery.focus();
+    return;
+  }
+  purse = { q, page: 1, answer: purse.answer };
+  await loadPurse();
 });
 
+pursePrev.addEventListener("click", async () => {
+  purse.page = Math.max(1, purse.page - 1);
+  await loadPurse();
+});
+
+purseNext.addEventListener("click", async () => {
+  purse.page += 1;
+  await loadPurse();
+});
+
+purseBody.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button || button.disabled) return;
+  const row = button.closest("tr");
+  const serial = encodeURIComponent(row?.dataset.cardSerial || "");
+  let call;
+  if (button.dataset.action === "block") {
+    const input = row.querySelector("input[data-reason]");
+    const reason = input.value.trim();
+    if (!reason) {
+      showAlert(purseError, tx("purse.reason_missing"));
+      input.focus();
+      return;
+    }
+    call = () => api("POST", `/api/admin/purse-cards/${serial}/block`, { reason });
+  } else if (button.dataset.action === "unblock") {
+    call = () => api("POST", `/api/admin/purse-cards/${serial}/unblock`);
+  } else {
+    return;
+  }
+  button.disabled = true;
+  try {
+    await call();
+    showAlert(purseError, "");
+    await loadPurse();
+    await refresh();
+  } catch (failure) {
+    showAlert(purseError, describe(failure));
+    button.disabled = false;
+  }
+});
+
+purseAdd.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const serialInput = document.getElementById("purse-add-serial");
+  const userInput = document.getElementById("purse-add-user");
+  const cardSerial = serialInput.value.trim();
+  const username = userInput.value.trim();
+  if (!/^[0-9A-Fa-f]{16}$/.test(cardSerial)) {
+    serialInput.focus();
+    return;
+  }
+  if (!username) {
+    userInput.focus();
+    return;
+  }
+  showAlert(purseAddError, "");
+  try {
+    const card = await api("POST", "/api/admin/purse-cards", { card_serial: cardSerial, username });
+    serialInput.value = "";
+    userInput.value = "";
+    // Show the new card: search for it.
+    purseQuery.value = card.card_serial;
+    purse = { q: card.card_serial, page: 1, answer: purse.answer };
+    await loadPurse();
+    await refresh();
+  } catch (failure) {
+    showAlert(purseAddError, describe(failure));
+  }
+});
+
+onLangChange(() => {
+  translatePage();
+  renderTerminals(true);
+  renderAudit(true);
+  renderPurse();
+});
+
+translatePage();
 loadSession()
-  .then(refresh)
+  .then(() => Promise.all([refresh(), loadPurse()]))
   .catch((failure) => showAlert(adminError, describe(failure)));
 setInterval(refresh, REFRESH_MS);

@@ -40,7 +40,10 @@ const TERMINAL_REFUSALS = new Set([
 const BINDING_ENDS = new Set(["no_card", "too_many_codes", "too_many_attempts", "already_bound"]);
 
 /** Top-up refusals after which the card screen is no help. */
-const TOP_UP_ENDS = new Set(["no_card", "unavailable"]);
+const TOP_UP_ENDS = new Set(["unavailable"]);
+
+/** Screens about the card of a journey, which a new wait for a card replaces. */
+const JOURNEY_SCREENS = new Set(["reading", "card", "bind-tap", "bind-number", "bind-phone", "bind-code", "confirm"]);
 
 /** Screens a `reading` frame replaces: a card has come (not during a binding or a top-up). */
 const READING_FROM = new Set(["tap", "reading", "card", "done", "problem"]);
@@ -63,8 +66,6 @@ const model = {
   armed: false,
   /** `arm` was sent on this connection at least once (later arms start with `cancel`). */
   armedOnce: false,
-  /** Stay on the problem screen while re-armed (tap again: the message must stay up). */
-  holdProblem: false,
   /** PurseView of the card on the reader. */
   card: null,
   /** The bank card read for the binding: its last four digits. */
@@ -93,7 +94,6 @@ let socket = null;
 let reconnectDelay = RECONNECT_MIN_MS;
 let reconnectTimer = null;
 let idleTimer = null;
-let tickTimer = null;
 
 // ---------------------------------------------------------------- formatting
 
@@ -136,14 +136,14 @@ function phoneToSend(digits) {
   return PHONE_PREFIX + digits;
 }
 
-/** `14:32` in the page language for an RFC 3339 stamp, and the time left as `9:41`. */
-function expiry(stamp) {
-  const at = Date.parse(stamp);
-  if (Number.isNaN(at)) return { time: String(stamp || ""), left: "", expired: false };
-  const time = new Date(at).toLocaleTimeString(currentLang(), { hour: "2-digit", minute: "2-digit" });
-  const seconds = Math.max(0, Math.round((at - Date.now()) / 1000));
-  const left = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
-  return { time, left, expired: seconds === 0 };
+/** `14:32` in the page language for the server's UTC stamp (`2026-12-06 14:32:00`, or RFC 3339).
+ *  No countdown: the server's clock decides expiry, and it need not be this browser's. */
+function expiryTime(stamp) {
+  const text = String(stamp || "");
+  const utc = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2})?$/.test(text) ? text.replace(" ", "T") + "Z" : text;
+  const at = Date.parse(utc);
+  if (Number.isNaN(at)) return text;
+  return new Date(at).toLocaleTimeString(currentLang(), { hour: "2-digit", minute: "2-digit" });
 }
 
 // ---------------------------------------------------------------- the socket
@@ -220,8 +220,7 @@ function onDisconnected() {
   // next tap (unfinished top-up). Everything else starts again.
   if (model.screen === "progress") {
     showProblem("local", "connection_lost", {}, "warn");
-  } else if (!["done", "problem"].includes(model.screen) || model.holdProblem) {
-    model.holdProblem = false;
+  } else if (!["done", "problem"].includes(model.screen)) {
     resetJourney();
     if (!model.refusal) model.screen = "connecting";
   }
@@ -253,18 +252,15 @@ function unusable(view) {
 }
 
 /** Start a journey: `arm` (after `cancel` when one was under way) and wait for a card. */
-function arm({ hold = false } = {}) {
+function arm() {
   if (!model.connected || !model.view) return;
   if (model.armedOnce) send({ type: "cancel" });
   if (!send({ type: "arm" })) return;
   model.armed = true;
   model.armedOnce = true;
-  model.holdProblem = hold;
-  if (!hold) {
-    resetJourney();
-    model.message = null;
-    model.screen = "tap";
-  }
+  resetJourney();
+  model.message = null;
+  model.screen = "tap";
 }
 
 /** After a `state` frame, or a person's "start again": arm, or say why not. */
@@ -295,7 +291,6 @@ function settle() {
 
 function showProblem(kind, code, vars = {}, tone = "error") {
   model.screen = "problem";
-  model.holdProblem = false;
   model.message = { kind, code, vars, tone };
 }
 
@@ -327,9 +322,14 @@ function onFrame(frame) {
       if (frame.purpose === "bank_card") {
         if (model.screen === "bind-tap" || model.screen === "bind-number") model.bankPhase = "waiting";
       } else {
-        // Armed. A result or a failure on the screen stays there until the next card comes.
+        // Armed. The server forgot any card of the journey (after a binding the bank card is on
+        // the reader: the stored-value card must come back), so its screens give way; a result
+        // or a failure stays up until the next card comes.
         model.armed = true;
-        if (model.screen === "reading") model.screen = "tap";
+        if (JOURNEY_SCREENS.has(model.screen)) {
+          resetJourney();
+          model.screen = "tap";
+        }
       }
       break;
     case "reading":
@@ -338,7 +338,6 @@ function onFrame(frame) {
         model.message = null;
       } else if (READING_FROM.has(model.screen)) {
         model.message = null;
-        model.holdProblem = false;
         model.screen = "reading";
       }
       break;
@@ -352,7 +351,6 @@ function onFrame(frame) {
         unfinished_topup: frame.unfinished_topup ?? null,
         fresh_binding: false,
       };
-      model.holdProblem = false;
       model.message = null;
       model.screen = "card";
       break;
@@ -365,7 +363,7 @@ function onFrame(frame) {
       if (model.screen === "bind-tap" || model.bankPhase) {
         model.bankPhase = null; // the person may read again or type the number
         model.screen = "bind-tap";
-        model.message = { kind: "read", code, tone: "error" };
+        model.message = { kind: "read_bank", code, tone: "error" };
       } else {
         showProblem("read", code);
       }
@@ -420,7 +418,6 @@ function onFrame(frame) {
     case "progress":
       model.topupId = frame.topup_id;
       model.stage = frame.stage;
-      model.holdProblem = false;
       model.message = null;
       model.screen = "progress";
       break;
@@ -437,7 +434,6 @@ function onFrame(frame) {
         model.card.balance_minor = frame.new_balance_minor;
         model.card.unfinished_topup = null;
       }
-      model.holdProblem = false;
       model.message = null;
       model.screen = "done";
       break;
@@ -447,11 +443,9 @@ function onFrame(frame) {
       const tone = ["declined", "refunded", "refunding"].includes(code) ? "info" : "warn";
       showProblem("outcome", code, {}, tone);
       if (model.card) model.card.unfinished_topup = null;
-      if (code === "tap_again") {
-        // The card must come back to finish the write: listen for it at once, keep the words up.
-        model.armed = false;
-        arm({ hold: true });
-      }
+      // Tap again: the server waits for the card itself (any tap on this kiosk finishes the
+      // write), so the words stay up and nothing is sent.
+      if (code === "tap_again") model.armed = true;
       break;
     }
     case "refused": {
@@ -461,7 +455,6 @@ function onFrame(frame) {
         break;
       }
       model.armed = false;
-      model.holdProblem = false;
       if (TERMINAL_REFUSALS.has(code)) {
         model.refusal = code;
         resetJourney();
@@ -520,7 +513,6 @@ function onAction(action, target) {
       const refused = model.refusal !== null;
       model.refusal = null;
       model.armed = false;
-      model.holdProblem = false;
       model.pending = null;
       resetJourney();
       model.message = null;
@@ -697,6 +689,8 @@ function render() {
   // The terminal's name in the header.
   setText("kiosk-terminal", model.view ? model.view.terminal_name : "");
   setText("kiosk-connecting-text", t(model.reconnecting ? "kiosk.reconnecting" : "kiosk.connecting"));
+  // The server reads each tap once: a card left on the reader must be taken off and tapped again.
+  $("kiosk-tap-present").hidden = !(model.view && model.view.card_present);
 
   renderMessage();
   renderCard();
@@ -816,20 +810,7 @@ function renderBinding(screen) {
   const sent = model.codeSent;
   setText("kiosk-code-sent", sent ? t("kiosk.code_sent", { phone: sent.phone_masked }) : "");
   setText("kiosk-code-attempts", sent ? t("kiosk.code_attempts", { n: sent.attempts_left }) : "");
-  if (sent) {
-    const { time, left, expired } = expiry(sent.code_expires_at);
-    setText("kiosk-code-expiry", expired ? t("kiosk.code_expired") : left
-      ? t("kiosk.code_expires", { time, left }) : t("kiosk.code_expires_at", { time }));
-  } else {
-    setText("kiosk-code-expiry", "");
-  }
-  // While the code screen is up, its countdown moves every second.
-  if (screen === "bind-code" && sent && tickTimer === null) {
-    tickTimer = setInterval(() => renderBinding(model.screen), 1000);
-  } else if ((screen !== "bind-code" || !sent) && tickTimer !== null) {
-    clearInterval(tickTimer);
-    tickTimer = null;
-  }
+  setText("kiosk-code-expiry", sent ? t("kiosk.code_expires_at", { time: expiryTime(sent.code_expires_at) }) : "");
 }
 
 function renderConfirm() {

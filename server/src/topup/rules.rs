@@ -375,7 +375,8 @@ mod tests {
         // In UTC terms the Shanghai month starts the evening before.
         assert_eq!(first, Utc.with_ymd_and_hms(2026, 3, 31, 16, 0, 0).unwrap().timestamp_millis());
         // Across a year.
-        assert_eq!(month_start_ms(zone, shanghai(2027, 1, 1, 8, 0) - 1), shanghai(2026, 12, 1, 0, 0));
+        assert_eq!(month_start_ms(zone, shanghai(2027, 1, 1, 0, 0) - 1), shanghai(2026, 12, 1, 0, 0));
+        assert_eq!(month_start_ms(zone, shanghai(2027, 1, 1, 0, 0)), shanghai(2027, 1, 1, 0, 0));
     }
 
     #[test]
