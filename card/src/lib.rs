@@ -10,9 +10,9 @@
 //! - [`tlv`]: the BER-TLV decoder (hostile input is an error, never a panic).
 //! - [`pan`]: the card-number newtype; Debug and Display are masked.
 //! - [`emv`]: the server-side read as a state machine emitting batches ([`emv::ReadSession`]).
-//! - [`purse`]: the PBOC e-purse, host side: balance read, the load as a state machine emitting
-//!   batches ([`purse::LoadSession`]), and the resolution of a torn load
-//!   ([`purse::RecoverySession`]).
+//! - [`purse`]: the PBOC e-purse, host side: balance read, the authenticated inquiry
+//!   ([`purse::inquiry_batch`]), the load as a state machine emitting batches
+//!   ([`purse::LoadSession`]), and the resolution of a torn load ([`purse::RecoverySession`]).
 //! - [`sim`]: simulated cards speaking real APDUs: replays of recorded cards, small card models,
 //!   and a wrapper that misbehaves.
 //!

@@ -38,6 +38,8 @@ pub const TASK_STOP_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Application {
     listener: tokio::net::TcpListener,
     state: AppState,
+    /// The demo's in-process sandbox bank (`demo_bank`), stopped with the server.
+    demo_bank: Option<cardbridge_sandbox_bank::SandboxBank>,
 }
 
 impl Application {
@@ -61,7 +63,11 @@ impl Application {
     }
 
     /// [`Application::build_with_store`] with the server's clock.
-    pub async fn build_with(config: Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build_with(mut config: Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let demo_bank = match config.demo_bank {
+            true => Some(start_demo_bank(&mut config).await?),
+            false => None,
+        };
         let secrets = Arc::new(Secrets::load_or_create(&config.data_dir)?);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -101,7 +107,7 @@ impl Application {
             clock,
             tasks: TaskBoard::default(),
         });
-        Ok(Application { listener, state })
+        Ok(Application { listener, state, demo_bank })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -125,6 +131,7 @@ impl Application {
     /// the module documentation). Returns the server's error, if it had one.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = self.state;
+        let demo_bank = self.demo_bank;
         let mut supervisor = Supervisor::new(state.tasks.clone());
         let checkpointer = Checkpointer::new(
             state.store.clone(),
@@ -182,6 +189,29 @@ impl Application {
         // The head at shutdown is signed too, so that no event of this run goes unanchored.
         checkpointer.finish().await;
         state.store.close().await;
+        if let Some(mut bank) = demo_bank {
+            bank.stop().await;
+        }
         served
     }
+}
+
+/// The demo's bank: the sandbox bank with its demo accounts, in this process, on a free local
+/// port, with its own SQLite file in the data directory and a key made for this run; `config` is
+/// pointed at it (URL, key file, settlement account).
+async fn start_demo_bank(config: &mut Config) -> anyhow::Result<cardbridge_sandbox_bank::SandboxBank> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = protocol::bank::signing::BankKey::generate("demo-bank");
+    let url = format!("sqlite://{}", config.data_dir.join("demo-bank.db").display());
+    let sandbox = cardbridge_sandbox_bank::SandboxConfig::new("127.0.0.1:0".parse()?, url, key.clone()).with_demo_accounts();
+    let bank = cardbridge_sandbox_bank::SandboxBank::spawn(sandbox).await.context("starting the demo bank")?;
+    let key_file = config.data_dir.join("demo-bank.key");
+    let _ = std::fs::remove_file(&key_file);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_file).context("writing the demo bank key")?;
+    std::io::Write::write_all(&mut file, key.to_file().as_bytes())?;
+    config.bank_url = Some(bank.base_url());
+    config.bank_key_file = Some(key_file);
+    config.bank_settlement_account = Some(cardbridge_sandbox_bank::DEMO_SETTLEMENT_ACCOUNT.into());
+    tracing::warn!(url = %bank.base_url(), "demo mode: the sandbox bank runs inside the server");
+    Ok(bank)
 }

@@ -33,6 +33,10 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Demo mode: the demo card tray may tap simulated cards on virtual-reader terminals.
     pub demo: bool,
+    /// Demo only: run the sandbox bank inside the server (demo accounts, a fresh key each start)
+    /// and use it as the bank gateway, so that top-up works with no bank configured
+    /// (`CARDBRIDGE_DEMO_BANK`).
+    pub demo_bank: bool,
     /// Mark cookies `Secure` (set when served behind TLS).
     pub secure_cookies: bool,
     /// How long the server waits for an agent's reply to one command.
@@ -287,6 +291,7 @@ impl Default for Config {
             www_dir: PathBuf::from("www"),
             allowed_origins: Vec::new(),
             demo: false,
+            demo_bank: false,
             secure_cookies: false,
             command_timeout_ms: 5_000,
             session_ttl_ms: 8 * 3600 * 1000,
@@ -318,6 +323,7 @@ struct FileConfig {
     www_dir: Option<PathBuf>,
     allowed_origins: Option<Vec<String>>,
     demo: Option<bool>,
+    demo_bank: Option<bool>,
     secure_cookies: Option<bool>,
     command_timeout_ms: Option<u64>,
     session_ttl_minutes: Option<i64>,
@@ -375,6 +381,9 @@ impl Config {
 
     /// Check what the layers cannot check one key at a time.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.demo_bank && (!self.demo || self.bank_url.is_some()) {
+            anyhow::bail!("demo_bank needs demo mode and no bank_url: it stands in for the bank in the demo only");
+        }
         self.topup.validate()
     }
 
@@ -395,6 +404,7 @@ impl Config {
         if let Some(v) = f.www_dir { self.www_dir = v; }
         if let Some(v) = f.allowed_origins { self.allowed_origins = v; }
         if let Some(v) = f.demo { self.demo = v; }
+        if let Some(v) = f.demo_bank { self.demo_bank = v; }
         if let Some(v) = f.secure_cookies { self.secure_cookies = v; }
         if let Some(v) = f.command_timeout_ms { self.command_timeout_ms = v; }
         if let Some(v) = f.session_ttl_minutes { self.session_ttl_ms = v * 60_000; }
@@ -435,6 +445,7 @@ impl Config {
             self.allowed_origins = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         }
         if let Some(v) = get("CARDBRIDGE_DEMO") { self.demo = matches!(v.as_str(), "1" | "true" | "yes"); }
+        if let Some(v) = get("CARDBRIDGE_DEMO_BANK") { self.demo_bank = matches!(v.as_str(), "1" | "true" | "yes"); }
         if let Some(v) = get("CARDBRIDGE_SECURE_COOKIES") { self.secure_cookies = matches!(v.as_str(), "1" | "true" | "yes"); }
         if let Some(v) = get("CARDBRIDGE_LOG_FORMAT") {
             self.log_format = v.parse().context("CARDBRIDGE_LOG_FORMAT")?;

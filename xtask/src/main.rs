@@ -144,7 +144,8 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
             .env("CARDBRIDGE_DATA_DIR", &data)
             .env("CARDBRIDGE_WWW_DIR", root.join("www"))
             .env("CARDBRIDGE_LISTEN", listen)
-            .env("CARDBRIDGE_DEMO", "true");
+            .env("CARDBRIDGE_DEMO", "true")
+            .env("CARDBRIDGE_DEMO_BANK", "true");
         c
     };
     println!("==> database and demo data ({db_url})");
@@ -164,7 +165,8 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
 
     if !agent_dir.join("terminal.toml").exists() {
         println!("==> creating and enrolling the demo terminal");
-        let out = server(&["terminal", "add", &format!("Demo terminal {}", std::process::id())])
+        let name = format!("Demo terminal {}", std::process::id());
+        let out = server(&["terminal", "add", &name])
             .stderr(Stdio::inherit())
             .output()
             .context("creating the demo terminal")?;
@@ -177,6 +179,8 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
             .find_map(|l| l.strip_prefix("enrolment_code").map(|c| c.trim().to_string()))
             .context("no enrolment code printed")?;
         run(Command::new(&agent_bin).args(["enrol", "--server", &base, "--code", &code, "--state-dir"]).arg(&agent_dir))?;
+        // The demo terminal is also a self-service top-up kiosk (R3.3: an admin's switch).
+        run(&mut server(&["terminal", "topup", &name, "on"]))?;
     }
     println!("==> starting the virtual terminal (agent with simulated cards)");
     children.0.push(
@@ -208,6 +212,11 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
     }
     println!("  3. Allow the terminal, choose a request, then tap a card in the demo card tray");
     println!("     (or type `tap <card>` here; `list` shows the cards). The number fills itself in.");
+    println!("  4. Top-up kiosk (no login; same paired browser): {base}/topup.html");
+    println!("     Tap `purse-card` (alice's stored-value card), bind a bank card by tapping");
+    println!("     `unionpay-debit` with phone +8613800000001 (the code is in the SMS outbox on the");
+    println!("     admin page), tap `purse-card` again and choose an amount. The bank is the sandbox");
+    println!("     bank, running inside the server.");
     println!();
     println!("Press Ctrl-C to stop.");
     let started = Instant::now();
