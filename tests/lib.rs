@@ -384,6 +384,18 @@ pub async fn spawn_bank() -> TestBank {
     TestBank { bank, _dir: dir }
 }
 
+/// Like [`spawn_bank`], with `configure` applied to the bank's configuration (the demo accounts
+/// already in it) before it starts: more customers, other balances, for a benchmark or a test.
+pub async fn spawn_bank_with(configure: impl FnOnce(&mut cardbridge_sandbox_bank::SandboxConfig)) -> TestBank {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = protocol::bank::signing::BankKey::generate("test-bank-key");
+    let url = format!("sqlite://{}", dir.path().join("bank.db").display());
+    let mut config = cardbridge_sandbox_bank::SandboxConfig::new("127.0.0.1:0".parse().unwrap(), url, key).with_demo_accounts();
+    configure(&mut config);
+    let bank = cardbridge_sandbox_bank::SandboxBank::spawn(config).await.expect("sandbox bank starts");
+    TestBank { bank, _dir: dir }
+}
+
 impl TestBank {
     /// What `AppOptions::bank` takes to talk to this bank.
     pub fn gateway(&self) -> Option<(String, protocol::bank::signing::BankKey)> {

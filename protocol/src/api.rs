@@ -364,3 +364,54 @@ pub struct OutboxMessage {
     pub body: String,
     pub sent_at: String,
 }
+
+/// `GET /api/admin/topups?state=&page=`: top-ups, newest first (`state`: one state name, e.g.
+/// `exception`; none: all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUpQuery {
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub page: Option<u32>,
+}
+
+/// One top-up as an admin sees it (the card serial masked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUpSummary {
+    pub topup_id: String,
+    pub card_masked: String,
+    pub amount_minor: i64,
+    pub state: String,
+    /// Why it failed or needs a person (`debit_unresolved`, `write_unresolved`, …).
+    pub reason: Option<String>,
+    pub terminal_id: Option<String>,
+    pub debited: bool,
+    pub credited: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The card's transaction proof of a completed load (hex).
+    pub tac: Option<String>,
+    /// What a person may decide for it now (empty unless `exception`).
+    pub decisions: Vec<TopUpDecision>,
+}
+
+/// A person's decision on a top-up in `exception`, after looking at the bank statement or the
+/// card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopUpDecision {
+    /// The bank statement shows the debit.
+    Debited,
+    /// The bank statement shows no debit.
+    NotDebited,
+    /// The card shows the load.
+    Credited,
+    /// The card does not show the load: refund.
+    NotCredited,
+}
+
+/// `POST /api/admin/topups/{topup_id}/decision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecideTopUp {
+    pub decision: TopUpDecision,
+}

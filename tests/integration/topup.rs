@@ -237,7 +237,48 @@ async fn the_server_supervises_the_worker_and_it_picks_up_new_top_ups(engine: En
     app.stop().await;
 }
 
+async fn an_admin_resolves_a_top_up_in_exception_and_nobody_else_can(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    app.seed_demo().await;
+    let store = app.store();
+    let policy = Policy::default();
+    record::create(store, TopUpId::new("tu-e"), CardSerial::new(CARD), &binding(&app, "b-e").await, 2_000, T0, "kiosk", None).await.unwrap();
+    record::apply(store, "tu-e", Event::Start, T0, &policy, "worker").await.unwrap();
+    record::apply(store, "tu-e", Event::DebitReply(BankReply::Unknown), T0, &policy, "worker").await.unwrap();
+    for _ in 0..=policy.max_debit_failures {
+        record::apply(store, "tu-e", Event::DebitStatus(cardbridge::topup::StatusReply::Unknown), T0, &policy, "worker").await.unwrap();
+    }
+    assert_eq!(store.topup("tu-e").await.unwrap().topup.state.name(), "exception");
+
+    let admin = app.browser();
+    admin.login("admin", "admin-demo-pass").await;
+    let listed: Vec<protocol::api::TopUpSummary> =
+        admin.client.get(format!("{}/api/admin/topups?state=exception", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].reason.as_deref(), listed[0].decisions.clone()), (Some("debit_unresolved"), vec![protocol::api::TopUpDecision::Debited, protocol::api::TopUpDecision::NotDebited]));
+    assert!(!listed[0].card_masked.contains("20261200000004"), "the serial is masked");
+
+    let decide = |who: &cardbridge_tests::Browser, decision| {
+        who.client
+            .post(format!("{}/api/admin/topups/tu-e/decision", app.base))
+            .header("origin", &app.base)
+            .json(&protocol::api::DecideTopUp { decision })
+            .send()
+    };
+    let alice = app.browser();
+    alice.login("alice", "alice-demo-pass").await;
+    assert_eq!(decide(&alice, protocol::api::TopUpDecision::NotDebited).await.unwrap().status(), 403);
+    assert_eq!(decide(&admin, protocol::api::TopUpDecision::Credited).await.unwrap().status(), 422, "not a decision for an undebited top-up");
+    let decided = decide(&admin, protocol::api::TopUpDecision::NotDebited).await.unwrap();
+    assert_eq!(decided.status(), 200);
+    assert_eq!(store.topup("tu-e").await.unwrap().topup.state.name(), "failed");
+    let audit = store.audit_events(50).await.unwrap();
+    assert!(audit.iter().any(|e| e.actor == "admin" && e.action == "topup.step" && e.detail.starts_with("operator")));
+    app.stop().await;
+}
+
 both_databases!(
+    an_admin_resolves_a_top_up_in_exception_and_nobody_else_can,
     the_server_supervises_the_worker_and_it_picks_up_new_top_ups,
     the_worker_debits_through_the_bank_exactly_once_whatever_the_replies,
     a_completed_top_up_is_recorded_step_by_step_with_balanced_postings,

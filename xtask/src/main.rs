@@ -35,9 +35,10 @@ enum Task {
     },
     /// Build the page module into www/pkg.
     Wasm,
-    /// Run a benchmark: `tap` (tap to submit over pcscd + vpcd, A/B/C).
+    /// Run a benchmark: `tap` (tap to submit over pcscd + vpcd, A/B/C), `topup` (kiosk top-ups
+    /// per second on SQLite and PostgreSQL, beside the bare ledger transaction).
     Bench {
-        #[arg(value_parser = ["tap"])]
+        #[arg(value_parser = ["tap", "topup"])]
         name: String,
     },
 }
@@ -105,11 +106,28 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
 }
 
 fn bench(root: &Path, name: &str) -> anyhow::Result<()> {
+    if name == "topup" {
+        return bench_topup(root);
+    }
     wasm::build_wasm(root)?;
     prereq::ensure_browser()?;
     let pcscd = prereq::ensure_pcsc()?;
     let _pcscd = pcscd;
     run(cargo().current_dir(root).args(["bench", "-p", "cardbridge-tests", "--bench", name]).env("CARDBRIDGE_REQUIRE_PCSC", "1"))
+}
+
+/// The top-up benchmark: in-process agents with simulated purses, no PC/SC reader or browser;
+/// SQLite, and PostgreSQL (required: the figures are for both).
+fn bench_topup(root: &Path) -> anyhow::Result<()> {
+    prereq::ensure_pcsc_build_deps()?;
+    let Some(pg) = prereq::postgres_url() else {
+        bail!(
+            "PostgreSQL is not reachable at {}; start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`",
+            prereq::DEFAULT_PG_URL
+        );
+    };
+    println!("    PostgreSQL reachable ({})", prereq::redact(&pg));
+    run(cargo().current_dir(root).args(["bench", "-p", "cardbridge-tests", "--bench", "topup"]).env("CARDBRIDGE_TEST_PG_URL", pg))
 }
 
 /// Children killed when the demo ends.

@@ -111,6 +111,8 @@ async fn set_topup(
     tx.set_terminal_topup(&terminal_id, body.enabled).await?;
     tx.audit(&user.user.username, topup_action(body.enabled), &terminal_id, "").await?;
     tx.commit().await?;
+    // A kiosk open on the terminal shows whether it may top up now.
+    state.hub.signal_kiosks(&terminal_id, crate::hub::KioskSignal::Changed);
     Ok(Json(body))
 }
 

@@ -11,6 +11,7 @@ pub mod query;
 pub mod session;
 pub mod socket;
 pub mod ws_agent;
+pub mod topups;
 pub mod ws_kiosk;
 pub mod ws_page;
 
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ws_agent::router())
         .merge(ws_page::router())
         .merge(ws_kiosk::router())
+        .merge(topups::router())
         .fallback(assets::serve)
         .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(assets::CSP)))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

@@ -69,6 +69,8 @@ pub struct TopUpTotals {
 }
 
 type CardRow = (String, String, Option<String>, String, Option<String>, i64, i64);
+/// A card row, its holder's user name and the bound card's last four digits.
+type ListingRow = (String, String, Option<String>, String, Option<String>, i64, i64, String, Option<String>);
 const CARD_COLUMNS: &str = "p.card_serial, p.user_id, p.binding_id, p.status, p.blocked_reason, p.created_at, p.updated_at";
 
 fn card_from(r: CardRow) -> StoreResult<PurseCardRecord> {
@@ -107,7 +109,7 @@ impl Store {
         }
         // Hex digits only, so the pattern holds no wildcard but its own.
         let pattern = format!("%{}", serial_suffix.to_ascii_uppercase());
-        let rows: Vec<(String, String, Option<String>, String, Option<String>, i64, i64, String, Option<String>)> =
+        let rows: Vec<ListingRow> =
             sqlx::query_as(&format!(
                 "select {CARD_COLUMNS}, u.username, b.last4 from purse_card p \
                  join app_user u on u.user_id = p.user_id \

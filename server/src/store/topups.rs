@@ -176,6 +176,25 @@ impl Store {
         topup_from(row)
     }
 
+    /// Top-ups, newest first, optionally in one state: each with the terminal it was asked for at
+    /// and the TAC of a completed load (the admin's list).
+    pub async fn topups_page(&self, state: Option<&str>, limit: i64, offset: i64) -> StoreResult<Vec<(StoredTopUp, Option<String>, Option<String>)>> {
+        let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "select topup_id, terminal_id, tac from topup where ($1 is null or state = $1) \
+             order by created_at desc, topup_id limit $2 offset $3",
+        )
+        .bind(state)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, terminal, tac) in rows {
+            out.push((self.topup(&id).await?, terminal, tac));
+        }
+        Ok(out)
+    }
+
     /// The terminal a top-up was asked for at, if any.
     pub async fn topup_terminal(&self, topup_id: &str) -> StoreResult<Option<String>> {
         let (terminal,): (Option<String>,) = sqlx::query_as("select terminal_id from topup where topup_id = $1")

@@ -303,7 +303,8 @@ mod tests {
     #[test]
     fn every_cap_passes_exactly_at_it_and_refuses_one_fen_over() {
         let r = Rules { amounts: vec![2_000, 2_001, 5_000], per_topup_max: 20_000, ..rules() };
-        let cases: [(fn(Fen) -> Facts, Fen, RuleRefusal); 5] = [
+        type Case = (fn(Fen) -> Facts, Fen, RuleRefusal);
+        let cases: [Case; 5] = [
             (|v| Facts { balance: v, ..fresh() }, 100_000, RuleRefusal::BalanceCeiling),
             (|v| Facts { card_day: v, card_month: v, binding_day: v, binding_month: v, ..fresh() }, 50_000, RuleRefusal::CardDailyCap),
             (|v| Facts { card_month: v, binding_month: v, ..fresh() }, 200_000, RuleRefusal::CardMonthlyCap),
