@@ -95,7 +95,7 @@ impl Application {
             secrets,
             keys,
             public_base: config.public_base(bound),
-            origins: config.origins(bound),
+            origins: crate::state::AllowedOrigins::new(config.origins(bound)),
             config,
             login_limiter,
             consent_once: Default::default(),

@@ -24,7 +24,7 @@ pub struct Inner {
     /// Base URL people reach this server at (pairing links).
     pub public_base: String,
     /// Origins allowed for browser requests.
-    pub origins: Vec<String>,
+    pub origins: AllowedOrigins,
     pub login_limiter: LoginLimiter,
     /// "Allow once" consents: (session hash, terminal id). They end with the session.
     pub consent_once: Mutex<HashSet<(String, String)>>,
@@ -80,6 +80,59 @@ impl AppState {
     }
 
     pub fn is_allowed_origin(&self, origin: &str) -> bool {
-        self.origins.iter().any(|o| o == origin)
+        self.origins.allows(origin)
+    }
+}
+
+/// The origins browser requests may come from (cheap to clone: handlers take it as
+/// `State<AllowedOrigins>`).
+#[derive(Debug, Clone)]
+pub struct AllowedOrigins(Arc<[String]>);
+
+impl AllowedOrigins {
+    pub fn new(origins: Vec<String>) -> AllowedOrigins {
+        AllowedOrigins(origins.into())
+    }
+
+    pub fn allows(&self, origin: &str) -> bool {
+        self.0.iter().any(|o| o == origin)
+    }
+
+    /// Refuse a state-changing request whose `Origin` is not ours (a missing `Origin` is a
+    /// same-origin request or not a browser; cookies are `SameSite=Strict`).
+    pub fn check(&self, headers: &axum::http::HeaderMap) -> Result<(), crate::http::error::ApiError> {
+        match headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            Some(origin) if !self.allows(origin) => {
+                tracing::warn!(origin = %crate::logging::Escaped(origin), "request refused: origin not allowed");
+                Err(crate::http::error::ApiError::BadOrigin)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+// Narrow state: a handler names the services it uses (`State<Store>`, `State<TopUps>`, …), not
+// the whole application.
+impl axum::extract::FromRef<AppState> for Store {
+    fn from_ref(state: &AppState) -> Store {
+        state.store.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Hub> {
+    fn from_ref(state: &AppState) -> Arc<Hub> {
+        state.hub.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for crate::topup::service::TopUps {
+    fn from_ref(state: &AppState) -> crate::topup::service::TopUps {
+        state.topups.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for AllowedOrigins {
+    fn from_ref(state: &AppState) -> AllowedOrigins {
+        state.origins.clone()
     }
 }

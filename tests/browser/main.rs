@@ -6,6 +6,8 @@ use cardbridge_tests::browser::{screenshot, wait_for, Driver};
 use cardbridge_tests::{spawn_app, AppOptions, Engine, TestAgent, TestApp};
 use fantoccini::{Client, Locator};
 
+mod topup;
+
 /// One Chromium at a time: two cores do not run several well.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

@@ -308,7 +308,83 @@ async fn cards_that_are_not_admitted_are_told_why(engine: Engine) {
     app.stop().await;
 }
 
+async fn the_kiosk_socket_refuses_hostile_origins_unpaired_browsers_and_bad_frames(engine: Engine) {
+    let Some((app, _bank)) = app_with_bank(engine).await else { return };
+    let agent = app.start_terminal("Canteen kiosk 6").await;
+    enable_topup(&app, &agent.terminal_id).await;
+    let paired = app.browser();
+    paired.pair_with(&agent).await;
+
+    let hostile = paired.kiosk_socket("https://evil.example").await;
+    assert!(hostile.is_err(), "a hostile origin gets no socket");
+
+    let mut unpaired = app.browser().kiosk_socket(&app.base).await.expect("the upgrade itself");
+    let refused = unpaired.expect("a refusal", |f| match f {
+        ServerToKiosk::Refused { reason } => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(refused.await, protocol::page::Refusal::NotPaired);
+
+    let mut socket = paired.kiosk_socket(&app.base).await.unwrap();
+    socket.send_raw("{\"type\":\"top_up\",\"amount_minor\":\"lots\"}").await;
+    let bad = socket.expect("bad request", |f| match f {
+        ServerToKiosk::Refused { reason } => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(bad.await, protocol::page::Refusal::BadRequest);
+    socket.send(&KioskToServer::TopUp { amount_minor: 5000 }).await;
+    let no_card = socket.expect("no card yet", |f| match f {
+        ServerToKiosk::TopUpRefused { reason } => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(no_card.await, TopUpRefusal::NoCard, "the socket still works and nothing is paid without a card");
+    agent.stop().await;
+    app.stop().await;
+}
+
+async fn the_same_card_on_two_terminals_at_once_is_topped_up_once(engine: Engine) {
+    let Some((app, bank)) = app_with_bank(engine).await else { return };
+    let card = purse_card();
+    let memory = card.state();
+    let mut reader_a = cardbridge_agent::backend::virtual_reader::VirtualReader::new();
+    reader_a.insert_card(Box::new(card));
+    let mut reader_b = cardbridge_agent::backend::virtual_reader::VirtualReader::new();
+    reader_b.insert_card(Box::new(purse_card().with_state(memory)));
+    let kiosk_a = app.start_terminal_on("Kiosk A2", Box::new(reader_a)).await;
+    let kiosk_b = app.start_terminal_on("Kiosk B2", Box::new(reader_b)).await;
+    enable_topup(&app, &kiosk_a.terminal_id).await;
+    enable_topup(&app, &kiosk_b.terminal_id).await;
+    let mut a = kiosk(&app, &kiosk_a).await;
+    let mut b = kiosk(&app, &kiosk_b).await;
+    a.send(&KioskToServer::Arm).await;
+    card_view(&mut a).await;
+    bind(&app, &mut a, LI_LEI).await;
+    tap(&mut a, "purse-card").await;
+    card_view(&mut a).await;
+    b.send(&KioskToServer::Arm).await;
+    assert_eq!(card_view(&mut b).await.bound_card_last4.as_deref(), Some("0005"));
+
+    tokio::join!(a.send(&KioskToServer::TopUp { amount_minor: 2000 }), b.send(&KioskToServer::TopUp { amount_minor: 2000 }));
+    let first = |f: &ServerToKiosk| match f {
+        ServerToKiosk::Progress { .. } => Some(true),
+        ServerToKiosk::TopUpRefused { reason: TopUpRefusal::Busy } => Some(false),
+        _ => None,
+    };
+    let (went_a, went_b) = (a.expect("a's answer", first).await, b.expect("b's answer", first).await);
+    assert!(went_a ^ went_b, "exactly one top-up is recorded (a: {went_a}, b: {went_b})");
+    let winner = if went_a { &mut a } else { &mut b };
+    let (amount, _, _) = completed(winner).await;
+    assert_eq!(amount, 2000);
+    assert_eq!(bank.bank.balance("cust-0001").await.unwrap(), Some(LI_LEI.2 - 2000), "debited once");
+    assert_eq!(ledger_holds(&app).await, 2000);
+    kiosk_a.stop().await;
+    kiosk_b.stop().await;
+    app.stop().await;
+}
+
 both_databases!(
+    the_kiosk_socket_refuses_hostile_origins_unpaired_browsers_and_bad_frames,
+    the_same_card_on_two_terminals_at_once_is_topped_up_once,
     a_first_tap_binds_the_bank_card_and_a_top_up_moves_the_money_once,
     a_declined_debit_writes_nothing,
     a_card_pulled_during_the_write_is_finished_by_its_next_tap_on_another_terminal,

@@ -37,13 +37,7 @@ pub fn to_wire_role(role: Role) -> protocol::api::Role {
 
 /// State-changing browser requests must come from an allowed Origin (when the browser says one).
 pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        Some(origin) if !state.is_allowed_origin(origin) => {
-            tracing::warn!(origin = %crate::logging::Escaped(origin), "request refused: origin not allowed");
-            Err(ApiError::BadOrigin)
-        }
-        _ => Ok(()),
-    }
+    state.origins.check(headers)
 }
 
 /// The header carrying each request's id: kept if the client (or a proxy) sent one, else a new

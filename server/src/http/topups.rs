@@ -1,4 +1,7 @@
 //! `/api/admin/topups`: top-ups for the people who run the system — the list (by state, paged) and a person's decision on a top-up in `exception` (DESIGN §4), recorded through the engine like every other step
+//!
+//! The handlers take only what they use (`State<Store>`, `State<TopUps>`, `State<AllowedOrigins>`),
+//! not the whole application state.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -6,12 +9,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use protocol::api::{DecideTopUp, TopUpDecision, TopUpQuery, TopUpSummary};
 
-use super::check_origin;
 use super::error::ApiError;
 use super::extract::{Json, Query};
 use crate::auth::AuthUser;
-use crate::state::AppState;
-use crate::store::Role;
+use crate::state::{AllowedOrigins, AppState};
+use crate::store::{Role, Store};
+use crate::topup::service::TopUps;
 use crate::topup::record::RecordError;
 use crate::topup::{Decision, Effect, Event, FailReason, State as TopUpState, TopUp};
 use crate::util::format_ms;
@@ -34,22 +37,23 @@ fn decisions(state: &TopUpState, debited: bool, credited: bool) -> Vec<TopUpDeci
     }
 }
 
-async fn list(State(state): State<AppState>, user: AuthUser, Query(query): Query<TopUpQuery>) -> Result<Json<Vec<TopUpSummary>>, ApiError> {
+async fn list(State(store): State<Store>, user: AuthUser, Query(query): Query<TopUpQuery>) -> Result<Json<Vec<TopUpSummary>>, ApiError> {
     user.require(&[Role::Admin])?;
     let wanted = query.state.filter(|s| !s.is_empty());
     let offset = i64::from(query.page.unwrap_or(0)) * PAGE;
-    let rows = state.store.topups_page(wanted.as_deref(), PAGE, offset).await?;
+    let rows = store.topups_page(wanted.as_deref(), PAGE, offset).await?;
     Ok(Json(rows.into_iter().map(|(stored, terminal_id, tac)| summary(&stored.topup, terminal_id, tac)).collect()))
 }
 
 async fn decide(
-    State(state): State<AppState>,
+    State(topups): State<TopUps>,
+    State(origins): State<AllowedOrigins>,
     headers: HeaderMap,
     user: AuthUser,
     Path(topup_id): Path<String>,
     Json(body): Json<DecideTopUp>,
 ) -> Result<Json<TopUpSummary>, ApiError> {
-    check_origin(&state, &headers)?;
+    origins.check(&headers)?;
     user.require(&[Role::Admin])?;
     let decision = match body.decision {
         TopUpDecision::Debited => Decision::Debited,
@@ -57,7 +61,7 @@ async fn decide(
         TopUpDecision::Credited => Decision::Credited,
         TopUpDecision::NotCredited => Decision::NotCredited,
     };
-    let transition = match state.topups.apply(&topup_id, Event::Operator(decision), &user.user.username).await {
+    let transition = match topups.apply(&topup_id, Event::Operator(decision), &user.user.username).await {
         Ok(t) => t,
         Err(RecordError::NotFound) => return Err(ApiError::NotFound("no such top-up")),
         Err(RecordError::Invalid(e)) => return Err(ApiError::Unprocessable(e.to_string())),
@@ -69,12 +73,13 @@ async fn decide(
         match effect {
             // A refund is the bank worker's; the write waits for the card (or is made if it is on
             // its terminal's reader).
-            Effect::SendRefund { .. } => state.topups.wake_worker(),
-            Effect::WriteCard { .. } => state.topups.spawn_write_at_origin(&topup_id),
+            Effect::SendRefund { .. } => topups.wake_worker(),
+            Effect::WriteCard { .. } => topups.spawn_write_at_origin(&topup_id),
             _ => {}
         }
     }
-    let (terminal_id, tac) = (state.store.topup_terminal(&topup_id).await?, state.store.topup_proof(&topup_id).await?.map(|(_, tac)| tac));
+    let store = topups.store();
+    let (terminal_id, tac) = (store.topup_terminal(&topup_id).await?, store.topup_proof(&topup_id).await?.map(|(_, tac)| tac));
     Ok(Json(summary(&transition.next, terminal_id, tac)))
 }
 
