@@ -60,6 +60,23 @@ const TEXTS = {
     "purse.add_serial_placeholder": "16 hexadecimal digits",
     "purse.add_user": "Holder's user name",
     "purse.add_submit": "Register card",
+    "exc.heading": "Top-ups that need a person",
+    "exc.intro": "The bank or the card would not say what happened. Look at the bank statement (before the debit is known) or the card (after it), then record what you found; the money then moves by itself.",
+    "exc.col_topup": "Top-up",
+    "exc.col_card": "Card",
+    "exc.col_amount": "Amount",
+    "exc.col_reason": "Why",
+    "exc.col_actions": "What you found",
+    "exc.empty": "None: every top-up is settled or moving on its own",
+    "exc.reload": "Look again",
+    "exc.reason.debit_unresolved": "the bank would not say whether it debited",
+    "exc.reason.write_unresolved": "the card would not prove whether the load committed",
+    "exc.reason.refund_unresolved": "the bank would not say whether it refunded",
+    "exc.reason.refund_declined": "the bank declined the refund",
+    "exc.decision.debited": "Statement shows the debit",
+    "exc.decision.not_debited": "Statement shows no debit",
+    "exc.decision.credited": "Card shows the load",
+    "exc.decision.not_credited": "Card does not show it: refund",
   },
   "zh-CN": {
     "col_topup": "充值",
@@ -96,6 +113,23 @@ const TEXTS = {
     "purse.add_serial_placeholder": "16 位十六进制数字",
     "purse.add_user": "持卡人用户名",
     "purse.add_submit": "登记",
+    "exc.heading": "需要人工处理的充值",
+    "exc.intro": "银行或卡片未能说明结果。请查看银行对账单（扣款未确认时）或卡片（扣款已确认时），然后记录所见；资金随后自动处理。",
+    "exc.col_topup": "充值单",
+    "exc.col_card": "卡片",
+    "exc.col_amount": "金额",
+    "exc.col_reason": "原因",
+    "exc.col_actions": "核实结果",
+    "exc.empty": "无：所有充值均已完成或在自动处理中",
+    "exc.reload": "刷新",
+    "exc.reason.debit_unresolved": "银行未说明是否已扣款",
+    "exc.reason.write_unresolved": "卡片未能证明圈存是否成功",
+    "exc.reason.refund_unresolved": "银行未说明是否已退款",
+    "exc.reason.refund_declined": "银行拒绝退款",
+    "exc.decision.debited": "对账单显示已扣款",
+    "exc.decision.not_debited": "对账单显示未扣款",
+    "exc.decision.credited": "卡片显示已圈存",
+    "exc.decision.not_credited": "卡片未显示：退款",
   },
 };
 
@@ -572,3 +606,65 @@ loadSession()
   .then(() => Promise.all([refresh(), loadPurse()]))
   .catch((failure) => showAlert(adminError, describe(failure)));
 setInterval(refresh, REFRESH_MS);
+
+// ---------------------------------------------------------------- top-ups that need a person
+
+const exceptionsBody = document.getElementById("exceptions-body");
+const exceptionsEmpty = document.getElementById("exceptions-empty");
+const exceptionsError = document.getElementById("exceptions-error");
+let exceptions = [];
+
+function yuan(minor) {
+  return `¥${(minor / 100).toFixed(2)}`;
+}
+
+function exceptionRow(topup) {
+  const tr = el("tr");
+  tr.dataset.topupId = topup.topup_id;
+  const id = el("td");
+  id.append(el("code", "", topup.topup_id));
+  const actions = el("td");
+  const cell = el("div", "cell-action");
+  for (const decision of topup.decisions) {
+    const button = el("button", "button button-small", tx(`exc.decision.${decision}`));
+    button.type = "button";
+    button.dataset.decision = decision;
+    cell.append(button);
+  }
+  actions.append(cell);
+  tr.append(id, el("td", "", topup.card_masked), el("td", "", yuan(topup.amount_minor)),
+    el("td", "", tx(`exc.reason.${topup.reason}`)), actions);
+  return tr;
+}
+
+function renderExceptions() {
+  exceptionsBody.replaceChildren(...exceptions.map(exceptionRow));
+  exceptionsEmpty.hidden = exceptions.length > 0;
+}
+
+async function loadExceptions() {
+  try {
+    exceptions = await api("GET", "/api/admin/topups?state=exception");
+    showAlert(exceptionsError, "");
+    renderExceptions();
+  } catch (e) {
+    showAlert(exceptionsError, describe(e));
+  }
+}
+
+exceptionsBody.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-decision]");
+  if (!button) return;
+  const id = button.closest("tr").dataset.topupId;
+  button.disabled = true;
+  try {
+    await api("POST", `/api/admin/topups/${encodeURIComponent(id)}/decision`, { decision: button.dataset.decision });
+    await loadExceptions();
+  } catch (e) {
+    showAlert(exceptionsError, describe(e));
+    button.disabled = false;
+  }
+});
+document.getElementById("exceptions-reload").addEventListener("click", loadExceptions);
+onLangChange(renderExceptions);
+loadExceptions();
