@@ -156,6 +156,16 @@ pub struct Statement {
     pub totals: Vec<StatementTotal>,
 }
 
+/// Reply to `GET /v1/health`: the gateway is up and can reach its ledger. A cheap, signed call
+/// that moves nothing, for the client's periodic health probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `"ok"` in a 200 reply.
+    pub status: String,
+    /// The bank's clock (unix milliseconds), so the client can see a skew before signatures fail.
+    pub time: i64,
+}
+
 /// Machine-readable error codes. Unknown future codes decode as `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

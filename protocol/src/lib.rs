@@ -7,6 +7,8 @@
 //! - [`page`]: frames between the page module (WebAssembly) and the server over `/ws/page`.
 //! - [`kiosk`]: frames between the top-up kiosk page and the server over `/ws/kiosk`.
 //! - [`api`]: JSON bodies of the HTTP API used by the pages and scripts.
+//! - [`admin`]: run-state monitoring (R3.8): `/ws/admin` frames, the alarm and monitor API
+//!   bodies, the alarm webhook's body, `/readyz`'s answer.
 //! - [`bank`]: the bank-gateway API (`/v1/…`) and, with `crypto`, its HMAC request/reply signatures.
 //! - [`envelope`] (feature `crypto`): Ed25519 signing and verification of commands, replies and the
 //!   connection challenge, with replay protection.
@@ -15,6 +17,7 @@
 //! Architecture invariant: this is the only crate that knows the wire format. Types elsewhere are
 //! internal and never `Serialize`; they are converted to and from the types here at the edges.
 
+pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod bank;

@@ -21,6 +21,8 @@ pub enum Endpoint {
     Refund,
     /// `GET /v1/statements/{date}`
     Statement,
+    /// `GET /v1/health`
+    Health,
     /// Every `/v1` request.
     Any,
 }
@@ -52,19 +54,40 @@ pub struct FaultRule {
     pub times: u32,
 }
 
-/// The whole plan: added latency on every `/v1` request, and the rules, first match wins.
+/// How the daily statement misstates what the bank did, so that it disagrees with the client's
+/// books (reconciliation tests, R3.7). The ledger itself is untouched: only the statement lies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StatementFault {
+    /// Leave the transfer with this key off the statement.
+    Drop { idempotency_key: String },
+    /// List the transfer with this key twice (the copy with its own bank reference).
+    Duplicate { idempotency_key: String },
+    /// State another amount for the transfer with this key.
+    Amount { idempotency_key: String, amount_minor: i64 },
+}
+
+/// The whole plan: added latency on every `/v1` request, the rules (first match wins), and the
+/// statement's misstatements (applied to every statement while the plan stands).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultPlan {
     #[serde(default)]
     pub latency_ms: u64,
     #[serde(default)]
     pub rules: Vec<FaultRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statement: Vec<StatementFault>,
 }
 
 impl FaultPlan {
     /// A plan with one rule for the next request to `endpoint`.
     pub fn once(endpoint: Endpoint, fault: Fault) -> FaultPlan {
-        FaultPlan { latency_ms: 0, rules: vec![FaultRule { endpoint, fault, times: 1 }] }
+        FaultPlan { latency_ms: 0, rules: vec![FaultRule { endpoint, fault, times: 1 }], statement: Vec::new() }
+    }
+
+    /// A plan whose only fault is that the statement misstates these transfers.
+    pub fn misstating(statement: Vec<StatementFault>) -> FaultPlan {
+        FaultPlan { statement, ..FaultPlan::default() }
     }
 
     /// Take the fault for a request to `endpoint`, counting it down.
@@ -100,6 +123,7 @@ mod tests {
                 FaultRule { endpoint: Endpoint::Transfer, fault: Fault::ErrorBeforeCommit, times: 1 },
                 FaultRule { endpoint: Endpoint::Any, fault: Fault::Timeout, times: 0 },
             ],
+            statement: Vec::new(),
         };
         assert_eq!(plan.take(Endpoint::Transfer), Some(Fault::ErrorBeforeCommit));
         assert_eq!(plan.take(Endpoint::Transfer), Some(Fault::Timeout));
@@ -116,5 +140,10 @@ mod tests {
         .unwrap();
         assert_eq!(plan.rules[0].fault, Fault::Decline { reason: DeclineReason::InsufficientFunds });
         assert_eq!(plan.latency_ms, 50);
+        let misstating: FaultPlan = serde_json::from_str(
+            r#"{"statement": [{"kind": "drop", "idempotency_key": "tu_1"}, {"kind": "amount", "idempotency_key": "tu_2", "amount_minor": 1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(misstating.statement[1], StatementFault::Amount { idempotency_key: "tu_2".into(), amount_minor: 1 });
     }
 }

@@ -15,7 +15,7 @@ use protocol::bank::signing::{self, BankKey, SignatureError};
 use protocol::bank::{self as wire, ErrorCode};
 use tokio::sync::watch;
 
-use crate::api::{Endpoint, Fault, FaultPlan, Settled};
+use crate::api::{Endpoint, Fault, FaultPlan, Settled, StatementFault};
 use crate::ledger::{self, Forced, Ledger, LedgerError};
 use crate::net::ConnHandle;
 
@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transfers/{key}", get(transfer_status))
         .route("/v1/refunds", post(create_refund))
         .route("/v1/statements/{date}", get(statement))
+        .route("/v1/health", get(health))
         .fallback(|| async { BankError::NotFound("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), signed));
     let admin = Router::new()
@@ -269,8 +270,60 @@ async fn create_refund(State(state): State<AppState>, ConnectInfo(conn): Connect
 
 async fn statement(State(state): State<AppState>, ConnectInfo(conn): ConnectInfo<ConnHandle>, Path(date): Path<String>) -> Result<Response, BankError> {
     let plan = before_commit(&state, Endpoint::Statement).await?;
-    let statement = state.ledger.statement(&date).await?;
+    let mut statement = state.ledger.statement(&date).await?;
+    let misstatements = state.faults.lock().expect("faults lock").statement.clone();
+    misstate(&mut statement, &misstatements);
     after_commit(&state, &conn, plan, StatusCode::OK, statement).await
+}
+
+/// The health probe: answers once the ledger answers; moves nothing.
+async fn health(State(state): State<AppState>, ConnectInfo(conn): ConnectInfo<ConnHandle>) -> Result<Response, BankError> {
+    let plan = before_commit(&state, Endpoint::Health).await?;
+    state.ledger.ping().await?;
+    let body = wire::Health { status: "ok".into(), time: ledger::now_ms() };
+    after_commit(&state, &conn, plan, StatusCode::OK, body).await
+}
+
+/// Apply the plan's statement faults: drop, duplicate or restate transfers, then total the
+/// entries again (a misstating bank's totals agree with its own lines).
+fn misstate(statement: &mut wire::Statement, faults: &[StatementFault]) {
+    if faults.is_empty() {
+        return;
+    }
+    let is_transfer = |e: &wire::StatementEntry, key: &str| e.kind == wire::MovementKind::Transfer && e.idempotency_key == key;
+    for fault in faults {
+        match fault {
+            StatementFault::Drop { idempotency_key } => statement.entries.retain(|e| !is_transfer(e, idempotency_key)),
+            StatementFault::Duplicate { idempotency_key } => {
+                if let Some(i) = statement.entries.iter().position(|e| is_transfer(e, idempotency_key)) {
+                    let mut copy = statement.entries[i].clone();
+                    copy.bank_ref.push_str("-DUP");
+                    statement.entries.insert(i + 1, copy);
+                }
+            }
+            StatementFault::Amount { idempotency_key, amount_minor } => {
+                for e in statement.entries.iter_mut().filter(|e| is_transfer(e, idempotency_key)) {
+                    e.amount_minor = *amount_minor;
+                }
+            }
+        }
+    }
+    let mut totals: Vec<wire::StatementTotal> = Vec::new();
+    for e in &statement.entries {
+        let i = match totals.iter().position(|t| t.currency == e.currency) {
+            Some(i) => i,
+            None => {
+                totals.push(wire::StatementTotal { currency: e.currency.clone(), transferred_minor: 0, refunded_minor: 0 });
+                totals.len() - 1
+            }
+        };
+        match (e.kind, &e.transfer_status) {
+            (wire::MovementKind::Transfer, Some(wire::TransferStatus::Completed)) => totals[i].transferred_minor += e.amount_minor,
+            (wire::MovementKind::Refund, _) => totals[i].refunded_minor += e.amount_minor,
+            _ => {}
+        }
+    }
+    statement.totals = totals;
 }
 
 async fn get_faults(State(state): State<AppState>) -> Json<FaultPlan> {

@@ -149,6 +149,12 @@ impl Ledger {
         self.pool.close().await;
     }
 
+    /// A read of the ledger, for the health probe.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("select count(*) from account").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn seed_settlement(&self, s: &SeedSettlement) -> anyhow::Result<()> {
         sqlx::query("insert into account (account_id, kind, holder_name, currency, balance_minor) values ($1, 'settlement', $2, $3, 0) on conflict do nothing")
             .bind(&s.account_id)

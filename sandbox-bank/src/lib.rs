@@ -24,7 +24,7 @@ use anyhow::Context;
 use protocol::bank::signing::BankKey;
 use tokio::sync::watch;
 
-pub use api::{Endpoint, Fault, FaultPlan, FaultRule};
+pub use api::{Endpoint, Fault, FaultPlan, FaultRule, StatementFault};
 pub use ledger::{Ledger, SeedCustomer, SeedSettlement};
 
 /// How to run a sandbox bank.

@@ -250,7 +250,7 @@ async fn the_admin_endpoint_sets_and_clears_faults() {
 #[tokio::test]
 async fn injected_latency_delays_replies() {
     let env = env().await;
-    env.bank.set_faults(cardbridge_sandbox_bank::FaultPlan { latency_ms: 300, rules: vec![] });
+    env.bank.set_faults(cardbridge_sandbox_bank::FaultPlan { latency_ms: 300, ..Default::default() });
     let started = std::time::Instant::now();
 
     let (status, _, _) = env.send(&env.signed("GET", "/v1/statements/2026-01-01", None)).await;

@@ -239,6 +239,9 @@ pub trait BankGateway: Send + Sync + fmt::Debug {
     fn refund<'a>(&'a self, order: &'a RefundOrder) -> BoxFuture<'a, Result<RefundOutcome, BankError>>;
     /// The statement of the UTC day `date` (`yyyy-mm-dd`, retried).
     fn statement<'a>(&'a self, date: &'a str) -> BoxFuture<'a, Result<Statement, BankError>>;
+    /// One signed health check (`GET /v1/health`), never retried: the monitor's probe wants to
+    /// see each failure. `Ok` only for a verified 200.
+    fn health(&self) -> BoxFuture<'_, Result<(), BankError>>;
 }
 
 /// The bank gateway over HTTP(S) with reqwest and rustls.
@@ -515,6 +518,22 @@ impl BankGateway for HttpBankGateway {
                     _ => Ok(RefundOutcome::Unknown(UnknownCause::MalformedReply)),
                 },
                 s if s >= 500 => Ok(RefundOutcome::Unknown(UnknownCause::ServerError(s))),
+                _ => Err(rejected(&reply)),
+            }
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), BankError>> {
+        Box::pin(async move {
+            let reply = match self.exchange(Method::GET, "/v1/health", None).await {
+                Ok(r) => r,
+                Err(CallError::AfterSend(UnknownCause::BadReplySignature)) => return Err(BankError::BadReplySignature),
+                Err(CallError::NotSent(e)) => return Err(BankError::Unavailable(e)),
+                Err(CallError::AfterSend(cause)) => return Err(BankError::Unavailable(format!("{cause:?}"))),
+            };
+            match reply.status {
+                200 => parse::<wire::Health>(&reply).map(|_| ()),
+                s if s >= 500 => Err(BankError::Unavailable(format!("status {s}"))),
                 _ => Err(rejected(&reply)),
             }
         })

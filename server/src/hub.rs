@@ -5,6 +5,10 @@
 //! locks, changes the maps, queues frames with `try_send`, and unlocks. Outgoing frames go through
 //! bounded channels to each connection's writer task; a connection whose channel is full is too
 //! slow to serve and is dropped.
+//!
+//! For run-state monitoring (R3.8) the hub also records when each terminal's agent was last
+//! heard from (any frame, heartbeat pings included; kept after it disconnects), and times and
+//! counts the commands it sends ([`Hub::snapshot`], [`Hub::command_figures`], `/metrics`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +25,7 @@ use protocol::page::ServerToPage;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
+use crate::metrics::{CallWindow, ErrorLabel, Metrics, WindowFigures};
 use crate::util::new_id;
 
 /// How long a signed command stays valid.
@@ -70,6 +75,8 @@ pub struct PresentCard {
 #[derive(Debug, Clone)]
 pub struct AgentStatus {
     pub backend: String,
+    /// The agent's own version, from its hello.
+    pub agent_version: String,
     pub policy: LocalPolicyReport,
     pub readers: Vec<ReaderInfo>,
     pub card: Option<PresentCard>,
@@ -91,6 +98,8 @@ struct AgentConn {
     status: AgentStatus,
     /// A read is running on this terminal: one at a time.
     busy: bool,
+    /// When a frame (a heartbeat ping included) last arrived on this connection, by the clock.
+    last_seen_ms: i64,
 }
 
 impl AgentConn {
@@ -176,6 +185,36 @@ struct Inner {
     next_conn_id: u64,
     /// Commands handed to each terminal's agent since start (for monitoring and tests).
     commands_sent: HashMap<String, u64>,
+    /// When each terminal's agent was last heard from (or left), by the clock; kept after its
+    /// connection ends.
+    last_seen: HashMap<String, i64>,
+}
+
+/// One connected agent, as [`Hub::snapshot`] shows it.
+#[derive(Debug, Clone)]
+pub struct AgentSnapshot {
+    pub terminal_id: String,
+    pub status: AgentStatus,
+    /// The last frame on the connection, by the clock.
+    pub last_seen_ms: i64,
+}
+
+/// Connections as they are now, for monitoring.
+#[derive(Debug, Clone, Default)]
+pub struct HubSnapshot {
+    pub agents: Vec<AgentSnapshot>,
+    /// When each terminal's agent was last heard from, connected or not (since the start).
+    pub last_seen: HashMap<String, i64>,
+    pub pages: usize,
+    pub kiosks: usize,
+}
+
+/// Commands the hub sent: since the start, and over a recent window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CommandFigures {
+    pub sent: u64,
+    pub failed: u64,
+    pub window: WindowFigures,
 }
 
 pub struct Hub {
@@ -185,6 +224,11 @@ pub struct Hub {
     /// Stamps commands (`issued_at_ms`, `expires_at_ms`) and arming. The agent checks a command's
     /// expiry against its own clock, so a test clock far from real time makes agents refuse.
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    /// Recent command round trips (monitoring's window).
+    commands: CallWindow,
+    sent: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -195,7 +239,21 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     pub fn new(server_key: SigningKey, command_timeout: Duration, clock: Arc<dyn Clock>) -> Arc<Hub> {
-        Arc::new(Hub { inner: Mutex::new(Inner::default()), server_key, command_timeout, clock })
+        Hub::with_metrics(server_key, command_timeout, clock, Arc::new(Metrics::new()))
+    }
+
+    /// [`Hub::new`] counting its commands and connections into `metrics`.
+    pub fn with_metrics(server_key: SigningKey, command_timeout: Duration, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Arc<Hub> {
+        Arc::new(Hub {
+            inner: Mutex::new(Inner::default()),
+            server_key,
+            command_timeout,
+            clock,
+            metrics,
+            commands: CallWindow::default(),
+            sent: Default::default(),
+            failed: Default::default(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -218,13 +276,15 @@ impl Hub {
         key: VerifyingKey,
         session: HexBytes,
         tx: mpsc::Sender<ServerToAgent>,
-        backend: String,
-        policy: LocalPolicyReport,
+        hello: AgentHello,
     ) -> u64 {
+        let now = self.clock.now_ms();
         let mut inner = self.lock();
         inner.next_conn_id += 1;
         let conn_id = inner.next_conn_id;
-        let status = AgentStatus { backend, policy, readers: Vec::new(), card: None, card_read: false };
+        let AgentHello { backend, agent_version, policy } = hello;
+        let status = AgentStatus { backend, agent_version, policy, readers: Vec::new(), card: None, card_read: false };
+        inner.last_seen.insert(terminal_id.to_string(), now);
         if let Some(old) = inner.agents.insert(
             terminal_id.to_string(),
             AgentConn {
@@ -236,6 +296,7 @@ impl Hub {
                 finished: VecDeque::new(),
                 status,
                 busy: false,
+                last_seen_ms: now,
             },
         ) {
             old.fail_pending();
@@ -243,13 +304,25 @@ impl Hub {
         conn_id
     }
 
+    /// A frame (or a heartbeat ping) arrived on an agent connection: it is alive now.
+    pub fn agent_seen(&self, terminal_id: &str, conn_id: u64) {
+        let now = self.clock.now_ms();
+        let mut inner = self.lock();
+        if let Some(agent) = inner.agents.get_mut(terminal_id).filter(|a| a.conn_id == conn_id) {
+            agent.last_seen_ms = now;
+            inner.last_seen.insert(terminal_id.to_string(), now);
+        }
+    }
+
     /// Forget an agent connection (only if it is still the current one for its terminal).
     pub fn agent_disconnected(&self, terminal_id: &str, conn_id: u64) {
+        let now = self.clock.now_ms();
         let mut inner = self.lock();
         if inner.agents.get(terminal_id).is_some_and(|a| a.conn_id == conn_id) {
             if let Some(old) = inner.agents.remove(terminal_id) {
                 old.fail_pending();
             }
+            inner.last_seen.insert(terminal_id.to_string(), now);
         }
     }
 
@@ -321,6 +394,33 @@ impl Hub {
     /// This is transport only: callers check the terminal's permission and the user's consent
     /// first (see [`crate::reader`]); nothing else calls it.
     pub async fn send_command(&self, terminal_id: &str, body: CommandBody) -> Result<Outcome, HubError> {
+        let started = std::time::Instant::now();
+        let result = self.send_command_untimed(terminal_id, body).await;
+        self.count_command(started.elapsed(), &result);
+        result
+    }
+
+    /// Count a command's round trip (metrics and the monitoring window).
+    fn count_command(&self, took: Duration, result: &Result<Outcome, HubError>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.sent.fetch_add(1, Relaxed);
+        match result {
+            Ok(_) => self.metrics.agent_command_duration.observe(took.as_secs_f64()),
+            Err(e) => {
+                self.failed.fetch_add(1, Relaxed);
+                let error = match e {
+                    HubError::AgentOffline => "offline",
+                    HubError::Timeout => "timeout",
+                    HubError::Disconnected => "disconnected",
+                    HubError::BadReply(_) => "bad_reply",
+                };
+                self.metrics.agent_command_errors.get_or_create(&ErrorLabel { error }).inc();
+            }
+        }
+        self.commands.record(self.clock.now_ms(), took, result.is_ok());
+    }
+
+    async fn send_command_untimed(&self, terminal_id: &str, body: CommandBody) -> Result<Outcome, HubError> {
         let command_id = new_id("c");
         let (waiter_tx, waiter_rx) = oneshot::channel();
         let conn_id = {
@@ -523,4 +623,45 @@ impl Hub {
     pub fn online_terminals(&self) -> Vec<String> {
         self.lock().agents.keys().cloned().collect()
     }
+
+    /// Connected agents (with when each was last heard from), pages and kiosks, now; the
+    /// connection gauges of `/metrics` are set from it.
+    pub fn snapshot(&self) -> HubSnapshot {
+        let snapshot = {
+            let inner = self.lock();
+            HubSnapshot {
+                agents: inner
+                    .agents
+                    .iter()
+                    .map(|(id, a)| AgentSnapshot { terminal_id: id.clone(), status: a.status.clone(), last_seen_ms: a.last_seen_ms })
+                    .collect(),
+                last_seen: inner.last_seen.clone(),
+                pages: inner.pages.len(),
+                kiosks: inner.kiosks.len(),
+            }
+        };
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.connected_agents.set(gauge(snapshot.agents.len()));
+        self.metrics.connected_pages.set(gauge(snapshot.pages));
+        self.metrics.connected_kiosks.set(gauge(snapshot.kiosks));
+        snapshot
+    }
+
+    /// Commands sent and failed since the start, and round trips over the last `window_ms`.
+    pub fn command_figures(&self, window_ms: i64) -> CommandFigures {
+        use std::sync::atomic::Ordering::Relaxed;
+        CommandFigures {
+            sent: self.sent.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            window: self.commands.figures(self.clock.now_ms(), window_ms),
+        }
+    }
+}
+
+/// What an agent said of itself in its hello.
+#[derive(Debug, Clone)]
+pub struct AgentHello {
+    pub backend: String,
+    pub agent_version: String,
+    pub policy: LocalPolicyReport,
 }

@@ -268,6 +268,7 @@ async fn bank_status_reads_are_retried_past_a_5xx() {
     env.bank.set_faults(FaultPlan {
         latency_ms: 0,
         rules: vec![FaultRule { endpoint: Endpoint::TransferStatus, fault: Fault::ErrorBeforeCommit, times: 2 }],
+        statement: Vec::new(),
     });
 
     let status = env.gateway.transfer_status("t-read").await.unwrap();
@@ -282,6 +283,7 @@ async fn bank_a_read_that_keeps_failing_is_unavailable_after_its_attempts() {
     env.bank.set_faults(FaultPlan {
         latency_ms: 0,
         rules: vec![FaultRule { endpoint: Endpoint::TransferStatus, fault: Fault::ErrorBeforeCommit, times: 0 }],
+        statement: Vec::new(),
     });
 
     let status = env.gateway.transfer_status("t-any").await;
@@ -558,6 +560,7 @@ async fn bank_a_binding_whose_reply_is_lost_is_an_error_and_not_retried() {
     env.bank.set_faults(FaultPlan {
         latency_ms: 0,
         rules: vec![FaultRule { endpoint: Endpoint::CreateBinding, fault: Fault::ReplyLostAfterCommit, times: 2 }],
+        statement: Vec::new(),
     });
 
     let bound = env.gateway.create_binding(&Pan::parse(ALICE_CARD).unwrap(), ALICE_PHONE).await;

@@ -1,6 +1,8 @@
 //! The plumbing both WebSockets share: frame size limits with a proper close (1009), a writer task
 //! fed by the hub's bounded channel, and a reader that yields text frames until the peer closes or
-//! the hub drops the connection.
+//! the hub drops the connection. A connection may also watch its peer's liveness
+//! ([`Connection::with_heartbeat`]): every frame (pings included) counts, and a peer silent for
+//! longer than its idle limit is closed (`/ws/agent`: the agent pings every 20 s).
 //!
 //! Size limits: tungstenite's own limit fails the stream (the TCP connection just drops, with no
 //! close frame). So tungstenite is given a limit [`HEADROOM`] above ours and we check each frame
@@ -88,12 +90,19 @@ pub async fn close_too_big(socket: &mut WebSocket, limit: usize, size: Option<us
     }
 }
 
+/// Called for every frame the peer sends.
+type Heard = Box<dyn Fn() + Send + Sync>;
+
 /// A socket whose outgoing frames come from a channel.
 pub struct Connection {
     stream: SplitStream<WebSocket>,
     writer: Option<JoinHandle<()>>,
     close: Option<oneshot::Sender<Message>>,
     limit: usize,
+    /// Close the connection when the peer is silent this long.
+    idle: Option<Duration>,
+    heard: Option<Heard>,
+    went_silent: bool,
 }
 
 impl Connection {
@@ -128,22 +137,52 @@ impl Connection {
             }
             let _ = sink.close().await;
         });
-        Connection { stream, writer: Some(writer), close: Some(close), limit }
+        Connection { stream, writer: Some(writer), close: Some(close), limit, idle: None, heard: None, went_silent: false }
+    }
+
+    /// Call `heard` for every frame the peer sends (pings and pongs included), and end the
+    /// connection (close 1001, "going away") when the peer sends nothing for `idle`.
+    pub fn with_heartbeat(mut self, idle: Duration, heard: impl Fn() + Send + Sync + 'static) -> Connection {
+        self.idle = Some(idle);
+        self.heard = Some(Box::new(heard));
+        self
+    }
+
+    /// The connection ended because the peer went silent for longer than its idle limit.
+    pub fn went_silent(&self) -> bool {
+        self.went_silent
     }
 
     /// The next text frame; `None` once the peer closed, the socket failed, a frame was too big
     /// (answered with close 1009), or the writer ended.
     pub async fn next_text(&mut self) -> Option<Utf8Bytes> {
         loop {
+            let idle = self.idle;
             let writer = self.writer.as_mut()?;
+            let silence = async move {
+                match idle {
+                    Some(idle) => tokio::time::sleep(idle).await,
+                    None => std::future::pending().await,
+                }
+            };
             let frame = tokio::select! {
-                frame = self.stream.next() => Some(frame),
-                _ = writer => None,
+                frame = self.stream.next() => Some(Some(frame)),
+                _ = writer => Some(None),
+                () = silence => None,
+            };
+            let Some(frame) = frame else {
+                self.went_silent = true;
+                let reason = "no frame within the heartbeat window";
+                self.close_with(Message::Close(Some(CloseFrame { code: close_code::AWAY, reason: reason.into() }))).await;
+                return None;
             };
             let Some(frame) = frame else {
                 self.writer = None;
                 return None;
             };
+            if let (Some(heard), Some(Ok(_))) = (&self.heard, &frame) {
+                heard();
+            }
             match judge(frame, self.limit) {
                 Incoming::Text(text) => return Some(text),
                 Incoming::Other => continue,

@@ -1,6 +1,8 @@
 //! `/ws/agent`: the bridge agents' connections. Challenge → signed Hello → Welcome; then reader
 //! events up and signed commands down (bound to the connection's session), replies correlated by
 //! the hub. Outside demo mode a virtual reader is refused at hello; unsolicited replies are audited.
+//! Every frame (the agent's heartbeat pings included) marks the agent seen; an agent silent for
+//! `[monitoring] agent_offline_after_ms` is offline and its connection is closed.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use protocol::PROTOCOL_VERSION;
 use tokio::sync::mpsc;
 
 use super::socket::{self, Connection, Incoming};
-use crate::hub::{KioskSignal, PresentCard, ReplyRefused, CONNECTION_QUEUE};
+use crate::hub::{AgentHello, KioskSignal, PresentCard, ReplyRefused, CONNECTION_QUEUE};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -91,16 +93,20 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     // queued meanwhile wait in the channel until the writer starts, after the welcome.
     let (tx, rx) = mpsc::channel::<ServerToAgent>(CONNECTION_QUEUE);
     let session = protocol::envelope::session_id(&nonce.0, &terminal_id);
-    let conn_id = state.hub.agent_connected(&terminal_id, key, session, tx, backend.clone(), policy);
+    let hello = AgentHello { backend: backend.clone(), agent_version: agent_version.clone(), policy };
+    let conn_id = state.hub.agent_connected(&terminal_id, key, session, tx, hello);
     let welcome = ServerToAgent::Welcome { terminal_id: terminal_id.clone(), terminal_name: terminal.name.clone() };
     if send(&mut socket, &welcome).await.is_err() {
         state.hub.agent_disconnected(&terminal_id, conn_id);
         return;
     }
     tracing::info!(terminal_id, %agent_version, %backend, "agent connected");
+    state.monitor.poke();
     crate::reader::refresh_pages(&state, &terminal_id).await;
 
-    let mut connection = Connection::new(socket, rx, MAX_FRAME);
+    let idle = Duration::from_millis(state.config.monitoring.agent_offline_after_ms);
+    let (hub, seen_id) = (state.hub.clone(), terminal_id.clone());
+    let mut connection = Connection::new(socket, rx, MAX_FRAME).with_heartbeat(idle, move || hub.agent_seen(&seen_id, conn_id));
     while let Some(text) = connection.next_text().await {
         match protocol::decode::<AgentToServer>(&text) {
             Ok(AgentToServer::Event(event)) => on_event(&state, &terminal_id, conn_id, event).await,
@@ -120,9 +126,13 @@ async fn handle(state: AppState, mut socket: WebSocket) {
             Err(e) => tracing::warn!(terminal_id, error = %crate::util::ErrorChain(&e), "malformed agent frame dropped"),
         }
     }
+    if connection.went_silent() {
+        tracing::warn!(terminal_id, idle_ms = idle.as_millis() as u64, "agent silent past the heartbeat window; offline, connection closed");
+    }
     drop(connection);
     state.hub.agent_disconnected(&terminal_id, conn_id);
     tracing::info!(terminal_id, "agent disconnected");
+    state.monitor.poke();
     crate::reader::refresh_pages(&state, &terminal_id).await;
 }
 

@@ -45,14 +45,14 @@ fn serial_hex(serial: &CardSerial) -> String {
     serial.to_hex()
 }
 
-fn serial_from(hex_text: &str) -> Result<CardSerial, String> {
+pub(super) fn serial_from(hex_text: &str) -> Result<CardSerial, String> {
     let bytes: [u8; 8] = hex::decode(hex_text).ok().and_then(|b| b.try_into().ok()).ok_or("card serial")?;
     Ok(CardSerial::new(bytes))
 }
 
 /// Layout: serial 8 ‖ online serial 2 ‖ old balance 4 ‖ amount 4 ‖ terminal 6 ‖ date 4 ‖ time 3 ‖
 /// MAC2 4 bytes, hex.
-fn pending_hex(p: &PendingLoad) -> String {
+pub(super) fn pending_hex(p: &PendingLoad) -> String {
     let mut out = Vec::with_capacity(35);
     out.extend(p.card_serial.bytes());
     out.extend(p.online_serial.to_be_bytes());
@@ -65,7 +65,7 @@ fn pending_hex(p: &PendingLoad) -> String {
     hex::encode_upper(out)
 }
 
-fn pending_from(hex_text: &str) -> Result<PendingLoad, String> {
+pub(super) fn pending_from(hex_text: &str) -> Result<PendingLoad, String> {
     let b = hex::decode(hex_text).map_err(|_| "pending load is not hex")?;
     if b.len() != 35 {
         return Err("pending load of the wrong length".into());
@@ -302,6 +302,17 @@ impl StoreTx {
         sqlx::query("update topup set new_balance = $1, tac = $2 where topup_id = $3")
             .bind(i64::from(new_balance))
             .bind(hex::encode_upper(tac))
+            .bind(topup_id)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Keep the load a completed top-up's TAC covers (what CREDIT FOR LOAD was sent with), so
+    /// that reconciliation (R3.7) can verify the TAC with the card's key.
+    pub async fn set_topup_load_proof(&mut self, topup_id: &str, load: &PendingLoad) -> StoreResult<()> {
+        sqlx::query("update topup set load_proof = $1 where topup_id = $2")
+            .bind(pending_hex(load))
             .bind(topup_id)
             .execute(self.conn())
             .await?;

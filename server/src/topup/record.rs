@@ -70,6 +70,11 @@ pub async fn apply(store: &Store, id: &str, event: Event, now: Timestamp, policy
         Event::Recovery(Resolution::Committed { tac, balance }) => Some((*balance, *tac)),
         _ => None,
     };
+    // The load that proof is for: the one recorded before CREDIT FOR LOAD went out.
+    let proven_load = match &topup.state {
+        State::WriteSent { pending } | State::WriteUnknown { pending } if proof.is_some() => Some(pending.clone()),
+        _ => None,
+    };
     let transition = step(&topup, event, now, policy)?;
     let mut tx = store.begin().await?;
     match tx.record_transition(version, &transition.next, &transition.postings).await {
@@ -79,6 +84,9 @@ pub async fn apply(store: &Store, id: &str, event: Event, now: Timestamp, policy
     }
     if let (Some((new_balance, tac)), State::Completed) = (proof, &transition.next.state) {
         tx.set_topup_proof(id, new_balance, &tac).await?;
+        if let Some(load) = &proven_load {
+            tx.set_topup_load_proof(id, load).await?;
+        }
     }
     let detail = format!("{event_name}: {} -> {}", topup.state.name(), transition.next.state.name());
     tx.audit(actor, "topup.step", id, &detail).await?;
