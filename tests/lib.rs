@@ -193,6 +193,27 @@ pub async fn spawn_app_with_clock(engine: Engine, options: AppOptions, clock: Ar
     spawn_configured(engine, options, |_| {}, clock).await
 }
 
+/// Like [`spawn_app_with_clock`], with `configure` applied to the server's configuration too.
+pub async fn spawn_app_with_clock_and(
+    engine: Engine,
+    options: AppOptions,
+    clock: Arc<dyn cardbridge::clock::Clock>,
+    configure: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
+    spawn_configured(engine, options, configure, clock).await
+}
+
+/// Like [`spawn_app_with_clock`], with `configure` applied to the server's configuration before it
+/// starts.
+pub async fn spawn_app_configured(
+    engine: Engine,
+    options: AppOptions,
+    clock: Arc<dyn cardbridge::clock::Clock>,
+    configure: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
+    spawn_configured(engine, options, configure, clock).await
+}
+
 /// Like [`spawn_app`], with `configure` applied to the server's configuration before it starts.
 pub async fn spawn_app_with(engine: Engine, options: AppOptions, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
     spawn_configured(engine, options, configure, Arc::new(cardbridge::clock::SystemClock)).await
@@ -488,6 +509,11 @@ impl Browser {
         self.socket("/ws/kiosk", origin).await
     }
 
+    /// Open `/ws/admin` as the admin page would, with this browser's cookies and `origin`.
+    pub async fn admin_socket(&self, origin: &str) -> Result<AdminSocket, tokio_tungstenite::tungstenite::Error> {
+        self.socket("/ws/admin", origin).await
+    }
+
     async fn socket<T>(&self, path: &str, origin: &str) -> Result<FrameSocket<T>, tokio_tungstenite::tungstenite::Error> {
         let mut request = format!("ws://{}{path}", self.host).into_client_request()?;
         request.headers_mut().insert("origin", origin.parse().unwrap());
@@ -511,6 +537,8 @@ pub struct FrameSocket<T> {
 pub type PageSocket = FrameSocket<ServerToPage>;
 /// `/ws/kiosk`, as the top-up kiosk page opens it.
 pub type KioskSocket = FrameSocket<protocol::kiosk::ServerToKiosk>;
+/// `/ws/admin`, as the admin page opens it (run-state monitoring).
+pub type AdminSocket = FrameSocket<protocol::admin::ServerToAdmin>;
 
 impl<T: serde::de::DeserializeOwned + std::fmt::Debug> FrameSocket<T> {
     pub async fn send(&mut self, message: &impl serde::Serialize) {

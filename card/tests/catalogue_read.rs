@@ -24,7 +24,7 @@ fn read(card: &mut dyn SimCard) -> (ReadResult, Vec<Vec<u8>>) {
 #[test]
 fn reads_every_catalogue_card_within_three_round_trips() {
     let catalogue = sim::catalogue();
-    assert_eq!(catalogue.len(), 14);
+    assert_eq!(catalogue.len(), 18);
     for entry in catalogue {
         let mut card = sim::load(entry.name).unwrap();
 
@@ -73,6 +73,9 @@ fn round_trips_per_card_are_as_designed() {
     // round would pick; 3 when the directory's first choice is another one (unionpay-credit:
     // credit has priority 1, debit is tried first) or not a known AID as such (Amex lists
     // A000000025010403, the known list has A00000002501); 1 when no candidate selects at all.
+    // unionpay-pse-multi: the PSE's priority 1 is debit, the first known AID; unionpay-19-digits:
+    // no directory, the known list's credit is the first AID it selects; unionpay-two-priorities:
+    // debit's 87 = 81 is priority 1.
     let expected = [
         ("visa_debit_de_comdirect", 2),
         ("visa_credit_de_dkb", 2),
@@ -88,6 +91,10 @@ fn round_trips_per_card_are_as_designed() {
         ("chained-t0", 2),
         ("ppse-missing", 2),
         ("campus-card", 1),
+        ("unionpay-pse-multi", 2),
+        ("unionpay-19-digits", 2),
+        ("unionpay-two-priorities", 2),
+        ("unionpay-no-luhn", 2),
     ];
     assert_eq!(expected.len(), sim::catalogue().len(), "every card listed");
     for (name, trips) in expected {
@@ -246,5 +253,130 @@ fn identities_debug_masked() {
             !shown.contains("4761735025003981") && !shown.contains("045A7C22E16B80"),
             "{shown}"
         );
+    }
+}
+
+/// Selected application (AID, label) and number of a bank read; panics on anything else.
+fn bank_read(name: &str) -> (String, Option<String>, card::pan::Pan, Vec<Vec<u8>>) {
+    let mut card = sim::load(name).unwrap();
+    let (result, seen) = read(card.as_mut());
+    match result {
+        Ok((
+            CardIdentity::Bank {
+                aid, label, pan, ..
+            },
+            _,
+        )) => (hex::encode_upper(aid), label, pan, seen),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// The SELECTs by AID and the GPOs a read sent, in order.
+fn selects_and_gpo(seen: &[Vec<u8>]) -> Vec<String> {
+    seen.iter()
+        .filter_map(|c| match c.as_slice() {
+            [0x00, 0xA4, 0x04, 0x00, len, rest @ ..]
+                if rest.len() > usize::from(*len) && *len <= 16 && rest[0] == 0xA0 =>
+            {
+                Some(format!(
+                    "SELECT {}",
+                    hex::encode_upper(&rest[..usize::from(*len)])
+                ))
+            }
+            [0x80, 0xA8, ..] => Some("GPO".to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_contact_pse_with_three_unionpay_applications_reads_the_first_by_priority() {
+    let (aid, label, pan, seen) = bank_read("unionpay-pse-multi");
+
+    assert_eq!(aid, "A000000333010101");
+    assert_eq!(label.as_deref(), Some("PBOC DEBIT"));
+    assert_eq!(pan.scheme(), card::pan::Brand::UnionPay);
+    // The PSE directory was read before any GPO (SFI 1: READ RECORD P2 = 0C).
+    let before_gpo = seen.iter().take_while(|c| c[..2] != [0x80, 0xA8]);
+    let directory_reads = before_gpo
+        .filter(|c| c[..2] == [0x00, 0xB2] && c[3] == 0x0C)
+        .count();
+    assert!(directory_reads >= 4, "{directory_reads} directory reads");
+    // Round 1's speculative debit SELECT is the application used: GPO right after it.
+    assert_eq!(
+        selects_and_gpo(&seen).last().map(String::as_str),
+        Some("GPO")
+    );
+    assert_eq!(
+        selects_and_gpo(&seen)
+            .iter()
+            .filter(|s| *s == "GPO")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn without_ppse_or_pse_the_known_aid_list_finds_a_19_digit_unionpay_number() {
+    let (aid, label, pan, seen) = bank_read("unionpay-19-digits");
+
+    assert_eq!(aid, "A000000333010102");
+    assert_eq!(label.as_deref(), Some("UnionPay Credit"));
+    assert_eq!(pan.as_str().len(), 19);
+    assert!(
+        pan.as_str().starts_with("622848"),
+        "in the block Discover lists as co-branded"
+    );
+    assert_eq!(pan.brand(), "UnionPay");
+    assert_eq!(
+        selects_and_gpo(&seen)[..2],
+        ["SELECT A000000333010101", "SELECT A000000333010102"],
+        "debit fails, credit selects"
+    );
+}
+
+#[test]
+fn the_priority_ignores_the_cardholder_confirmation_bit() {
+    // e-cash: 87 = 02, listed first; debit: 87 = 81 (priority 1, confirmation required).
+    let (aid, label, _, seen) = bank_read("unionpay-two-priorities");
+
+    assert_eq!(aid, "A000000333010101");
+    assert_eq!(label.as_deref(), Some("UnionPay Debit"));
+    assert!(
+        !selects_and_gpo(&seen).contains(&"SELECT A000000333010106".to_string()),
+        "e-cash never selected"
+    );
+}
+
+#[test]
+fn a_unionpay_number_that_fails_luhn_is_read() {
+    let (_, _, pan, _) = bank_read("unionpay-no-luhn");
+
+    assert!(!card::pan::luhn_valid(pan.as_str()));
+    assert_eq!(pan.brand(), "UnionPay");
+    let entry = sim::catalogue()
+        .into_iter()
+        .find(|e| e.name == "unionpay-no-luhn")
+        .unwrap();
+    assert!(pan.as_str() == entry.expected_number);
+}
+
+#[test]
+fn a_card_whose_number_fails_its_check_digit_gives_no_number() {
+    for name in sim::BROKEN_CARDS {
+        let mut card = sim::load(name).unwrap();
+
+        let (result, _) = read(card.as_mut());
+
+        match result {
+            Err(ReadCardError::Read(e @ ReadError::InvalidNumber(card::pan::PanError::Luhn))) => {
+                let reason = e.to_string();
+                assert!(
+                    reason.contains("Luhn") && !reason.contains("4761"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
     }
 }

@@ -19,7 +19,7 @@ use pcsc::{Context, Protocols, ReaderState, Scope, ShareMode, State};
 
 use card::apdu::{ExchangeError, StatusWord};
 use card::batch;
-use card::emv::{read_card, CardIdentity, ReadCardError, TARGET_ROUND_TRIPS};
+use card::emv::{read_card, CardIdentity, ReadCardError, ReadError, TARGET_ROUND_TRIPS};
 use card::purse::{
     self, keys, CardSerial, Inquiry, InquiryError, LoadOutcome, LoadRequest, PendingLoad,
     PurseKeys, Resolution, TacInput, UnknownCause,
@@ -267,6 +267,67 @@ fn every_catalogue_card_reads_its_number_over_pcsc() {
             inserted.apdus_served()
         );
         assert_eq!(bench.remove(inserted, Some(card)), Ended::Removed);
+    }
+}
+
+/// The UnionPay card models over the real stack: a PSE of three applications, no directory and a
+/// 19-digit number, two priorities (one with the confirmation bit), a number failing Luhn; each
+/// reads the application and number the catalogue names. Then a card whose number fails its
+/// check digit: no number, and the reason.
+#[test]
+fn the_unionpay_models_read_over_pcsc_and_a_broken_number_is_refused() {
+    let Some(mut bench) =
+        bench("the_unionpay_models_read_over_pcsc_and_a_broken_number_is_refused")
+    else {
+        return;
+    };
+    for name in [
+        "unionpay-pse-multi",
+        "unionpay-19-digits",
+        "unionpay-two-priorities",
+        "unionpay-no-luhn",
+    ] {
+        let expected = entry(name);
+        let (inserted, card) = bench.tap(sim::load(name).unwrap());
+
+        let result = read(&card);
+
+        let (identity, round_trips) = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(found(&identity, &expected), "{name}: read {identity:?}");
+        let CardIdentity::Bank { pan, aid, .. } = &identity else {
+            panic!("{name}: not a bank card")
+        };
+        assert_eq!(
+            Some(hex::encode_upper(aid).as_str()),
+            expected.aid,
+            "{name}"
+        );
+        assert_eq!(pan.brand(), "UnionPay", "{name}");
+        assert_eq!(round_trips, 2, "{name}");
+        if name == "unionpay-no-luhn" {
+            assert!(
+                !card::pan::luhn_valid(pan.as_str()),
+                "the number fails Luhn"
+            );
+        }
+        assert_eq!(bench.remove(inserted, Some(card)), Ended::Removed, "{name}");
+    }
+
+    for name in sim::BROKEN_CARDS {
+        let (inserted, card) = bench.tap(sim::load(name).unwrap());
+
+        let result = read(&card);
+
+        assert!(
+            matches!(
+                result,
+                Err(ReadCardError::Read(ReadError::InvalidNumber(
+                    card::pan::PanError::Luhn
+                )))
+            ),
+            "{name}: {result:?}"
+        );
+        assert_eq!(bench.remove(inserted, Some(card)), Ended::Removed, "{name}");
     }
 }
 

@@ -27,6 +27,8 @@ pub enum AlarmKind {
     TopupStuck,
     /// The daily reconciliation found a difference with the bank's statement.
     ReconciliationMismatch,
+    /// The scheduled daily settlement could not settle a day.
+    SettlementFailed,
     /// The audit log's verification failed, or a checkpoint of its head was refused.
     AuditChainFailed,
     /// A supervised background task was given up on.

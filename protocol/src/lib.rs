@@ -9,6 +9,7 @@
 //! - [`api`]: JSON bodies of the HTTP API used by the pages and scripts.
 //! - [`admin`]: run-state monitoring (R3.8): `/ws/admin` frames, the alarm and monitor API
 //!   bodies, the alarm webhook's body, `/readyz`'s answer.
+//! - [`settlement`]: daily settlement (R3.7): the bodies of `/api/admin/settlements`.
 //! - [`bank`]: the bank-gateway API (`/v1/…`) and, with `crypto`, its HMAC request/reply signatures.
 //! - [`envelope`] (feature `crypto`): Ed25519 signing and verification of commands, replies and the
 //!   connection challenge, with replay protection.
@@ -28,6 +29,7 @@ pub mod checkpoint;
 pub mod envelope;
 pub mod kiosk;
 pub mod page;
+pub mod settlement;
 
 pub use bytes::HexBytes;
 

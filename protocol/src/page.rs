@@ -132,3 +132,658 @@ pub enum ReadFailure {
     /// The terminal owner's local policy refused the read.
     PolicyRefused,
 }
+
+/// Defines `ALL`, `wire_name` and `from_wire_name` for a unit-only enum: the snake_case names
+/// serde gives its variants on the wire (checked against serde in the tests of [`json`]).
+macro_rules! wire_names {
+    ($type:ident { $($variant:ident => $name:literal,)* }) => {
+        impl $type {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$type] = &[$($type::$variant,)*];
+
+            /// The variant's name on the wire.
+            pub fn wire_name(self) -> &'static str {
+                match self {
+                    $($type::$variant => $name,)*
+                }
+            }
+
+            /// The variant a wire name stands for.
+            pub fn from_wire_name(name: &str) -> Option<$type> {
+                Self::ALL.iter().copied().find(|v| v.wire_name() == name)
+            }
+        }
+    };
+}
+
+wire_names!(ConsentDecision {
+    AllowOnce => "allow_once",
+    AllowAlways => "allow_always",
+    Deny => "deny",
+});
+
+wire_names!(ConsentState {
+    Unknown => "unknown",
+    AllowedOnce => "allowed_once",
+    AllowedAlways => "allowed_always",
+    Denied => "denied",
+});
+
+wire_names!(CardKind {
+    Bank => "bank",
+    Uid => "uid",
+});
+
+wire_names!(Refusal {
+    NotLoggedIn => "not_logged_in",
+    NotPaired => "not_paired",
+    TerminalForbidden => "terminal_forbidden",
+    ConsentDenied => "consent_denied",
+    ConsentRequired => "consent_required",
+    AgentOffline => "agent_offline",
+    TerminalRevoked => "terminal_revoked",
+    NotADemoTerminal => "not_a_demo_terminal",
+    BadRequest => "bad_request",
+    TooManyRequests => "too_many_requests",
+    Unavailable => "unavailable",
+});
+
+wire_names!(ReadFailure {
+    CardRemoved => "card_removed",
+    UnsupportedCard => "unsupported_card",
+    Timeout => "timeout",
+    ReaderError => "reader_error",
+    PolicyRefused => "policy_refused",
+});
+
+pub mod json {
+    //! The page frames in JSON without serde: what the page module uses, so that the WebAssembly
+    //! module carries neither serde nor serde_json (nor the float formatting they bring).
+    //!
+    //! It reads and writes exactly the JSON the serde types above produce and accept — the tests
+    //! compare the two on every frame kind — so the server keeps using `crate::encode` and
+    //! `crate::decode`. The decoder is a complete JSON parser (strings with every escape, numbers,
+    //! nesting up to [`MAX_DEPTH`]) that, like serde, ignores fields it does not know and refuses
+    //! missing, duplicated or mistyped ones.
+
+    use super::{
+        CardKind, ConsentState, PageToServer, ReadFailure, Refusal, ServerToPage, TerminalView,
+    };
+    use crate::DecodeError;
+
+    /// Deepest nesting of arrays and objects accepted (a page frame needs 2).
+    pub const MAX_DEPTH: usize = 32;
+
+    /// One page → server frame as JSON text, byte for byte what `crate::encode` gives.
+    pub fn encode_page_to_server(message: &PageToServer) -> String {
+        let tagged = |kind: &str| ["{\"type\":\"", kind, "\"}"].concat();
+        match message {
+            PageToServer::Consent { decision } => [
+                "{\"type\":\"consent\",\"decision\":\"",
+                decision.wire_name(),
+                "\"}",
+            ]
+            .concat(),
+            PageToServer::Arm => tagged("arm"),
+            PageToServer::Disarm => tagged("disarm"),
+            PageToServer::DemoTap { card } => {
+                let mut out = String::from("{\"type\":\"demo_tap\",\"card\":");
+                push_string(&mut out, card);
+                out.push('}');
+                out
+            }
+            PageToServer::DemoRemove => tagged("demo_remove"),
+        }
+    }
+
+    /// One server → page frame from JSON text; accepts what `crate::decode` accepts.
+    pub fn decode_server_to_page(text: &str) -> Result<ServerToPage, DecodeError> {
+        let Value::Object(fields) = parse(text)? else {
+            return Err(error("a frame is a JSON object"));
+        };
+        let frame = Fields(fields);
+        Ok(match frame.str("type")? {
+            "state" => ServerToPage::State(TerminalView {
+                terminal_id: frame.string("terminal_id")?,
+                terminal_name: frame.string("terminal_name")?,
+                agent_online: frame.bool("agent_online")?,
+                permitted: frame.bool("permitted")?,
+                consent: frame.variant("consent", ConsentState::from_wire_name)?,
+                card_present: frame.bool("card_present")?,
+                armed: frame.bool("armed")?,
+                demo_reader: frame.bool("demo_reader")?,
+                demo_cards: frame.strings("demo_cards")?,
+            }),
+            "consent_needed" => ServerToPage::ConsentNeeded {
+                terminal_name: frame.string("terminal_name")?,
+            },
+            "waiting_for_card" => ServerToPage::WaitingForCard,
+            "reading" => ServerToPage::Reading,
+            "card_number" => ServerToPage::CardNumber {
+                read_id: frame.string("read_id")?,
+                card_number: frame.string("card_number")?,
+                kind: frame.variant("kind", CardKind::from_wire_name)?,
+            },
+            "refused" => ServerToPage::Refused {
+                reason: frame.variant("reason", Refusal::from_wire_name)?,
+            },
+            "read_failed" => ServerToPage::ReadFailed {
+                reason: frame.variant("reason", ReadFailure::from_wire_name)?,
+            },
+            _ => return Err(error("unknown frame type")),
+        })
+    }
+
+    /// Append `text` as a JSON string, escaped as serde_json escapes it.
+    pub fn push_string(out: &mut String, text: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.push('"');
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 => {
+                    out.push_str("\\u00");
+                    out.push(char::from(HEX[(c as usize) >> 4]));
+                    out.push(char::from(HEX[(c as usize) & 0xF]));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+
+    fn error(what: &str) -> DecodeError {
+        DecodeError(what.into())
+    }
+
+    /// A parsed JSON value; numbers are checked but not kept (no page frame carries one).
+    #[derive(Debug, PartialEq)]
+    enum Value {
+        Null,
+        Bool(bool),
+        Number,
+        String(String),
+        Array(Vec<Value>),
+        Object(Vec<(String, Value)>),
+    }
+
+    /// The fields of one object.
+    struct Fields(Vec<(String, Value)>);
+
+    impl Fields {
+        fn get(&self, key: &str) -> Result<&Value, DecodeError> {
+            let mut found = self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v);
+            match (found.next(), found.next()) {
+                (Some(value), None) => Ok(value),
+                (None, _) => Err(error("missing field")),
+                (Some(_), Some(_)) => Err(error("duplicate field")),
+            }
+        }
+
+        fn str(&self, key: &str) -> Result<&str, DecodeError> {
+            match self.get(key)? {
+                Value::String(s) => Ok(s),
+                _ => Err(error("expected a string")),
+            }
+        }
+
+        /// A unit variant by its wire name.
+        fn variant<T>(&self, key: &str, from: fn(&str) -> Option<T>) -> Result<T, DecodeError> {
+            from(self.str(key)?).ok_or_else(|| error("unknown variant"))
+        }
+
+        fn string(&self, key: &str) -> Result<String, DecodeError> {
+            self.str(key).map(str::to_string)
+        }
+
+        fn bool(&self, key: &str) -> Result<bool, DecodeError> {
+            match self.get(key)? {
+                Value::Bool(b) => Ok(*b),
+                _ => Err(error("expected a boolean")),
+            }
+        }
+
+        fn strings(&self, key: &str) -> Result<Vec<String>, DecodeError> {
+            match self.get(key)? {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|item| match item {
+                        Value::String(s) => Ok(s.clone()),
+                        _ => Err(error("expected a string")),
+                    })
+                    .collect(),
+                _ => Err(error("expected an array")),
+            }
+        }
+    }
+
+    fn parse(text: &str) -> Result<Value, DecodeError> {
+        let mut parser = Parser {
+            bytes: text.as_bytes(),
+            at: 0,
+        };
+        let value = parser.value(0)?;
+        parser.blank();
+        if parser.at != parser.bytes.len() {
+            return Err(error("trailing characters"));
+        }
+        Ok(value)
+    }
+
+    struct Parser<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl Parser<'_> {
+        fn peek(&self) -> Option<u8> {
+            self.bytes.get(self.at).copied()
+        }
+
+        fn next(&mut self) -> Result<u8, DecodeError> {
+            let b = self.peek().ok_or_else(|| error("unexpected end"))?;
+            self.at += 1;
+            Ok(b)
+        }
+
+        fn blank(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+                self.at += 1;
+            }
+        }
+
+        fn literal(&mut self, word: &str, value: Value) -> Result<Value, DecodeError> {
+            if self.bytes[self.at..].starts_with(word.as_bytes()) {
+                self.at += word.len();
+                Ok(value)
+            } else {
+                Err(error("unexpected character"))
+            }
+        }
+
+        fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+            self.blank();
+            match self.peek() {
+                Some(b'{') | Some(b'[') if depth >= MAX_DEPTH => Err(error("nested too deeply")),
+                Some(b'{') => self.object(depth + 1),
+                Some(b'[') => self.array(depth + 1),
+                Some(b'"') => self.string().map(Value::String),
+                Some(b't') => self.literal("true", Value::Bool(true)),
+                Some(b'f') => self.literal("false", Value::Bool(false)),
+                Some(b'n') => self.literal("null", Value::Null),
+                Some(b'-' | b'0'..=b'9') => self.number(),
+                _ => Err(error("expected a value")),
+            }
+        }
+
+        /// `{`, members, `}`.
+        fn object(&mut self, depth: usize) -> Result<Value, DecodeError> {
+            self.at += 1;
+            let mut fields = Vec::new();
+            self.blank();
+            if self.peek() == Some(b'}') {
+                self.at += 1;
+                return Ok(Value::Object(fields));
+            }
+            loop {
+                self.blank();
+                if self.peek() != Some(b'"') {
+                    return Err(error("expected a key"));
+                }
+                let key = self.string()?;
+                self.blank();
+                if self.next()? != b':' {
+                    return Err(error("expected ':'"));
+                }
+                fields.push((key, self.value(depth)?));
+                self.blank();
+                match self.next()? {
+                    b',' => {}
+                    b'}' => return Ok(Value::Object(fields)),
+                    _ => return Err(error("expected ',' or '}'")),
+                }
+            }
+        }
+
+        /// `[`, values, `]`.
+        fn array(&mut self, depth: usize) -> Result<Value, DecodeError> {
+            self.at += 1;
+            let mut items = Vec::new();
+            self.blank();
+            if self.peek() == Some(b']') {
+                self.at += 1;
+                return Ok(Value::Array(items));
+            }
+            loop {
+                items.push(self.value(depth)?);
+                self.blank();
+                match self.next()? {
+                    b',' => {}
+                    b']' => return Ok(Value::Array(items)),
+                    _ => return Err(error("expected ',' or ']'")),
+                }
+            }
+        }
+
+        /// A string from its opening quote; the input is UTF-8 already, escapes are decoded.
+        fn string(&mut self) -> Result<String, DecodeError> {
+            self.at += 1;
+            let mut out = String::new();
+            loop {
+                let start = self.at;
+                while let Some(b) = self.peek() {
+                    if b == b'"' || b == b'\\' || b < 0x20 {
+                        break;
+                    }
+                    self.at += 1;
+                }
+                // Only ASCII bytes stop the scan, so both ends are character boundaries.
+                out.push_str(
+                    std::str::from_utf8(&self.bytes[start..self.at])
+                        .map_err(|_| error("not UTF-8"))?,
+                );
+                match self.next()? {
+                    b'"' => return Ok(out),
+                    b'\\' => {
+                        let c = match self.next()? {
+                            b'"' => '"',
+                            b'\\' => '\\',
+                            b'/' => '/',
+                            b'b' => '\u{8}',
+                            b'f' => '\u{c}',
+                            b'n' => '\n',
+                            b'r' => '\r',
+                            b't' => '\t',
+                            b'u' => self.unicode_escape()?,
+                            _ => return Err(error("invalid escape")),
+                        };
+                        out.push(c);
+                    }
+                    _ => return Err(error("control character in a string")),
+                }
+            }
+        }
+
+        /// After `\u`: four hex digits, and a low surrogate's escape after a high one.
+        fn unicode_escape(&mut self) -> Result<char, DecodeError> {
+            let first = self.hex4()?;
+            let code = match first {
+                0xD800..=0xDBFF => {
+                    if self.next()? != b'\\' || self.next()? != b'u' {
+                        return Err(error("lone surrogate"));
+                    }
+                    let second = self.hex4()?;
+                    if !(0xDC00..=0xDFFF).contains(&second) {
+                        return Err(error("lone surrogate"));
+                    }
+                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                }
+                0xDC00..=0xDFFF => return Err(error("lone surrogate")),
+                code => code,
+            };
+            char::from_u32(code).ok_or_else(|| error("invalid escape"))
+        }
+
+        fn hex4(&mut self) -> Result<u32, DecodeError> {
+            let mut code = 0;
+            for _ in 0..4 {
+                let digit = char::from(self.next()?)
+                    .to_digit(16)
+                    .ok_or_else(|| error("invalid escape"))?;
+                code = code * 16 + digit;
+            }
+            Ok(code)
+        }
+
+        /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+        fn number(&mut self) -> Result<Value, DecodeError> {
+            if self.peek() == Some(b'-') {
+                self.at += 1;
+            }
+            match self.next()? {
+                b'0' => {}
+                b'1'..=b'9' => self.digits(),
+                _ => return Err(error("invalid number")),
+            }
+            if self.peek() == Some(b'.') {
+                self.at += 1;
+                self.some_digits()?;
+            }
+            if let Some(b'e' | b'E') = self.peek() {
+                self.at += 1;
+                if let Some(b'+' | b'-') = self.peek() {
+                    self.at += 1;
+                }
+                self.some_digits()?;
+            }
+            Ok(Value::Number)
+        }
+
+        fn digits(&mut self) {
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.at += 1;
+            }
+        }
+
+        fn some_digits(&mut self) -> Result<(), DecodeError> {
+            let start = self.at;
+            self.digits();
+            if self.at == start {
+                return Err(error("invalid number"));
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::page::ConsentDecision;
+
+        fn views() -> Vec<TerminalView> {
+            let base = TerminalView {
+                terminal_id: "t_1".into(),
+                terminal_name: "Branch PC 7".into(),
+                agent_online: true,
+                permitted: false,
+                consent: ConsentState::Unknown,
+                card_present: true,
+                armed: false,
+                demo_reader: true,
+                demo_cards: vec!["unionpay-debit".into(), "visa_credit_de_dkb".into()],
+            };
+            let mut out: Vec<TerminalView> = ConsentState::ALL
+                .iter()
+                .map(|&consent| TerminalView {
+                    consent,
+                    ..base.clone()
+                })
+                .collect();
+            out.push(TerminalView {
+                terminal_name: "柜台 \"1\" \\ é 😀 \u{1} \n\t/".into(),
+                demo_cards: Vec::new(),
+                agent_online: false,
+                ..base
+            });
+            out
+        }
+
+        fn server_frames() -> Vec<ServerToPage> {
+            let mut frames: Vec<ServerToPage> =
+                views().into_iter().map(ServerToPage::State).collect();
+            frames.extend([
+                ServerToPage::ConsentNeeded {
+                    terminal_name: "收银台 2".into(),
+                },
+                ServerToPage::WaitingForCard,
+                ServerToPage::Reading,
+            ]);
+            frames.extend(CardKind::ALL.iter().map(|&kind| ServerToPage::CardNumber {
+                read_id: "r_abc".into(),
+                card_number: "6217001234567890".into(),
+                kind,
+            }));
+            frames.extend(
+                Refusal::ALL
+                    .iter()
+                    .map(|&reason| ServerToPage::Refused { reason }),
+            );
+            frames.extend(
+                ReadFailure::ALL
+                    .iter()
+                    .map(|&reason| ServerToPage::ReadFailed { reason }),
+            );
+            frames
+        }
+
+        fn page_frames() -> Vec<PageToServer> {
+            let mut frames: Vec<PageToServer> = ConsentDecision::ALL
+                .iter()
+                .map(|&decision| PageToServer::Consent { decision })
+                .collect();
+            frames.extend([
+                PageToServer::Arm,
+                PageToServer::Disarm,
+                PageToServer::DemoRemove,
+                PageToServer::DemoTap {
+                    card: "unionpay-debit".into(),
+                },
+                PageToServer::DemoTap {
+                    card: "\"quoted\" \\ 卡 😀 \u{0} \u{1f} \u{7f} \u{8} \u{c}".into(),
+                },
+            ]);
+            frames
+        }
+
+        #[test]
+        fn wire_names_are_serdes() {
+            fn check<T: serde::Serialize + std::fmt::Debug>(
+                all: &[T],
+                name: impl Fn(&T) -> &'static str,
+            ) {
+                for v in all {
+                    assert_eq!(crate::encode(v), format!("\"{}\"", name(v)), "{v:?}");
+                }
+            }
+            check(ConsentDecision::ALL, |v| v.wire_name());
+            check(ConsentState::ALL, |v| v.wire_name());
+            check(CardKind::ALL, |v| v.wire_name());
+            check(Refusal::ALL, |v| v.wire_name());
+            check(ReadFailure::ALL, |v| v.wire_name());
+            assert_eq!(
+                Refusal::from_wire_name("agent_offline"),
+                Some(Refusal::AgentOffline)
+            );
+            assert_eq!(Refusal::from_wire_name("AgentOffline"), None);
+        }
+
+        #[test]
+        fn decodes_every_server_frame_as_serde_encodes_it() {
+            for frame in server_frames() {
+                let text = crate::encode(&frame);
+                assert_eq!(decode_server_to_page(&text), Ok(frame), "{text}");
+            }
+        }
+
+        #[test]
+        fn encodes_every_page_frame_as_serde_does() {
+            for frame in page_frames() {
+                let text = encode_page_to_server(&frame);
+                assert_eq!(text, crate::encode(&frame));
+                assert_eq!(crate::decode::<PageToServer>(&text), Ok(frame));
+            }
+        }
+
+        #[test]
+        fn accepts_what_serde_accepts_beyond_its_own_output() {
+            let cases = [
+                // Whitespace, unknown fields (with numbers, nulls, nesting), the tag last, escapes.
+                " { \"extra\" : [1, -2.5e3, 0.1E+2, null, {\"a\": [true]}], \"reason\" : \"card_removed\" ,\"type\":\"read_failed\" } ",
+                "{\"type\":\"consent_needed\",\"terminal_name\":\"\\u94f6\\u884C \\ud83d\\ude00 \\/\"}",
+                "{\"type\":\"reading\",\"ignored\":{}}",
+            ];
+            for text in cases {
+                let ours = decode_server_to_page(text);
+                let serdes = crate::decode::<ServerToPage>(text);
+                assert_eq!(ours, serdes, "{text}");
+                assert!(ours.is_ok(), "{text}");
+            }
+            assert_eq!(
+                decode_server_to_page(cases[1]),
+                Ok(ServerToPage::ConsentNeeded {
+                    terminal_name: "银行 😀 /".into()
+                })
+            );
+        }
+
+        #[test]
+        fn refuses_what_serde_refuses() {
+            let cases = [
+                "",
+                "null",
+                "[]",
+                "{\"type\":\"reading\"} x",
+                "{\"type\":\"nonsense\"}",
+                "{\"reason\":\"timeout\"}",
+                "{\"type\":\"read_failed\",\"reason\":\"Timeout\"}",
+                "{\"type\":\"read_failed\",\"reason\":7}",
+                "{\"type\":\"read_failed\"}",
+                "{\"type\":\"consent_needed\",\"terminal_name\":\"a\",\"terminal_name\":\"b\"}",
+                "{\"type\":\"consent_needed\",\"terminal_name\":\"\\ud800\"}",
+                "{\"type\":\"consent_needed\",\"terminal_name\":\"\\udc00\\ud800\"}",
+                "{\"type\":\"consent_needed\",\"terminal_name\":\"\\x\"}",
+                "{\"type\":\"consent_needed\",\"terminal_name\":\"a\nb\"}",
+                "{\"type\":\"consent_needed\",\"terminal_name\":\"open}",
+                "{\"type\":\"reading\",\"n\":01}",
+                "{\"type\":\"reading\",\"n\":1.}",
+                "{\"type\":\"reading\",\"n\":-}",
+                "{\"type\":\"reading\",\"n\":tru}",
+                "{\"type\":\"reading\",}",
+                "{\"type\":\"reading\" \"x\":1}",
+                "{\"type\":\"state\",\"terminal_id\":\"t\"}",
+                "{\"type\":\"card_number\",\"read_id\":\"r\",\"card_number\":\"1\",\"kind\":\"card\"}",
+            ];
+            for text in cases {
+                assert!(decode_server_to_page(text).is_err(), "accepted {text:?}");
+                assert!(
+                    crate::decode::<ServerToPage>(text).is_err(),
+                    "serde accepts {text:?}"
+                );
+            }
+            let state = crate::encode(&server_frames()[0]);
+            for (from, to) in [
+                ("\"armed\":false", "\"armed\":\"no\""),
+                ("[\"unionpay-debit\"", "[1"),
+            ] {
+                let broken = state.replacen(from, to, 1);
+                assert_ne!(broken, state);
+                assert!(decode_server_to_page(&broken).is_err(), "{broken}");
+            }
+        }
+
+        #[test]
+        fn deep_nesting_is_an_error_not_a_crash() {
+            let deep = format!(
+                "{{\"type\":\"reading\",\"x\":{}{}}}",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            );
+            assert_eq!(
+                decode_server_to_page(&deep),
+                Err(error("nested too deeply"))
+            );
+            let fine = format!(
+                "{{\"type\":\"reading\",\"x\":{}{}}}",
+                "[".repeat(MAX_DEPTH - 1),
+                "]".repeat(MAX_DEPTH - 1)
+            );
+            assert_eq!(decode_server_to_page(&fine), Ok(ServerToPage::Reading));
+        }
+    }
+}

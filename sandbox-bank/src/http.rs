@@ -345,3 +345,37 @@ async fn clear_faults(State(state): State<AppState>) -> StatusCode {
 async fn settle(State(state): State<AppState>) -> Result<Json<Settled>, BankError> {
     Ok(Json(Settled { settled: state.ledger.settle_pending().await? }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(key: &str, amount_minor: i64) -> wire::StatementEntry {
+        wire::StatementEntry {
+            kind: wire::MovementKind::Transfer,
+            idempotency_key: key.into(),
+            transfer_key: None,
+            bank_ref: format!("SBT-{key}"),
+            amount_minor,
+            currency: "CNY".into(),
+            transfer_status: Some(wire::TransferStatus::Completed),
+            at: 1,
+        }
+    }
+
+    #[test]
+    fn the_statement_misstates_as_planned_and_totals_its_own_lines() {
+        let mut statement = wire::Statement { date: "2026-05-01".into(), entries: vec![transfer("a", 100), transfer("b", 200), transfer("c", 300)], totals: vec![] };
+        misstate(
+            &mut statement,
+            &[
+                StatementFault::Drop { idempotency_key: "a".into() },
+                StatementFault::Duplicate { idempotency_key: "b".into() },
+                StatementFault::Amount { idempotency_key: "c".into(), amount_minor: 5 },
+            ],
+        );
+        let lines: Vec<_> = statement.entries.iter().map(|e| (e.idempotency_key.as_str(), e.amount_minor, e.bank_ref.as_str())).collect();
+        assert_eq!(lines, vec![("b", 200, "SBT-b"), ("b", 200, "SBT-b-DUP"), ("c", 5, "SBT-c")]);
+        assert_eq!(statement.totals, vec![wire::StatementTotal { currency: "CNY".into(), transferred_minor: 405, refunded_minor: 0 }]);
+    }
+}

@@ -272,3 +272,21 @@ async fn the_database_is_wal_with_synchronous_full_and_survives_a_restart() {
     assert_eq!(env.bank.balance("alice").await.unwrap(), Some(7_500));
     assert!(env.dir.join("bank.db-wal").exists(), "WAL journal in use");
 }
+
+#[tokio::test]
+async fn the_health_check_is_signed_moves_nothing_and_takes_faults() {
+    let env = env().await;
+
+    let (status, body, verified) = env.send(&env.signed("GET", "/v1/health", None)).await;
+    let mut unsigned = env.signed("GET", "/v1/health", None);
+    unsigned.key = BankKey::generate("k1");
+    let (forged, _, _) = env.send(&unsigned).await;
+    env.bank.set_faults(cardbridge_sandbox_bank::FaultPlan::once(cardbridge_sandbox_bank::Endpoint::Health, cardbridge_sandbox_bank::Fault::ErrorBeforeCommit));
+    let (failing, _, _) = env.send(&env.signed("GET", "/v1/health", None)).await;
+
+    assert_eq!((status, body["status"].as_str(), verified), (200, Some("ok"), true));
+    assert!(body["time"].as_i64().is_some_and(|t| (t / 1000 - now_s()).abs() < 60), "the bank's clock");
+    assert_eq!(forged, 401, "a request signed with another key");
+    assert_eq!(failing, 500);
+    assert_eq!(env.bank.balance("alice").await.unwrap(), Some(10_000));
+}

@@ -27,8 +27,17 @@ use crate::state::{AppState, Inner};
 use crate::store::Store;
 use crate::supervisor::{RestartPolicy, Supervisor, TaskBoard, TaskStatus};
 
+/// The scheduled daily settlement (R3.7): settles the previous business day once it is due.
+pub const SETTLEMENT_TASK: &str = "daily-settlement";
+
 /// The name of the periodic audit checkpoint task on the [`TaskBoard`].
 pub const AUDIT_CHECKPOINT_TASK: &str = "audit-checkpoint";
+/// Run-state monitoring's tasks (R3.8): the alarm evaluator, the bank's health probe, the alarm
+/// webhook's deliveries, the periodic audit verification.
+pub const MONITOR_EVALUATOR_TASK: &str = "monitor-evaluator";
+pub const BANK_PROBE_TASK: &str = "bank-probe";
+pub const ALARM_WEBHOOK_TASK: &str = "alarm-webhook";
+pub const AUDIT_VERIFICATION_TASK: &str = "audit-verification";
 
 /// How long shutdown waits for the background tasks to stop before it aborts them.
 pub const TASK_STOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -40,6 +49,8 @@ pub struct Application {
     state: AppState,
     /// The demo's in-process sandbox bank (`demo_bank`), stopped with the server.
     demo_bank: Option<cardbridge_sandbox_bank::SandboxBank>,
+    /// The alarm webhook's deliveries, run as a task by `run_until` (when a webhook is configured).
+    webhook_deliveries: Option<crate::monitor::webhook::Deliveries>,
 }
 
 impl Application {
@@ -73,12 +84,43 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let bound = listener.local_addr()?;
-        let hub = Hub::new(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms), clock.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let hub = Hub::with_metrics(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms), clock.clone(), metrics.clone());
         let assets = http::assets::Assets::load(&config.www_dir);
         let login_limiter = LoginLimiter::new(config.login_throttle, config.trusted_proxies.clone());
         let keys = Arc::new(config.key_store()?);
         let throttles = crate::throttle::Throttles::from_config(&config);
-        let bank = config.bank_gateway()?;
+        // Every bank call is timed and counted for monitoring (R3.8).
+        let bank_watch = config.bank_gateway()?.map(|gateway| (gateway, Arc::new(crate::monitor::bank::BankWatch::default())));
+        let bank = bank_watch.as_ref().map(|(gateway, watch)| {
+            let metered = crate::monitor::bank::MeteredBank::new(gateway.clone(), watch.clone(), metrics.clone(), clock.clone());
+            Arc::new(metered) as Arc<dyn crate::bank::BankGateway>
+        });
+        let (webhook, webhook_deliveries) = match (&config.monitoring.webhook_url, &config.monitoring.webhook_key_file) {
+            (Some(url), Some(key_file)) => {
+                let m = &config.monitoring;
+                let webhook = crate::monitor::webhook::WebhookConfig {
+                    url: url.clone(),
+                    key: crate::monitor::webhook::WebhookKey::load(key_file)?,
+                    timeout: Duration::from_millis(m.webhook_timeout_ms),
+                    max_attempts: m.webhook_max_attempts,
+                    backoff_initial: Duration::from_millis(m.webhook_backoff_initial_ms),
+                    backoff_max: Duration::from_millis(m.webhook_backoff_max_ms),
+                };
+                let (webhook, deliveries) = crate::monitor::webhook::channel(webhook, clock.clone(), metrics.clone())?;
+                (Some(webhook), Some(deliveries))
+            }
+            _ => (None, None),
+        };
+        let monitor = crate::monitor::Monitor::new(crate::monitor::MonitorParts {
+            store: store.clone(),
+            hub: hub.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            config: config.monitoring.clone(),
+            webhook,
+            bank: bank_watch.map(|(_, watch)| watch),
+        });
         let topups = crate::topup::service::TopUps::new(crate::topup::service::TopUpsConfig {
             store: store.clone(),
             hub: hub.clone(),
@@ -87,6 +129,7 @@ impl Application {
             policy: crate::topup::Policy::default(),
             key_index: config.topup.key_index,
             time_zone: config.topup.time_zone,
+            observer: Some(Arc::new(monitor.clone())),
         });
         let state = AppState::new(Inner {
             topups,
@@ -106,8 +149,10 @@ impl Application {
             sms: Arc::new(crate::binding::OutboxSms),
             clock,
             tasks: TaskBoard::default(),
+            monitor,
+            metrics,
         });
-        Ok(Application { listener, state, demo_bank })
+        Ok(Application { listener, state, demo_bank, webhook_deliveries })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -141,11 +186,19 @@ impl Application {
         );
         if !checkpointer.interval().is_zero() {
             let periodic = checkpointer.clone();
+            let monitor = state.monitor.clone();
             supervisor.spawn(AUDIT_CHECKPOINT_TASK, RestartPolicy::default(), move |stop| {
-                let periodic = periodic.clone();
-                async move { periodic.run(stop).await }
+                let (periodic, monitor) = (periodic.clone(), monitor.clone());
+                async move {
+                    let run = periodic.run(stop).await;
+                    if let Err(e) = &run {
+                        crate::monitor::evaluator::checkpoint_failed(&monitor, e).await;
+                    }
+                    run
+                }
             })?;
         }
+        spawn_monitoring(&mut supervisor, &state, self.webhook_deliveries)?;
 
         match (&state.bank, &state.config.bank_settlement_account) {
             (Some(bank), Some(account)) => {
@@ -166,6 +219,15 @@ impl Application {
             }
             (Some(_), None) => tracing::warn!("a bank gateway without bank_settlement_account: the top-up worker does not run"),
             _ => {}
+        }
+
+        if state.bank.is_some() && state.config.settlement.scheduled {
+            let settler = crate::settlement::Settler::from_state(&state);
+            let interval = Duration::from_millis(state.config.settlement.check_interval_ms);
+            supervisor.spawn(SETTLEMENT_TASK, RestartPolicy::default(), move |stop| {
+                let settler = settler.clone();
+                async move { settler.run(interval, stop).await }
+            })?;
         }
 
         use axum::serve::ListenerExt;
@@ -194,6 +256,41 @@ impl Application {
         }
         served
     }
+}
+
+/// Run-state monitoring's supervised tasks: the evaluator, the bank probe (with a bank), the
+/// webhook's deliveries (with a webhook), the audit verification (unless its interval is 0).
+fn spawn_monitoring(
+    supervisor: &mut Supervisor,
+    state: &AppState,
+    webhook: Option<crate::monitor::webhook::Deliveries>,
+) -> anyhow::Result<()> {
+    let config = &state.config.monitoring;
+    let (monitor, tasks) = (state.monitor.clone(), state.tasks.clone());
+    supervisor.spawn(MONITOR_EVALUATOR_TASK, RestartPolicy::default(), move |stop| {
+        crate::monitor::evaluator::run(monitor.clone(), tasks.clone(), stop)
+    })?;
+    if let Some(bank) = &state.bank {
+        let (monitor, bank) = (state.monitor.clone(), bank.clone());
+        let (interval, deadline) = (Duration::from_millis(config.bank_probe_interval_ms), Duration::from_millis(config.bank_probe_timeout_ms));
+        supervisor.spawn(BANK_PROBE_TASK, RestartPolicy::default(), move |stop| {
+            crate::monitor::bank::run_probe(monitor.clone(), bank.clone(), interval, deadline, stop)
+        })?;
+    }
+    if let Some(deliveries) = webhook {
+        supervisor.spawn(ALARM_WEBHOOK_TASK, RestartPolicy::default(), move |stop| {
+            let deliveries = deliveries.clone();
+            async move { deliveries.run(stop).await }
+        })?;
+    }
+    if config.audit_verify_interval_s > 0 {
+        let (monitor, secrets) = (state.monitor.clone(), state.secrets.clone());
+        let interval = Duration::from_secs(config.audit_verify_interval_s);
+        supervisor.spawn(AUDIT_VERIFICATION_TASK, RestartPolicy::default(), move |stop| {
+            crate::monitor::evaluator::run_audit_verification(monitor.clone(), secrets.clone(), interval, stop)
+        })?;
+    }
+    Ok(())
 }
 
 /// The demo's bank: the sandbox bank with its demo accounts, in this process, on a free local

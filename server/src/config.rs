@@ -5,7 +5,11 @@
 //! behind a reverse proxy set `trusted_proxies = ["10.0.0.5"]` so that the login limits see the
 //! client's address from `X-Forwarded-For` (and only then), and `log_format = "json"` in production.
 //! The self-service top-up's amounts, limits, issuers and time zone are a `[topup]` table
-//! ([`TopUpConfig`]; variables `CARDBRIDGE_TOPUP_<KEY>`). Everything is checked at load.
+//! ([`TopUpConfig`]; variables `CARDBRIDGE_TOPUP_<KEY>`). Run-state monitoring's thresholds, hold
+//! times and alarm webhook are a `[monitoring]` table ([`MonitoringConfig`]; variables
+//! `CARDBRIDGE_MONITORING_<KEY>`). Daily settlement's business day and scheduled job are a
+//! `[settlement]` table ([`SettlementConfig`]; variables `CARDBRIDGE_SETTLEMENT_<KEY>`).
+//! Everything is checked at load.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -76,6 +80,206 @@ pub struct Config {
     pub audit_checkpoint_interval_s: u64,
     /// Self-service top-up at the kiosk: amounts, R3.4 limits, admitted issuers (R3.3).
     pub topup: TopUpConfig,
+    /// Daily settlement and reconciliation (R3.7): the business day and the scheduled job.
+    pub settlement: SettlementConfig,
+    /// Run-state monitoring (R3.8): heartbeats, probes, alarm thresholds, the webhook.
+    pub monitoring: MonitoringConfig,
+}
+
+/// The `[monitoring]` table (R3.8). Durations in milliseconds (`audit_verify_interval_s` in
+/// seconds), ratios between 0 and 1. Environment: `CARDBRIDGE_MONITORING_` and the key in capitals
+/// (`CARDBRIDGE_MONITORING_WEBHOOK_URL`, `CARDBRIDGE_MONITORING_TERMINAL_OFFLINE_RAISE_MS=600000`).
+///
+/// Every alarm has a hold time to raise and another to clear (hysteresis), and the error ratio
+/// separate raise and clear thresholds, so that a value wavering around one threshold neither
+/// raises nor clears again and again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitoringConfig {
+    /// How often the alarm rules are evaluated (also at once when an agent comes or goes).
+    pub evaluate_interval_ms: u64,
+    /// An agent heard from (any frame; it pings every 20 s) less than this long ago is online;
+    /// after this much silence it is offline and its connection is closed.
+    pub agent_offline_after_ms: u64,
+    /// A terminal offline this long raises `terminal_offline`; online again this long clears it.
+    pub terminal_offline_raise_ms: i64,
+    pub terminal_online_clear_ms: i64,
+    /// The bank gateway's health probe: how often, and how long one may take.
+    pub bank_probe_interval_ms: u64,
+    pub bank_probe_timeout_ms: u64,
+    /// Probes failing this long raise `bank_link_down`; answering this long clears it.
+    pub bank_down_raise_ms: i64,
+    pub bank_up_clear_ms: i64,
+    /// The window of bank calls the error ratio and latency are taken over.
+    pub bank_window_ms: i64,
+    /// `bank_error_ratio` raises above `bank_error_ratio_raise` held `bank_error_raise_hold_ms`,
+    /// and clears below `bank_error_ratio_clear` held `bank_error_clear_hold_ms`; with fewer than
+    /// `bank_error_min_calls` calls in the window there is nothing to judge (counts as clear).
+    pub bank_error_ratio_raise: f64,
+    pub bank_error_ratio_clear: f64,
+    pub bank_error_min_calls: u64,
+    pub bank_error_raise_hold_ms: i64,
+    pub bank_error_clear_hold_ms: i64,
+    /// A top-up in `debit_unknown`, `write_unknown` or `exception` this long raises `topup_stuck`.
+    pub topup_stuck_raise_ms: i64,
+    /// How often the whole audit log is verified (chain and checkpoints); 0: never.
+    pub audit_verify_interval_s: u64,
+    /// Where alarm events are posted (`http://` or `https://`), signed with the key in
+    /// `webhook_key_file` (hex, at least 32 bytes, mode 0600). Both or neither.
+    pub webhook_url: Option<String>,
+    pub webhook_key_file: Option<PathBuf>,
+    /// One delivery attempt's deadline; attempts before a delivery is given up; the backoff
+    /// between attempts (doubling from the first to the longest).
+    pub webhook_timeout_ms: u64,
+    pub webhook_max_attempts: u32,
+    pub webhook_backoff_initial_ms: u64,
+    pub webhook_backoff_max_ms: u64,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            evaluate_interval_ms: 5_000,
+            agent_offline_after_ms: 45_000,
+            terminal_offline_raise_ms: 5 * 60_000,
+            terminal_online_clear_ms: 60_000,
+            bank_probe_interval_ms: 15_000,
+            bank_probe_timeout_ms: 5_000,
+            bank_down_raise_ms: 2 * 60_000,
+            bank_up_clear_ms: 60_000,
+            bank_window_ms: 5 * 60_000,
+            bank_error_ratio_raise: 0.2,
+            bank_error_ratio_clear: 0.05,
+            bank_error_min_calls: 10,
+            bank_error_raise_hold_ms: 60_000,
+            bank_error_clear_hold_ms: 5 * 60_000,
+            topup_stuck_raise_ms: 15 * 60_000,
+            audit_verify_interval_s: 3_600,
+            webhook_url: None,
+            webhook_key_file: None,
+            webhook_timeout_ms: 5_000,
+            webhook_max_attempts: 8,
+            webhook_backoff_initial_ms: 1_000,
+            webhook_backoff_max_ms: 5 * 60_000,
+        }
+    }
+}
+
+impl MonitoringConfig {
+    /// Refuse thresholds and times that make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        for (name, value) in [
+            ("evaluate_interval_ms", self.evaluate_interval_ms),
+            ("agent_offline_after_ms", self.agent_offline_after_ms),
+            ("bank_probe_interval_ms", self.bank_probe_interval_ms),
+            ("bank_probe_timeout_ms", self.bank_probe_timeout_ms),
+            ("webhook_timeout_ms", self.webhook_timeout_ms),
+            ("webhook_backoff_initial_ms", self.webhook_backoff_initial_ms),
+        ] {
+            ensure!(value > 0, "monitoring.{name} must be positive");
+        }
+        for (name, value) in [
+            ("terminal_offline_raise_ms", self.terminal_offline_raise_ms),
+            ("terminal_online_clear_ms", self.terminal_online_clear_ms),
+            ("bank_down_raise_ms", self.bank_down_raise_ms),
+            ("bank_up_clear_ms", self.bank_up_clear_ms),
+            ("bank_error_raise_hold_ms", self.bank_error_raise_hold_ms),
+            ("bank_error_clear_hold_ms", self.bank_error_clear_hold_ms),
+            ("topup_stuck_raise_ms", self.topup_stuck_raise_ms),
+        ] {
+            ensure!(value >= 0, "monitoring.{name} must not be negative");
+        }
+        ensure!(self.bank_window_ms > 0, "monitoring.bank_window_ms must be positive");
+        let (raise, clear) = (self.bank_error_ratio_raise, self.bank_error_ratio_clear);
+        ensure!(raise > 0.0 && raise <= 1.0, "monitoring.bank_error_ratio_raise must be above 0 and at most 1");
+        ensure!(
+            clear >= 0.0 && clear < raise,
+            "monitoring.bank_error_ratio_clear must be at least 0 and below bank_error_ratio_raise (hysteresis)"
+        );
+        ensure!(self.bank_error_min_calls >= 1, "monitoring.bank_error_min_calls must be at least 1");
+        ensure!(self.webhook_max_attempts >= 1, "monitoring.webhook_max_attempts must be at least 1");
+        ensure!(
+            self.webhook_backoff_max_ms >= self.webhook_backoff_initial_ms,
+            "monitoring.webhook_backoff_max_ms must be at least webhook_backoff_initial_ms"
+        );
+        match (&self.webhook_url, &self.webhook_key_file) {
+            (Some(url), Some(_)) => {
+                let parsed = url::Url::parse(url).with_context(|| format!("monitoring.webhook_url {url:?} is not a URL"))?;
+                ensure!(matches!(parsed.scheme(), "http" | "https"), "monitoring.webhook_url must be http:// or https://");
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("monitoring.webhook_url and monitoring.webhook_key_file go together: set both or neither"),
+        }
+        Ok(())
+    }
+
+    fn apply_file(&mut self, f: FileMonitoring) {
+        if let Some(v) = f.evaluate_interval_ms { self.evaluate_interval_ms = v; }
+        if let Some(v) = f.agent_offline_after_ms { self.agent_offline_after_ms = v; }
+        if let Some(v) = f.terminal_offline_raise_ms { self.terminal_offline_raise_ms = v; }
+        if let Some(v) = f.terminal_online_clear_ms { self.terminal_online_clear_ms = v; }
+        if let Some(v) = f.bank_probe_interval_ms { self.bank_probe_interval_ms = v; }
+        if let Some(v) = f.bank_probe_timeout_ms { self.bank_probe_timeout_ms = v; }
+        if let Some(v) = f.bank_down_raise_ms { self.bank_down_raise_ms = v; }
+        if let Some(v) = f.bank_up_clear_ms { self.bank_up_clear_ms = v; }
+        if let Some(v) = f.bank_window_ms { self.bank_window_ms = v; }
+        if let Some(v) = f.bank_error_ratio_raise { self.bank_error_ratio_raise = v; }
+        if let Some(v) = f.bank_error_ratio_clear { self.bank_error_ratio_clear = v; }
+        if let Some(v) = f.bank_error_min_calls { self.bank_error_min_calls = v; }
+        if let Some(v) = f.bank_error_raise_hold_ms { self.bank_error_raise_hold_ms = v; }
+        if let Some(v) = f.bank_error_clear_hold_ms { self.bank_error_clear_hold_ms = v; }
+        if let Some(v) = f.topup_stuck_raise_ms { self.topup_stuck_raise_ms = v; }
+        if let Some(v) = f.audit_verify_interval_s { self.audit_verify_interval_s = v; }
+        if let Some(v) = f.webhook_url { self.webhook_url = Some(v); }
+        if let Some(v) = f.webhook_key_file { self.webhook_key_file = Some(v); }
+        if let Some(v) = f.webhook_timeout_ms { self.webhook_timeout_ms = v; }
+        if let Some(v) = f.webhook_max_attempts { self.webhook_max_attempts = v; }
+        if let Some(v) = f.webhook_backoff_initial_ms { self.webhook_backoff_initial_ms = v; }
+        if let Some(v) = f.webhook_backoff_max_ms { self.webhook_backoff_max_ms = v; }
+    }
+
+    fn apply_env(&mut self, get: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn parse<T: std::str::FromStr>(name: &str, v: &str) -> anyhow::Result<T> {
+            v.trim().parse().map_err(|_| anyhow::anyhow!("{name}={v} is not a number in range"))
+        }
+        const P: &str = "CARDBRIDGE_MONITORING_";
+        let var = |key: &str| get(&format!("{P}{key}")).map(|v| (format!("{P}{key}"), v));
+        for (key, field) in [
+            ("EVALUATE_INTERVAL_MS", &mut self.evaluate_interval_ms),
+            ("AGENT_OFFLINE_AFTER_MS", &mut self.agent_offline_after_ms),
+            ("BANK_PROBE_INTERVAL_MS", &mut self.bank_probe_interval_ms),
+            ("BANK_PROBE_TIMEOUT_MS", &mut self.bank_probe_timeout_ms),
+            ("BANK_ERROR_MIN_CALLS", &mut self.bank_error_min_calls),
+            ("AUDIT_VERIFY_INTERVAL_S", &mut self.audit_verify_interval_s),
+            ("WEBHOOK_TIMEOUT_MS", &mut self.webhook_timeout_ms),
+            ("WEBHOOK_BACKOFF_INITIAL_MS", &mut self.webhook_backoff_initial_ms),
+            ("WEBHOOK_BACKOFF_MAX_MS", &mut self.webhook_backoff_max_ms),
+        ] {
+            if let Some((name, v)) = var(key) {
+                *field = parse(&name, &v)?;
+            }
+        }
+        for (key, field) in [
+            ("TERMINAL_OFFLINE_RAISE_MS", &mut self.terminal_offline_raise_ms),
+            ("TERMINAL_ONLINE_CLEAR_MS", &mut self.terminal_online_clear_ms),
+            ("BANK_DOWN_RAISE_MS", &mut self.bank_down_raise_ms),
+            ("BANK_UP_CLEAR_MS", &mut self.bank_up_clear_ms),
+            ("BANK_WINDOW_MS", &mut self.bank_window_ms),
+            ("BANK_ERROR_RAISE_HOLD_MS", &mut self.bank_error_raise_hold_ms),
+            ("BANK_ERROR_CLEAR_HOLD_MS", &mut self.bank_error_clear_hold_ms),
+            ("TOPUP_STUCK_RAISE_MS", &mut self.topup_stuck_raise_ms),
+        ] {
+            if let Some((name, v)) = var(key) {
+                *field = parse(&name, &v)?;
+            }
+        }
+        if let Some((name, v)) = var("BANK_ERROR_RATIO_RAISE") { self.bank_error_ratio_raise = parse(&name, &v)?; }
+        if let Some((name, v)) = var("BANK_ERROR_RATIO_CLEAR") { self.bank_error_ratio_clear = parse(&name, &v)?; }
+        if let Some((name, v)) = var("WEBHOOK_MAX_ATTEMPTS") { self.webhook_max_attempts = parse(&name, &v)?; }
+        if let Some((_, v)) = var("WEBHOOK_URL") { self.webhook_url = Some(v.trim().to_string()).filter(|u| !u.is_empty()); }
+        if let Some((_, v)) = var("WEBHOOK_KEY_FILE") { self.webhook_key_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty()); }
+        Ok(())
+    }
 }
 
 /// The `[topup]` table. Amounts in fen (¥1 = 100); durations in milliseconds. Environment:
@@ -308,6 +512,8 @@ impl Default for Config {
             typed_lookups_per_minute: 10,
             audit_checkpoint_interval_s: 60,
             topup: TopUpConfig::default(),
+            settlement: SettlementConfig::default(),
+            monitoring: MonitoringConfig::default(),
         }
     }
 }
@@ -344,6 +550,36 @@ struct FileConfig {
     typed_lookups_per_minute: Option<usize>,
     audit_checkpoint_interval_s: Option<u64>,
     topup: Option<FileTopUp>,
+    settlement: Option<FileSettlement>,
+    monitoring: Option<FileMonitoring>,
+}
+
+/// The file's `[monitoring]` table: every key optional, same names as [`MonitoringConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMonitoring {
+    evaluate_interval_ms: Option<u64>,
+    agent_offline_after_ms: Option<u64>,
+    terminal_offline_raise_ms: Option<i64>,
+    terminal_online_clear_ms: Option<i64>,
+    bank_probe_interval_ms: Option<u64>,
+    bank_probe_timeout_ms: Option<u64>,
+    bank_down_raise_ms: Option<i64>,
+    bank_up_clear_ms: Option<i64>,
+    bank_window_ms: Option<i64>,
+    bank_error_ratio_raise: Option<f64>,
+    bank_error_ratio_clear: Option<f64>,
+    bank_error_min_calls: Option<u64>,
+    bank_error_raise_hold_ms: Option<i64>,
+    bank_error_clear_hold_ms: Option<i64>,
+    topup_stuck_raise_ms: Option<i64>,
+    audit_verify_interval_s: Option<u64>,
+    webhook_url: Option<String>,
+    webhook_key_file: Option<PathBuf>,
+    webhook_timeout_ms: Option<u64>,
+    webhook_max_attempts: Option<u32>,
+    webhook_backoff_initial_ms: Option<u64>,
+    webhook_backoff_max_ms: Option<u64>,
 }
 
 /// The file's `[topup]` table: every key optional, same names as [`TopUpConfig`].
@@ -384,7 +620,20 @@ impl Config {
         if self.demo_bank && (!self.demo || self.bank_url.is_some()) {
             anyhow::bail!("demo_bank needs demo mode and no bank_url: it stands in for the bank in the demo only");
         }
-        self.topup.validate()
+        self.topup.validate()?;
+        self.settlement.validate()?;
+        self.monitoring.validate()
+    }
+
+    /// The business day of settlement: `[settlement]`, in `[topup] time_zone` unless it names
+    /// its own zone.
+    pub fn settlement_calendar(&self) -> crate::settlement::Calendar {
+        crate::settlement::Calendar {
+            zone: self.settlement.time_zone.unwrap_or(self.topup.time_zone),
+            cutoff: self.settlement.cutoff,
+            run_at: self.settlement.run_at,
+            grace_ms: i64::from(self.settlement.grace_minutes) * 60_000,
+        }
     }
 
     /// The purse issuers a kiosk admits: the configured ones, and in demo mode the simulator's.
@@ -426,6 +675,8 @@ impl Config {
         if let Some(v) = f.typed_lookups_per_minute { self.typed_lookups_per_minute = v; }
         if let Some(v) = f.audit_checkpoint_interval_s { self.audit_checkpoint_interval_s = v; }
         if let Some(v) = f.topup { self.topup.apply_file(v)?; }
+        if let Some(v) = f.settlement { self.settlement.apply_file(v)?; }
+        if let Some(v) = f.monitoring { self.monitoring.apply_file(v); }
         Ok(())
     }
 
@@ -463,6 +714,8 @@ impl Config {
                 v.parse().with_context(|| format!("CARDBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S={v} is not a number of seconds"))?;
         }
         self.topup.apply_env(&get)?;
+        self.settlement.apply_env(&get)?;
+        self.monitoring.apply_env(&get)?;
         Ok(())
     }
 
@@ -517,6 +770,90 @@ impl Config {
         }
         origins
     }
+}
+
+/// The `[settlement]` table (R3.7). Environment: `CARDBRIDGE_SETTLEMENT_` and the key in capitals
+/// (`CARDBRIDGE_SETTLEMENT_CUTOFF=23:00`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementConfig {
+    /// Local time the business day ends at (`"23:00"`): a top-up at or after it counts on the
+    /// next day. Default `"00:00"`, the calendar day.
+    pub cutoff: crate::settlement::TimeOfDay,
+    /// Local time the scheduled job settles the day that ended before it (default `"01:00"`;
+    /// never before `grace_minutes` after the day's end).
+    pub run_at: crate::settlement::TimeOfDay,
+    /// The IANA zone of the business day; default `[topup] time_zone`.
+    pub time_zone: Option<chrono_tz::Tz>,
+    /// The bank's records up to this long before the day's start or after its end still belong
+    /// to the day's top-ups (a debit asked just before the cut-off, recorded just after it).
+    pub grace_minutes: u32,
+    /// Run the scheduled job (it also needs a bank gateway). Default true.
+    pub scheduled: bool,
+    /// How often the scheduled job looks whether a day is due (default 60 s).
+    pub check_interval_ms: u64,
+}
+
+impl Default for SettlementConfig {
+    fn default() -> Self {
+        SettlementConfig {
+            cutoff: crate::settlement::TimeOfDay::MIDNIGHT,
+            run_at: crate::settlement::TimeOfDay::new(1, 0).expect("01:00 is a time of day"),
+            time_zone: None,
+            grace_minutes: 60,
+            scheduled: true,
+            check_interval_ms: 60_000,
+        }
+    }
+}
+
+impl SettlementConfig {
+    fn apply_file(&mut self, f: FileSettlement) -> anyhow::Result<()> {
+        if let Some(v) = f.cutoff { self.cutoff = parse_time_of_day(&v, "settlement.cutoff")?; }
+        if let Some(v) = f.run_at { self.run_at = parse_time_of_day(&v, "settlement.run_at")?; }
+        if let Some(v) = f.time_zone { self.time_zone = Some(parse_zone(&v, "settlement.time_zone")?); }
+        if let Some(v) = f.grace_minutes { self.grace_minutes = v; }
+        if let Some(v) = f.scheduled { self.scheduled = v; }
+        if let Some(v) = f.check_interval_ms { self.check_interval_ms = v; }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, get: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        const P: &str = "CARDBRIDGE_SETTLEMENT_";
+        let var = |key: &str| get(&format!("{P}{key}")).map(|v| (format!("{P}{key}"), v));
+        if let Some((name, v)) = var("CUTOFF") { self.cutoff = parse_time_of_day(&v, &name)?; }
+        if let Some((name, v)) = var("RUN_AT") { self.run_at = parse_time_of_day(&v, &name)?; }
+        if let Some((name, v)) = var("TIME_ZONE") { self.time_zone = Some(parse_zone(&v, &name)?); }
+        if let Some((name, v)) = var("GRACE_MINUTES") {
+            self.grace_minutes = v.trim().parse().map_err(|_| anyhow::anyhow!("{name}={v} is not a whole number of minutes"))?;
+        }
+        if let Some((_, v)) = var("SCHEDULED") { self.scheduled = matches!(v.trim(), "1" | "true" | "yes"); }
+        if let Some((name, v)) = var("CHECK_INTERVAL_MS") {
+            self.check_interval_ms = v.trim().parse().map_err(|_| anyhow::anyhow!("{name}={v} is not a whole number of milliseconds"))?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.grace_minutes <= 24 * 60, "settlement.grace_minutes must be at most a day (1440)");
+        anyhow::ensure!(self.check_interval_ms >= 10, "settlement.check_interval_ms must be at least 10");
+        Ok(())
+    }
+}
+
+fn parse_time_of_day(text: &str, what: &str) -> anyhow::Result<crate::settlement::TimeOfDay> {
+    crate::settlement::TimeOfDay::parse(text).with_context(|| format!("{what}: {text:?} is not a time of day (HH:MM, 00:00 to 23:59)"))
+}
+
+/// The file's `[settlement]` table: every key optional, same names as [`SettlementConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettlement {
+    cutoff: Option<String>,
+    run_at: Option<String>,
+    time_zone: Option<String>,
+    grace_minutes: Option<u32>,
+    scheduled: Option<bool>,
+    check_interval_ms: Option<u64>,
 }
 
 #[cfg(test)]
@@ -656,6 +993,79 @@ mod tests {
         assert!(env("CARDBRIDGE_TOPUP_ISSUERS", "nothex").is_err());
         assert!(env("CARDBRIDGE_TOPUP_TIME_ZONE", "Mars/Olympus").is_err());
         assert!(env("CARDBRIDGE_TOPUP_KEY_INDEX", "256").is_err());
+    }
+
+    #[test]
+    fn the_monitoring_table_comes_from_file_and_env() {
+        let mut config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.monitoring.agent_offline_after_ms, 45_000);
+        config
+            .apply_file(
+                toml::from_str(
+                    "[monitoring]\nterminal_offline_raise_ms = 600000\nbank_error_ratio_raise = 0.5\n\
+                     webhook_url = \"https://alerts.example/hook\"\nwebhook_key_file = \"/etc/cardbridge/webhook.key\"",
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(config.monitoring.terminal_offline_raise_ms, 600_000);
+        assert_eq!(config.monitoring.bank_error_ratio_raise, 0.5);
+        config.validate().unwrap();
+
+        config
+            .apply_env(|k| match k {
+                "CARDBRIDGE_MONITORING_AGENT_OFFLINE_AFTER_MS" => Some("30000".into()),
+                "CARDBRIDGE_MONITORING_BANK_ERROR_RATIO_CLEAR" => Some("0.1".into()),
+                "CARDBRIDGE_MONITORING_WEBHOOK_URL" => Some("http://127.0.0.1:9/hook".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.monitoring.agent_offline_after_ms, 30_000);
+        assert_eq!(config.monitoring.bank_error_ratio_clear, 0.1);
+        assert_eq!(config.monitoring.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+        config.validate().unwrap();
+        assert!(config.apply_env(|k| (k == "CARDBRIDGE_MONITORING_BANK_WINDOW_MS").then(|| "a while".into())).is_err());
+    }
+
+    #[test]
+    fn bad_monitoring_settings_are_refused_at_load() {
+        let file = |text: &str| {
+            let mut config = Config::default();
+            config.apply_file(toml::from_str(text).unwrap()).and_then(|()| config.validate())
+        };
+        for bad in [
+            "[monitoring]\nbank_error_ratio_clear = 0.3",
+            "[monitoring]\nbank_error_ratio_raise = 1.5",
+            "[monitoring]\nagent_offline_after_ms = 0",
+            "[monitoring]\nterminal_offline_raise_ms = -1",
+            "[monitoring]\nwebhook_url = \"https://alerts.example/hook\"",
+            "[monitoring]\nwebhook_url = \"ftp://x/y\"\nwebhook_key_file = \"k\"",
+            "[monitoring]\nwebhook_max_attempts = 0",
+        ] {
+            assert!(file(bad).is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<FileConfig>("[monitoring]\nwebhook = \"x\"").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn the_settlement_table_comes_from_file_and_env_and_defaults_to_the_topup_zone() {
+        let mut config = Config::default();
+        let calendar = config.settlement_calendar();
+        assert_eq!((calendar.zone, calendar.cutoff.to_string(), calendar.run_at.to_string()), (chrono_tz::Asia::Shanghai, "00:00".into(), "01:00".into()));
+        config
+            .apply_file(toml::from_str("[settlement]\ncutoff = \"23:00\"\nrun_at = \"23:30\"\ngrace_minutes = 30").unwrap())
+            .unwrap();
+        assert_eq!((config.settlement.cutoff.to_string(), config.settlement_calendar().grace_ms), ("23:00".into(), 30 * 60_000));
+        config.apply_env(|k| (k == "CARDBRIDGE_SETTLEMENT_TIME_ZONE").then(|| "UTC".to_string())).unwrap();
+        assert_eq!(config.settlement_calendar().zone, chrono_tz::UTC);
+        config.validate().unwrap();
+        for bad in ["[settlement]\ncutoff = \"24:00\"", "[settlement]\nrun_at = \"1am\"", "[settlement]\ntime_zone = \"Mars/Base\""] {
+            assert!(Config::default().apply_file(toml::from_str(bad).unwrap()).is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<FileConfig>("[settlement]\ncut_off = \"23:00\"").is_err());
+        let err = Config::default().apply_env(|k| (k == "CARDBRIDGE_SETTLEMENT_CUTOFF").then(|| "noon".to_string())).unwrap_err();
+        assert!(err.to_string().contains("CARDBRIDGE_SETTLEMENT_CUTOFF"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! paired with, or tapped and bound to their account; to staff for a tapped card. A typed number
 //! (no valid read id for that number) never gets more than the masked summary.
 
+use card::pan::{Pan, PanError};
 use protocol::api::{Balance, CardDetails, Disclosure, MaskedReason, QueryRequest, QueryResult, RequestKind, Transaction};
 
 use crate::http::error::ApiError;
@@ -12,10 +13,11 @@ use crate::state::AppState;
 use crate::store::{BankCard, CardRead, Role, StoreError, User};
 use crate::util::format_ms;
 
-/// Digits only, 12–19 of them; spaces and dashes people type are ignored.
-fn normalise_number(raw: &str) -> Option<String> {
+/// A card number as `card::pan::Pan` parses it (12–19 digits, the Luhn check but for UnionPay's
+/// 16–19 digit numbers, which need not pass it); spaces and dashes people type are ignored.
+fn normalise_number(raw: &str) -> Result<Pan, PanError> {
     let digits: String = raw.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-    (digits.len() >= 12 && digits.len() <= 19 && digits.chars().all(|c| c.is_ascii_digit())).then_some(digits)
+    Pan::parse(&digits)
 }
 
 pub async fn query(
@@ -27,10 +29,11 @@ pub async fn query(
     if let Some(read_id) = request.read_id.as_deref() {
         state.read_timings.submitted(read_id);
     }
-    let number = normalise_number(&request.card_number)
-        .ok_or_else(|| ApiError::BadRequest("the card number must be 12 to 19 digits".into()))?;
-    let pan_hash = state.secrets.pan_hash(&number);
-    let masked = card::pan::mask(&number);
+    // The error names what is wrong (digits, length, check digit), never the number.
+    let pan = normalise_number(&request.card_number).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let number = pan.as_str();
+    let pan_hash = state.secrets.pan_hash(number);
+    let masked = pan.masked();
 
     let tapped = match request.read_id.as_deref().filter(|r| !r.is_empty()) {
         Some(read_id) => match state.store.live_card_read(read_id, &user.user_id, state.now_ms()).await {
@@ -55,7 +58,7 @@ pub async fn query(
     let mut result = QueryResult {
         disclosure: Disclosure::Masked,
         masked_number: masked.clone(),
-        brand: brand_of(&number),
+        brand: pan.brand().to_string(),
         request: request.request,
         details: None,
         balance: None,
@@ -144,20 +147,21 @@ fn disclosure(tapped: &Option<CardRead>, user: &User, paired_terminal: Option<&s
     }
 }
 
-/// The scheme as the number itself tells it.
-fn brand_of(number: &str) -> String {
-    card::pan::Pan::parse(number).map(|p| p.brand().to_string()).unwrap_or_else(|_| "unknown".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::normalise_number;
+    use card::pan::PanError;
 
     #[test]
     fn numbers_are_normalised_or_refused() {
-        assert_eq!(normalise_number("4761 7350-2500 3981").as_deref(), Some("4761735025003981"));
-        assert_eq!(normalise_number("12345"), None);
-        assert_eq!(normalise_number("4761735025003981x"), None);
-        assert_eq!(normalise_number("12345678901234567890"), None);
+        let parsed = |raw: &str| normalise_number(raw).map(|p| p.as_str().to_string());
+        assert_eq!(parsed("4761 7350-2500 3981").as_deref(), Ok("4761735025003981"));
+        assert_eq!(parsed("12345"), Err(PanError::Length(5)));
+        assert_eq!(parsed("4761735025003981x"), Err(PanError::NotDigits));
+        assert_eq!(parsed("12345678901234567890"), Err(PanError::Length(20)));
+        // Luhn for every brand but UnionPay's 16–19 digit numbers.
+        assert_eq!(parsed("4761 7350 2500 3982"), Err(PanError::Luhn));
+        assert_eq!(parsed("6217 9912 3456 7890").as_deref(), Ok("6217991234567890"));
+        assert_eq!(parsed("621799123452"), Err(PanError::Luhn));
     }
 }

@@ -13,6 +13,11 @@
 //! - [`data`]: the data service (Q-S5) with its disclosure rules.
 //! - [`store`]: the sqlx store facade (SQLite or PostgreSQL) and the hash-chained audit log.
 //! - [`checkpoint`]: signed checkpoints of the audit log's head, and `audit-verify`'s check.
+//! - [`monitor`]: run-state monitoring (R3.8) — terminals, bank link and hub watched, alarms with
+//!   hold times raised, acknowledged and cleared, pushed to `/ws/admin` and a signed webhook;
+//!   [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`settlement`]: daily settlement and reconciliation (R3.7): bank statement, ledger and the
+//!   cards' proofs, the report (CSV, XLSX, SVG), the scheduled job.
 //! - [`keys`]: the issuer key store behind card authentication; [`throttle`]: rate limits.
 //! - [`auth`], [`secrets`], [`config`], [`logging`], [`terminals`], [`seed`]: the rest of the plumbing.
 
@@ -30,9 +35,11 @@ pub mod hub;
 pub mod keys;
 pub mod kiosk;
 pub mod metrics;
+pub mod monitor;
 pub mod reader;
 pub mod secrets;
 pub mod seed;
+pub mod settlement;
 pub mod state;
 pub mod store;
 pub mod supervisor;

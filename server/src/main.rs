@@ -1,4 +1,4 @@
-//! The `cardbridge` command: serve, migrate, seed demo data, manage users, terminals and stored-value cards.
+//! The `cardbridge` command: serve, migrate, seed demo data, manage users, terminals and stored-value cards, settle a business day.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -49,6 +49,14 @@ enum Command {
     /// Check the audit log: its hash chain, every signed checkpoint of its head, and optionally a
     /// head held outside the database.
     AuditVerify(AuditVerifyArgs),
+    /// Settle a business day (R3.7): reconcile the bank's statement, the ledger and the cards'
+    /// proofs, and keep the report. Settling again gives the same report; a different result is
+    /// a new revision, the old one kept.
+    Settle {
+        /// The business day, YYYY-MM-DD.
+        #[arg(long, value_parser = parse_business_date)]
+        date: cardbridge::settlement::BusinessDate,
+    },
 }
 
 #[derive(clap::Args)]
@@ -121,6 +129,10 @@ enum PurseCardCommand {
         #[arg(value_parser = parse_serial)]
         serial: card::purse::CardSerial,
     },
+}
+
+fn parse_business_date(text: &str) -> Result<cardbridge::settlement::BusinessDate, String> {
+    cardbridge::settlement::BusinessDate::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_serial(text: &str) -> Result<card::purse::CardSerial, String> {
@@ -224,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
             purse_card(&store, command).await
         }
         Command::AuditVerify(args) => audit_verify(&config, args).await,
+        Command::Settle { date } => settle(&config, date).await,
     }
 }
 
@@ -312,6 +325,58 @@ async fn audit_verify(config: &Config, args: AuditVerifyArgs) -> anyhow::Result<
     Ok(())
 }
 
+async fn settle(config: &Config, date: cardbridge::settlement::BusinessDate) -> anyhow::Result<()> {
+    use cardbridge::settlement::{Class, Lang, LoggingAlarms, Report, Settler};
+    let store = open_store(config).await?;
+    let bank = config.bank_gateway()?.context("settling needs the bank's statement: set bank_url and bank_key_file")?;
+    let settler = Settler::from_parts(
+        config,
+        store.clone(),
+        Some(bank),
+        std::sync::Arc::new(config.key_store()?),
+        std::sync::Arc::new(cardbridge::clock::SystemClock),
+        std::sync::Arc::new(LoggingAlarms),
+    );
+    let settled = settler.settle(date, "cli").await;
+    store.close().await;
+    let settled = settled?;
+    let report = Report::new(settled.settlement);
+    let (h, totals) = (report.header(), report.totals());
+    let money = cardbridge::settlement::export::yuan;
+    println!(
+        "{} revision {} ({}), {} to {} {}",
+        h.business_date,
+        h.revision,
+        if settled.new_revision { "new" } else { "unchanged: same result as before" },
+        report.calendar.local_text(h.window.start_ms),
+        report.calendar.local_text(h.window.end_ms),
+        h.time_zone
+    );
+    println!(
+        "top-ups {}  completed {} ({} {})  bank debits {}  ledger debits {}",
+        totals.n_topups,
+        totals.n_completed,
+        h.currency,
+        money(totals.completed_minor),
+        money(totals.bank_debit_minor),
+        money(totals.ledger_debit_minor)
+    );
+    let counts: Vec<String> = Class::ALL.iter().map(|c| format!("{} {}", c.code(), totals.count(*c))).collect();
+    println!("{}", counts.join("  "));
+    for i in report.mismatches() {
+        println!(
+            "  {:<16} {:<28} {:<24} {} {}  {}",
+            i.class().code(),
+            i.reason.code(),
+            i.topup_id.as_deref().or(i.bank_key.as_deref()).unwrap_or("-"),
+            h.currency,
+            money(i.amount_minor),
+            i.reason.action(Lang::En)
+        );
+    }
+    Ok(())
+}
+
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
@@ -348,6 +413,17 @@ mod tests {
         assert!(parse(&["terminal", "topup", "Kiosk 1", "on"]).is_ok());
         assert!(parse(&["terminal", "topup", "Kiosk 1", "off"]).is_ok());
         assert!(parse(&["terminal", "topup", "Kiosk 1", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn settle_takes_a_real_date() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["cardbridge"], args].concat());
+        let ok = parse(&["settle", "--date", "2026-05-01"]).expect("settle parses");
+        let Command::Settle { date } = ok.command else { panic!("settle") };
+        assert_eq!(date.to_string(), "2026-05-01");
+        assert!(parse(&["settle", "--date", "2026-02-30"]).is_err(), "no such day");
+        assert!(parse(&["settle", "--date", "yesterday"]).is_err());
+        assert!(parse(&["settle"]).is_err(), "the date is required");
     }
 
     #[test]

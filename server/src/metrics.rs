@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -52,19 +52,16 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
-/// Whether a bank call got an answer it could use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum CallResult {
-    Ok,
-    Error,
-}
-
-/// One bank gateway call: which (`transfer`, `health`, …) and whether it was answered.
+/// One bank gateway call: which (`transfer`, `health`, …) and whether it got an answer it
+/// could use (`ok`, `error`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct BankCallLabels {
     pub call: &'static str,
-    pub result: CallResult,
+    pub result: &'static str,
 }
+
+/// The end states a top-up is counted in.
+pub const TOPUP_OUTCOMES: [&str; 4] = ["completed", "failed", "refunded", "exception"];
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -133,6 +130,21 @@ impl Metrics {
         registry.register("alarms_raised", "Alarms raised, by kind", alarms_raised.clone());
         registry.register("webhook_deliveries", "Alarm webhook deliveries by result", webhook_deliveries.clone());
 
+        // Every series that can appear is there from the start (at zero), so that a rate over
+        // it is defined before the first event and dashboards do not see series come and go.
+        for outcome in std::iter::once("ok").chain(protocol::page::ReadFailure::ALL.iter().map(|f| f.wire_name())) {
+            let _ = card_reads.get_or_create(&OutcomeLabel { outcome });
+        }
+        for outcome in TOPUP_OUTCOMES {
+            let _ = topups.get_or_create(&OutcomeLabel { outcome });
+        }
+        for error in ["offline", "timeout", "disconnected", "bad_reply"] {
+            let _ = agent_command_errors.get_or_create(&ErrorLabel { error });
+        }
+        for result in ["delivered", "retried", "given_up", "dropped"] {
+            let _ = webhook_deliveries.get_or_create(&ResultLabel { result });
+        }
+
         Metrics {
             registry,
             card_reads,
@@ -169,7 +181,7 @@ impl Metrics {
 
     /// Count one bank call.
     pub fn bank_call(&self, call: &'static str, ok: bool, took: Duration) {
-        let result = if ok { CallResult::Ok } else { CallResult::Error };
+        let result = if ok { "ok" } else { "error" };
         self.bank_calls.get_or_create(&BankCallLabels { call, result }).observe(took.as_secs_f64());
     }
 }
@@ -326,8 +338,8 @@ mod tests {
         assert_eq!((all.calls, all.errors, all.mean_latency_ms, all.max_latency_ms), (3, 2, Some(20), Some(30)));
         assert!((all.error_ratio() - 2.0 / 3.0).abs() < 1e-9);
 
-        let later = window.figures(6_500, 5_000);
-        assert_eq!((later.calls, later.errors), (1, 1), "only the call at 3 000 is within 5 s of 6 500");
+        let later = window.figures(7_500, 5_000);
+        assert_eq!((later.calls, later.errors), (1, 1), "only the call at 3 000 is within 5 s of 7 500");
         assert_eq!(window.figures(20_000, 5_000), WindowFigures { calls: 0, errors: 0, mean_latency_ms: None, max_latency_ms: None });
         assert_eq!(window.figures(20_000, 5_000).error_ratio(), 0.0);
     }

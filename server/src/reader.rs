@@ -156,7 +156,7 @@ async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card
         state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason });
         return;
     }
-    let read = read_card(state, terminal_id, &card);
+    let read = read_card_explained(state, terminal_id, &card);
     tokio::pin!(read);
     let result = tokio::select! {
         result = &mut read => result,
@@ -167,9 +167,17 @@ async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card
     };
     match result {
         Ok(read) => deliver(state, terminal_id, page, read, card_present).await,
-        Err(reason) => {
-            tracing::info!(terminal_id, ?reason, "card read failed");
-            state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason });
+        Err(FailedRead { failure, card_error }) => {
+            tracing::info!(terminal_id, reason = ?failure, "card read failed");
+            // The page says "try another card or type the number"; the audit log keeps why. Two
+            // different numbers are already audited as `card.read_refused`.
+            if let Some(e) = card_error.filter(|e| *e != card::emv::ReadError::InconsistentNumber) {
+                let detail = crate::util::ErrorChain(&e).to_string();
+                if let Err(e) = state.store.audit(&page.user_id, "card.read_failed", terminal_id, &detail).await {
+                    tracing::error!(error = %crate::util::ErrorChain(&e), "auditing a failed read");
+                }
+            }
+            state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason: failure });
         }
     }
 }
@@ -194,7 +202,39 @@ pub struct Read {
 
 /// S300: run the EMV read (or UID read) on the terminal's card through its agent, then, for a card
 /// the bank issued, GENERATE AC over a fresh unpredictable number and verify the cryptogram.
+/// Counted and timed for `/metrics` (`cardbridge_card_reads_total{outcome}`,
+/// `cardbridge_card_read_duration_seconds`).
 pub async fn read_card(state: &AppState, terminal_id: &str, card: &PresentCard) -> Result<Read, ReadFailure> {
+    read_card_explained(state, terminal_id, card).await.map_err(|f| f.failure)
+}
+
+/// A read that gave no card: what the page is told, and for a card that answered but gave no
+/// usable number, the technical reason (it carries no card data).
+#[derive(Debug)]
+pub struct FailedRead {
+    pub failure: ReadFailure,
+    pub card_error: Option<card::emv::ReadError>,
+}
+
+impl From<ReadFailure> for FailedRead {
+    fn from(failure: ReadFailure) -> Self {
+        FailedRead { failure, card_error: None }
+    }
+}
+
+/// [`read_card`], keeping the reason a card gave no usable number (for the audit log).
+pub async fn read_card_explained(state: &AppState, terminal_id: &str, card: &PresentCard) -> Result<Read, FailedRead> {
+    let started = std::time::Instant::now();
+    let read = read_card_untimed(state, terminal_id, card).await;
+    let outcome = match &read {
+        Ok(_) => "ok",
+        Err(failed) => failed.failure.wire_name(),
+    };
+    state.metrics.card_read(outcome, started.elapsed());
+    read
+}
+
+async fn read_card_untimed(state: &AppState, terminal_id: &str, card: &PresentCard) -> Result<Read, FailedRead> {
     let terminal = Terminal::at(state.now_ms() as u64 / 1000, unpredictable_number());
     let (mut session, mut batch) = ReadSession::start_with(&card.atr, terminal.clone());
     let identity = loop {
@@ -207,7 +247,7 @@ pub async fn read_card(state: &AppState, terminal_id: &str, card: &PresentCard) 
                 if e == card::emv::ReadError::InconsistentNumber {
                     audit_refused_read(state, terminal_id, "card.read_refused", "two different card numbers in one read").await;
                 }
-                return Err(ReadFailure::UnsupportedCard);
+                return Err(FailedRead { failure: ReadFailure::UnsupportedCard, card_error: Some(e) });
             }
         }
     };
@@ -319,11 +359,12 @@ fn to_wire(batch: &card::batch::Batch) -> ApduBatch {
 /// S400: remember the read (keyed hash only, and whether the card proved itself) and push the
 /// number to the page. An "allow once" consent is spent by the read it allowed.
 async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, read: Read, card_present: std::time::Instant) {
+    // `masked` names the card in the audit log and the logs: the brand, then the masked number.
     let (number, kind, masked) = match &read.identity {
-        CardIdentity::Bank { pan, .. } => (pan.as_str().to_string(), CardKind::Bank, pan.masked()),
+        CardIdentity::Bank { pan, .. } => (pan.as_str().to_string(), CardKind::Bank, format!("{} {}", pan.brand(), pan.masked())),
         CardIdentity::Uid { uid } => {
             let uid = hex::encode_upper(uid);
-            let masked = card::pan::mask(&uid);
+            let masked = format!("UID {}", card::pan::mask(&uid));
             (uid, CardKind::Uid, masked)
         }
     };

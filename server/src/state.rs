@@ -43,6 +43,10 @@ pub struct Inner {
     pub topups: crate::topup::service::TopUps,
     /// The supervised background tasks and how they fare.
     pub tasks: crate::supervisor::TaskBoard,
+    /// Run-state monitoring (R3.8): alarms, the live view of terminals, bank link and hub.
+    pub monitor: crate::monitor::Monitor,
+    /// The Prometheus registry behind `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::ops::Deref for AppState {
@@ -128,6 +132,12 @@ impl axum::extract::FromRef<AppState> for Arc<Hub> {
 impl axum::extract::FromRef<AppState> for crate::topup::service::TopUps {
     fn from_ref(state: &AppState) -> crate::topup::service::TopUps {
         state.topups.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for crate::monitor::Monitor {
+    fn from_ref(state: &AppState) -> crate::monitor::Monitor {
+        state.monitor.clone()
     }
 }
 

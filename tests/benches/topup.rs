@@ -188,7 +188,9 @@ async fn set_up_terminal(app: &TestApp, i: usize, holder_id: &str) -> (Terminal,
     let code = app.newest_sms_code().await;
     socket.send(&KioskToServer::ConfirmCode { code }).await;
     socket.expect("bound", |f| matches!(f, ServerToKiosk::Bound { .. }).then_some(())).await;
-    socket.send(&KioskToServer::Arm).await;
+    // The kiosk asks for the card again; a read is once per insertion, so it is tapped anew.
+    socket.expect("the card asked for", |f| matches!(f, ServerToKiosk::WaitingForCard { .. }).then_some(())).await;
+    socket.send(&KioskToServer::DemoTap { card: name.clone() }).await;
     let view = card_view(&mut socket).await;
     assert_eq!(view.bound_card_last4.as_deref(), Some(&card_number[card_number.len() - 4..]));
     assert!(view.amounts_minor.contains(&AMOUNT), "¥20.00 is offered: {view:?}");

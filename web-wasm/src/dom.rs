@@ -13,7 +13,7 @@ use web_sys::{
 use crate::state::{Action, Snapshot};
 use crate::text::{self, Lang};
 use js_sys::{Array, Object, Reflect};
-use protocol::page::{CardKind, ConsentDecision, ConsentState};
+use protocol::page::{CardKind, ConsentDecision};
 
 const CARD_NUMBER: &str = "[data-cardbridge=\"card-number\"]";
 const SUBMIT: &str = "[data-cardbridge=\"submit\"]";
@@ -105,13 +105,7 @@ impl Dom {
         input.dispatch_event(&bubbling_event("input")?)?;
         input.dispatch_event(&bubbling_event("change")?)?;
         input.set_attribute("data-cardbridge-filled", read_id)?;
-        input.set_attribute(
-            "data-cardbridge-kind",
-            match kind {
-                CardKind::Bank => "bank",
-                CardKind::Uid => "uid",
-            },
-        )?;
+        input.set_attribute("data-cardbridge-kind", kind.wire_name())?;
         button.set_attribute("data-cardbridge-clicked", read_id)?;
         button.click();
         Ok(())
@@ -160,7 +154,7 @@ impl Dom {
         lang: Lang,
         question: Option<&str>,
     ) -> Result<(), JsValue> {
-        let key = question.map(|name| format!("{}|{name}", lang.as_str()));
+        let key = question.map(|name| [lang.as_str(), "|", name].concat());
         if !needs_render(container, key.as_deref())? {
             return if key.is_none() {
                 hide(container)
@@ -204,7 +198,7 @@ impl Dom {
         lang: Lang,
         cards: Option<&[String]>,
     ) -> Result<(), JsValue> {
-        let key = cards.map(|cards| format!("{}|{}", lang.as_str(), cards.join("|")));
+        let key = cards.map(|cards| [lang.as_str(), "|", &cards.join("|")].concat());
         if !needs_render(tray, key.as_deref())? {
             return if key.is_none() { hide(tray) } else { Ok(()) };
         }
@@ -338,7 +332,7 @@ fn detail(snapshot: &Snapshot) -> Result<JsValue, JsValue> {
             )?;
             set(&terminal, "agent_online", &view.agent_online.into())?;
             set(&terminal, "permitted", &view.permitted.into())?;
-            set(&terminal, "consent", &consent_name(view.consent).into())?;
+            set(&terminal, "consent", &view.consent.wire_name().into())?;
             set(&terminal, "card_present", &view.card_present.into())?;
             set(&terminal, "armed", &view.armed.into())?;
             set(&terminal, "demo_reader", &view.demo_reader.into())?;
@@ -363,13 +357,4 @@ fn nullable(value: Option<&str>) -> JsValue {
 
 fn set(target: &Object, key: &str, value: &JsValue) -> Result<(), JsValue> {
     Reflect::set(target, &key.into(), value).map(drop)
-}
-
-fn consent_name(consent: ConsentState) -> &'static str {
-    match consent {
-        ConsentState::Unknown => "unknown",
-        ConsentState::AllowedOnce => "allowed_once",
-        ConsentState::AllowedAlways => "allowed_always",
-        ConsentState::Denied => "denied",
-    }
 }

@@ -30,7 +30,7 @@ mod state;
 mod text;
 
 use dom::Dom;
-use protocol::page::ServerToPage;
+use protocol::page::{json, ServerToPage};
 use socket::{Backoff, Handlers, Socket};
 use state::{Effect, Machine, Snapshot};
 
@@ -140,10 +140,10 @@ fn handlers(app: &Shared) -> Handlers {
 }
 
 fn on_frame(app: &Shared, frame: &str) -> Result<(), JsValue> {
-    let frame: ServerToPage = match protocol::decode(frame) {
+    let frame: ServerToPage = match json::decode_server_to_page(frame) {
         Ok(frame) => frame,
         Err(error) => {
-            web_sys::console::warn_1(&format!("cardbridge: ignored frame: {error}").into());
+            web_sys::console::warn_2(&"cardbridge: ignored frame:".into(), &error.0.into());
             return Ok(());
         }
     };
@@ -181,7 +181,7 @@ fn step(app: &Shared, event: impl FnOnce(&mut Machine) -> Vec<Effect>) -> Result
         match effect {
             Effect::Send(message) => {
                 let sent = match &app.borrow().socket {
-                    Some(socket) => socket.send(&protocol::encode(&message))?,
+                    Some(socket) => socket.send(&json::encode_page_to_server(&message))?,
                     None => false,
                 };
                 if !sent {

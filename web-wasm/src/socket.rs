@@ -28,7 +28,7 @@ pub fn page_url(location: &Location) -> Result<String, JsValue> {
     } else {
         "ws:"
     };
-    Ok(format!("{scheme}//{}/ws/page", location.host()?))
+    Ok([scheme, "//", &location.host()?, "/ws/page"].concat())
 }
 
 pub fn connect(url: &str, handlers: Handlers) -> Result<Socket, JsValue> {

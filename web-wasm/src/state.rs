@@ -66,26 +66,8 @@ impl Reason {
     /// The wire name of the reason (the same snake_case the protocol uses).
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Refusal(refusal) => match refusal {
-                Refusal::NotLoggedIn => "not_logged_in",
-                Refusal::NotPaired => "not_paired",
-                Refusal::TerminalForbidden => "terminal_forbidden",
-                Refusal::ConsentDenied => "consent_denied",
-                Refusal::ConsentRequired => "consent_required",
-                Refusal::AgentOffline => "agent_offline",
-                Refusal::TerminalRevoked => "terminal_revoked",
-                Refusal::NotADemoTerminal => "not_a_demo_terminal",
-                Refusal::BadRequest => "bad_request",
-                Refusal::TooManyRequests => "too_many_requests",
-                Refusal::Unavailable => "unavailable",
-            },
-            Reason::Failure(failure) => match failure {
-                ReadFailure::CardRemoved => "card_removed",
-                ReadFailure::UnsupportedCard => "unsupported_card",
-                ReadFailure::Timeout => "timeout",
-                ReadFailure::ReaderError => "reader_error",
-                ReadFailure::PolicyRefused => "policy_refused",
-            },
+            Reason::Refusal(refusal) => refusal.wire_name(),
+            Reason::Failure(failure) => failure.wire_name(),
         }
     }
 }

@@ -50,8 +50,8 @@ pub fn status(lang: Lang, snapshot: &Snapshot) -> String {
             reason_text(lang, reason).into()
         }
         (Phase::Online, None) => match lang {
-            Lang::Zh => format!("读卡终端“{name}”在线"),
-            Lang::En => format!("Card terminal “{name}” online"),
+            Lang::Zh => ["读卡终端“", name, "”在线"].concat(),
+            Lang::En => ["Card terminal “", name, "” online"].concat(),
         },
         (Phase::Waiting, None) => pick(
             lang,
@@ -144,10 +144,12 @@ fn reason_text(lang: Lang, reason: Reason) -> &'static str {
         },
         Reason::Failure(failure) => match failure {
             ReadFailure::CardRemoved => pick(lang, "卡片已移开 — 请重新刷卡", "Card removed — tap again"),
+            // A card that gives no usable number (none at all, or one that is not a card number):
+            // the person can still type it. The technical reason is in the admin's audit log.
             ReadFailure::UnsupportedCard => pick(
                 lang,
-                "无法从此卡读取卡号 — 请移开并换一张卡",
-                "No card number could be read from this card — remove it and try another card",
+                "无法读取此卡 — 请换一张卡或手动输入卡号",
+                "This card could not be read — try another card or type the number",
             ),
             ReadFailure::Timeout => pick(
                 lang,
@@ -170,8 +172,13 @@ fn reason_text(lang: Lang, reason: Reason) -> &'static str {
 
 pub fn consent_question(lang: Lang, terminal_name: &str) -> String {
     match lang {
-        Lang::Zh => format!("是否允许读卡终端“{terminal_name}”为您读取卡号？"),
-        Lang::En => format!("Allow card terminal “{terminal_name}” to read your card number?"),
+        Lang::Zh => ["是否允许读卡终端“", terminal_name, "”为您读取卡号？"].concat(),
+        Lang::En => [
+            "Allow card terminal “",
+            terminal_name,
+            "” to read your card number?",
+        ]
+        .concat(),
     }
 }
 
@@ -201,8 +208,8 @@ pub fn demo_title(lang: Lang) -> &'static str {
 
 pub fn demo_card(lang: Lang, card: &str) -> String {
     match lang {
-        Lang::Zh => format!("演示卡：{card}"),
-        Lang::En => format!("Demo card: {card}"),
+        Lang::Zh => ["演示卡：", card].concat(),
+        Lang::En => ["Demo card: ", card].concat(),
     }
 }
 
@@ -251,6 +258,23 @@ mod tests {
 
         assert_eq!(status(Lang::En, &waiting), "Card removed — tap again");
         assert_eq!(status(Lang::Zh, &waiting), "卡片已移开 — 请重新刷卡");
+    }
+
+    #[test]
+    fn a_card_without_a_usable_number_suggests_another_card_or_typing() {
+        let failed = snapshot(
+            Phase::Failed,
+            Some(Reason::Failure(ReadFailure::UnsupportedCard)),
+        );
+
+        assert_eq!(
+            status(Lang::En, &failed),
+            "This card could not be read — try another card or type the number"
+        );
+        assert_eq!(
+            status(Lang::Zh, &failed),
+            "无法读取此卡 — 请换一张卡或手动输入卡号"
+        );
     }
 
     #[test]

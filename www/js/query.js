@@ -15,6 +15,33 @@ export function formatMoney(minor, currency) {
   return `${sign}${units}.${cents} ${currency}`;
 }
 
+/** The Luhn (mod 10) check over a string of digits. */
+function luhnValid(digits) {
+  let sum = 0;
+  for (let i = 0; i < digits.length; i += 1) {
+    let d = digits.charCodeAt(digits.length - 1 - i) - 48;
+    if (i % 2 === 1) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+  }
+  return digits.length > 0 && sum % 10 === 0;
+}
+
+/**
+ * What is wrong with a typed card number (an i18n key), or null: the rule of the server's
+ * `card::pan::Pan` — 12 to 19 digits passing the Luhn check, except UnionPay numbers (62…, 16 to 19
+ * digits), which need not pass it.
+ */
+export function cardNumberProblem(digits) {
+  if (!/^[0-9]+$/.test(digits)) return "query.not_digits";
+  if (digits.length < 12 || digits.length > 19) return "query.bad_length";
+  const unionPay = digits.startsWith("62") && digits.length >= 16;
+  if (!unionPay && !luhnValid(digits)) return "query.bad_check_digit";
+  return null;
+}
+
 /** "YYMM" as "MM/YY"; anything else as given. */
 function formatExpiry(yymm) {
   return /^\d{4}$/.test(yymm) ? `${yymm.slice(2)}/${yymm.slice(0, 2)}` : yymm;
@@ -150,6 +177,14 @@ export function setupQueryForm({ staff = false } = {}) {
     const cardNumber = input.value.replace(/[\s-]/g, "");
     if (!cardNumber) {
       showAlert(error, t("query.missing"));
+      input.focus();
+      return;
+    }
+    // A typed number is checked here first; a number the module filled in comes with its read id
+    // and is the server's to judge.
+    const problem = readId.value ? null : cardNumberProblem(cardNumber);
+    if (problem) {
+      showAlert(error, t(problem));
       input.focus();
       return;
     }

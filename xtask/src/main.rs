@@ -2,6 +2,7 @@
 //! test` installs what the tests need and runs every suite, `cargo xtask wasm` builds the page
 //! module.
 
+mod package;
 mod prereq;
 mod wasm;
 
@@ -35,6 +36,9 @@ enum Task {
     },
     /// Build the page module into www/pkg.
     Wasm,
+    /// Build the Debian packages of the agent and the server (release, cargo-deb) into
+    /// target/debian/.
+    Package,
     /// Run a benchmark: `tap` (tap to submit over pcscd + vpcd, A/B/C), `topup` (kiosk top-ups
     /// per second on SQLite and PostgreSQL, beside the bare ledger transaction).
     Bench {
@@ -47,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match Cli::parse().command {
         Task::Wasm => wasm::build_wasm(&root),
+        Task::Package => package::package(&root),
         Task::Test { args } => test(&root, &args),
         Task::Demo { listen } => demo(&root, &listen),
         Task::Bench { name } => bench(&root, &name),

@@ -1,6 +1,6 @@
 //! Reading EMV card data out of responses: directory entries, FCI, GPO templates, the AFL, and the card number with its expiry
 
-use crate::pan::Pan;
+use crate::pan::{Pan, PanError};
 use crate::tlv::{self, Tlv};
 
 use super::ReadError;
@@ -180,10 +180,10 @@ pub struct Found {
 }
 
 /// Looks for the PAN: tag 5A first, else track 2 equivalent 57, else 9F6B (Mastercard track 2),
-/// each across `sources` in order. `Err(true)` when something that looked like a PAN was found but
-/// is not a valid card number; `Err(false)` when nothing was found.
-pub fn find_pan(sources: &[&[Tlv]]) -> Result<Found, bool> {
-    let mut rejected = false;
+/// each across `sources` in order. `Err(Some(why))` when something that looked like a PAN was
+/// found but is not a card number (the first such reason); `Err(None)` when nothing was found.
+pub fn find_pan(sources: &[&[Tlv]]) -> Result<Found, Option<PanError>> {
+    let mut rejected = None;
     for tag in [0x5A, 0x57, 0x9F6B] {
         for source in sources {
             for t in tlv::find_all(source, tag) {
@@ -197,7 +197,9 @@ pub fn find_pan(sources: &[&[Tlv]]) -> Result<Found, bool> {
                         let expiry = expiry(sources, &pan);
                         return Ok(Found { pan, expiry });
                     }
-                    Err(_) => rejected = true,
+                    Err(e) => {
+                        rejected.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -232,7 +234,8 @@ fn valid_yymm(s: &str) -> Option<String> {
         .then(|| s.to_string())
 }
 
-/// BCD digits, trailing `F` padding removed (non-digit nibbles stay, so parsing rejects them).
+/// BCD digits, trailing `F` padding removed (non-digit nibbles stay, so parsing rejects them: an
+/// `F` anywhere but at the end is not padding).
 fn bcd_digits(value: &[u8]) -> String {
     hex::encode_upper(value).trim_end_matches('F').to_string()
 }
@@ -347,8 +350,52 @@ mod tests {
     #[test]
     fn a_bad_pan_is_reported_as_rejected() {
         let bad = tlv::parse(&h("5A084761735025003982")).unwrap();
-        assert_eq!(find_pan(&[&bad]), Err(true));
-        assert_eq!(find_pan(&[&[]]), Err(false));
+        assert_eq!(find_pan(&[&bad]), Err(Some(PanError::Luhn)));
+        assert_eq!(find_pan(&[&[]]), Err(None));
+    }
+
+    #[test]
+    fn unionpay_numbers_are_read_whether_or_not_they_pass_luhn() {
+        // 16 digits failing Luhn, in 5A and in a track 2.
+        let record = tlv::parse(&h("70105A0862170012345678905F2403301231")).unwrap();
+        let found = find_pan(&[&record]).unwrap();
+        assert_eq!(
+            (found.pan.as_str(), found.expiry.as_deref()),
+            ("6217001234567890", Some("3012"))
+        );
+        let track = tlv::parse(&h("57106217001234567890D30122201000000F")).unwrap();
+        assert_eq!(
+            find_pan(&[&track]).unwrap().pan.as_str(),
+            "6217001234567890"
+        );
+        // 19 digits, F-padded to whole bytes.
+        let long = tlv::parse(&h("5A0A6228480000000000018F")).unwrap();
+        assert_eq!(
+            find_pan(&[&long]).unwrap().pan.as_str(),
+            "6228480000000000018"
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_card_number_is_still_refused() {
+        let refused = |hex: &str| find_pan(&[&tlv::parse(&h(hex)).unwrap()]).unwrap_err();
+        // Padding in the middle of the number, not at its end.
+        assert_eq!(refused("5A0862170F1234567890"), Some(PanError::NotDigits));
+        // A nibble that is neither a digit nor padding.
+        assert_eq!(refused("5A08621700123456789A"), Some(PanError::NotDigits));
+        // 20 digits in the UnionPay range; 11 digits.
+        assert_eq!(
+            refused("5A0A62170012345678901234"),
+            Some(PanError::Length(20))
+        );
+        assert_eq!(refused("5A0662170012345F"), Some(PanError::Length(11)));
+        // A track 2 whose number part carries padding before the separator.
+        assert_eq!(
+            refused("570F62170012345678F0D301222010000F"),
+            Some(PanError::NotDigits)
+        );
+        // Other brands keep the Luhn check.
+        assert_eq!(refused("5A085413330089600045"), Some(PanError::Luhn));
     }
 
     #[test]

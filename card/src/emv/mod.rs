@@ -168,6 +168,10 @@ pub enum ReadError {
     TooManyRoundTrips,
     #[error("the card's data objects carry different card numbers")]
     InconsistentNumber,
+    /// The card gave something in the place of a card number that is not one (the reason
+    /// says why; never the digits).
+    #[error("the number on the card is not a card number: {0}")]
+    InvalidNumber(crate::pan::PanError),
     #[error("the card's risk management data cannot be used for an online cryptogram")]
     NotAuthenticable,
 }
@@ -636,13 +640,11 @@ fn finish(
                 auth,
             }))
         }
-        Err(true) => Err(ReadError::Malformed(
-            "the card number on the card fails validation".into(),
-        )),
-        Err(false) if gpo.is_none() => Err(ReadError::UnexpectedResponse(format!(
+        Err(Some(why)) => Err(ReadError::InvalidNumber(why)),
+        Err(None) if gpo.is_none() => Err(ReadError::UnexpectedResponse(format!(
             "GET PROCESSING OPTIONS answered {gpo_sw}"
         ))),
-        Err(false) => match records
+        Err(None) => match records
             .iter()
             .find_map(|(key, raw)| tlv::parse(raw).err().map(|e| (key, e)))
         {

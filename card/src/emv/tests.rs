@@ -166,13 +166,16 @@ fn failures_name_what_went_wrong() {
     let mut card = contactless(vec![app("08010100", vec![((1, 1), other)])]);
     assert_eq!(read(&mut card, terminal()).0, Err(ReadError::NoCardNumber));
 
-    // A number that fails Luhn.
+    // A Visa number that fails Luhn; a UnionPay number that fails it is a card number.
     let bad = t(0x70, &t(0x5A, &bcd_pan("4761739001010011")));
     let mut card = contactless(vec![app("08010100", vec![((1, 1), bad)])]);
-    assert!(matches!(
+    assert_eq!(
         read(&mut card, terminal()).0,
-        Err(ReadError::Malformed(_))
-    ));
+        Err(ReadError::InvalidNumber(crate::pan::PanError::Luhn))
+    );
+    let unionpay = t(0x70, &t(0x5A, &bcd_pan("6217001234567890")));
+    let mut card = contactless(vec![app("08010100", vec![((1, 1), unionpay)])]);
+    assert!(read(&mut card, terminal()).0.is_ok());
 
     // A PDOL that asks for more than a command carries.
     let mut card = contactless(vec![app("08010100", vec![((1, 1), pan_record())])]);
@@ -427,7 +430,16 @@ fn an_issued_card_proves_itself_with_an_arqc_over_the_servers_number() {
     use crate::emv::cryptogram::{check_arqc, parse_response, request_arqc};
     use crate::sim::issuer::TEST_ISSUER_MASTER_KEY;
 
-    for name in ["unionpay-debit", "unionpay-credit", "chained-t0", "ppse-missing"] {
+    for name in [
+        "unionpay-debit",
+        "unionpay-credit",
+        "chained-t0",
+        "ppse-missing",
+        "unionpay-pse-multi",
+        "unionpay-19-digits",
+        "unionpay-two-priorities",
+        "unionpay-no-luhn",
+    ] {
         let mut card = crate::sim::load(name).unwrap();
         let atr = card.atr();
         let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, std::convert::Infallible> { Ok(card.transmit(apdu)) };
@@ -456,7 +468,17 @@ fn an_issued_card_proves_itself_with_an_arqc_over_the_servers_number() {
 fn recorded_cards_have_no_keys() {
     for entry in crate::sim::catalogue().iter().filter(|e| e.bank) {
         let issued = crate::sim::issuer::TEST_ISSUER_RANGES.iter().any(|r| entry.expected_number.starts_with(r));
-        let synthetic = ["unionpay-debit", "unionpay-credit", "chained-t0", "ppse-missing"].contains(&entry.name);
+        let synthetic = [
+            "unionpay-debit",
+            "unionpay-credit",
+            "chained-t0",
+            "ppse-missing",
+            "unionpay-pse-multi",
+            "unionpay-19-digits",
+            "unionpay-two-priorities",
+            "unionpay-no-luhn",
+        ]
+        .contains(&entry.name);
         assert_eq!(issued, synthetic, "{}", entry.name);
     }
 }

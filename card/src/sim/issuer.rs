@@ -13,8 +13,11 @@ pub const TEST_ISSUER_MASTER_KEY: DoubleKey = [
 ];
 
 /// Card-number prefixes of the cards the test issuer personalised with keys: the synthetic
-/// UnionPay debit, credit and PPSE-less cards and the T=0 Visa card.
-pub const TEST_ISSUER_RANGES: &[&str] = &["620000", "620550", "625094", "401288"];
+/// UnionPay debit, credit and PPSE-less cards, the T=0 Visa card, and the UnionPay cards with a
+/// PSE of three applications, a 19-digit number, two priorities and a number failing Luhn.
+pub const TEST_ISSUER_RANGES: &[&str] = &[
+    "620000", "620550", "625094", "401288", "621234", "622848", "623456", "621799",
+];
 
 /// The ICC master key the test issuer put on the card with this number and sequence number.
 pub(crate) fn icc_key(pan: &str, pan_sequence: u8) -> Option<DoubleKey> {

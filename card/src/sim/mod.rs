@@ -3,7 +3,11 @@
 //! - Replay cards ([`ReplayCard`]) answer from recorded sessions of real and scheme test cards
 //!   (`card/catalogue/*.json`, embedded at build time).
 //! - Synthetic cards are small card models (`model`): they decode commands and answer from a file
-//!   system and state, each with its own Luhn-valid test number.
+//!   system and state, each with its own test number (Luhn-valid, except `unionpay-no-luhn`'s:
+//!   UnionPay numbers need not be).
+//! - Broken cards ([`BROKEN_CARDS`]: `broken-check-digit`, a Visa card whose number fails its
+//!   check digit) load by name for the tests of failed reads, and are not in the catalogue of
+//!   cards that read.
 //! - [`Misbehave`] wraps any card to answer slowly, vanish mid-command or send malformed TLV.
 //! - [`purse::PurseCard`] is a PBOC e-purse with persistent state and torn writes; the demo purses
 //!   ([`purse::DEMO_PURSES`]: `purse-card`, `purse-card-2`, `purse-foreign`, `purse-clone`) load
@@ -228,14 +232,46 @@ const CATALOGUE: &[CatalogueEntry] = &[
         expiry: None,
         aid: None,
     },
+    bank(
+        "unionpay-pse-multi",
+        "UnionPay debit, e-cash and quasi-credit, contact with PSE",
+        synthetic::UNIONPAY_PSE_MULTI_PAN,
+        "3107",
+        "A000000333010101",
+    ),
+    bank(
+        "unionpay-19-digits",
+        "UnionPay credit, 19 digits, contactless without PPSE",
+        synthetic::UNIONPAY_19_DIGITS_PAN,
+        "3205",
+        "A000000333010102",
+    ),
+    bank(
+        "unionpay-two-priorities",
+        "UnionPay e-cash and debit of different priority, contactless",
+        synthetic::UNIONPAY_TWO_PRIORITIES_PAN,
+        "3011",
+        "A000000333010101",
+    ),
+    bank(
+        "unionpay-no-luhn",
+        "UnionPay debit whose number fails Luhn (valid for UnionPay), contactless",
+        synthetic::UNIONPAY_NO_LUHN_PAN,
+        "3102",
+        "A000000333010101",
+    ),
 ];
+
+/// Cards that load by name but give no usable number: not in the catalogue.
+pub const BROKEN_CARDS: &[&str] = &["broken-check-digit"];
 
 /// Every card [`load`] knows, recorded ones first.
 pub fn catalogue() -> Vec<CatalogueEntry> {
     CATALOGUE.to_vec()
 }
 
-/// A fresh card by catalogue name, or a demo purse by one of [`purse::DEMO_PURSES`].
+/// A fresh card by catalogue name, a broken card by one of [`BROKEN_CARDS`], or a demo purse by
+/// one of [`purse::DEMO_PURSES`].
 pub fn load(name: &str) -> Option<Box<dyn SimCard>> {
     if let Some((_, json)) = RECORDINGS.iter().find(|(n, _)| *n == name) {
         return ReplayCard::from_json(json)
@@ -248,6 +284,11 @@ pub fn load(name: &str) -> Option<Box<dyn SimCard>> {
         "chained-t0" => Box::new(synthetic::chained_t0()),
         "ppse-missing" => Box::new(synthetic::ppse_missing()),
         "campus-card" => Box::new(synthetic::campus_card()),
+        "unionpay-pse-multi" => Box::new(synthetic::unionpay_pse_multi()),
+        "unionpay-19-digits" => Box::new(synthetic::unionpay_19_digits()),
+        "unionpay-two-priorities" => Box::new(synthetic::unionpay_two_priorities()),
+        "unionpay-no-luhn" => Box::new(synthetic::unionpay_no_luhn()),
+        "broken-check-digit" => Box::new(synthetic::broken_check_digit()),
         _ => return purse::demo_purse(name).map(|c| Box::new(c) as Box<dyn SimCard>),
     })
 }
@@ -262,6 +303,10 @@ pub fn cloned(name: &str) -> Option<Box<dyn SimCard>> {
         "unionpay-credit" => synthetic::unionpay_credit(),
         "chained-t0" => synthetic::chained_t0(),
         "ppse-missing" => synthetic::ppse_missing(),
+        "unionpay-pse-multi" => synthetic::unionpay_pse_multi(),
+        "unionpay-19-digits" => synthetic::unionpay_19_digits(),
+        "unionpay-two-priorities" => synthetic::unionpay_two_priorities(),
+        "unionpay-no-luhn" => synthetic::unionpay_no_luhn(),
         _ => return None,
     };
     for app in &mut card.apps {
@@ -286,6 +331,13 @@ mod tests {
             assert!(!card.atr().is_empty());
         }
         assert!(load("no-such-card").is_none());
+        for name in BROKEN_CARDS {
+            assert_eq!(
+                load(name).map(|c| c.name().to_string()).as_deref(),
+                Some(*name)
+            );
+            assert!(catalogue().iter().all(|e| e.name != *name), "{name}");
+        }
     }
 
     #[test]
@@ -309,9 +361,17 @@ mod tests {
             .map(|e| e.expected_number)
             .collect();
         numbers.push(synthetic::UNIONPAY_CREDIT_CARD_DEBIT_PAN);
+        numbers.push(synthetic::UNIONPAY_PSE_MULTI_QUASI_CREDIT_PAN);
         for n in &numbers {
             assert!(Pan::parse(n).is_ok(), "{}", crate::pan::mask(n));
         }
+        // The one UnionPay number that does not pass Luhn, and the broken card's that must.
+        let failing: Vec<&&str> = numbers
+            .iter()
+            .filter(|n| !crate::pan::luhn_valid(n))
+            .collect();
+        assert_eq!(failing, [&synthetic::UNIONPAY_NO_LUHN_PAN]);
+        assert!(Pan::parse(synthetic::BROKEN_CHECK_DIGIT_PAN).is_err());
         let count = numbers.len();
         numbers.sort();
         numbers.dedup();

@@ -1,4 +1,4 @@
-//! The synthetic catalogue cards, each a small card model with its own Luhn-valid test number
+//! The synthetic catalogue cards, each a small card model with its own test number (Luhn-valid, but for the UnionPay number that is not and need not be), and the broken cards that load by name outside the catalogue
 
 use std::collections::BTreeMap;
 
@@ -23,9 +23,22 @@ pub(crate) const UNIONPAY_CREDIT_CARD_DEBIT_PAN: &str = "6200000000000047";
 pub(crate) const CHAINED_T0_PAN: &str = "4012888888881881";
 pub(crate) const PPSE_MISSING_PAN: &str = "6250947000000014";
 pub(crate) const CAMPUS_UID: &str = "045A7C22E16B80";
+/// Debit and e-cash of `unionpay-pse-multi` (one account, two applications).
+pub(crate) const UNIONPAY_PSE_MULTI_PAN: &str = "6212340000000001";
+/// The quasi-credit application of `unionpay-pse-multi`: another account.
+pub(crate) const UNIONPAY_PSE_MULTI_QUASI_CREDIT_PAN: &str = "6212340000000019";
+/// 19 digits, in the block Discover also lists (622126–622925): a UnionPay card all the same.
+pub(crate) const UNIONPAY_19_DIGITS_PAN: &str = "6228480000000000018";
+pub(crate) const UNIONPAY_TWO_PRIORITIES_PAN: &str = "6234560000000008";
+/// Fails the Luhn check, as UnionPay numbers may.
+pub(crate) const UNIONPAY_NO_LUHN_PAN: &str = "6217991234567890";
+/// A Visa number whose check digit is wrong: what a broken or badly personalised card gives.
+pub(crate) const BROKEN_CHECK_DIGIT_PAN: &str = "4761739001010011";
 
 const AID_UNIONPAY_DEBIT: &str = "A000000333010101";
 const AID_UNIONPAY_CREDIT: &str = "A000000333010102";
+const AID_UNIONPAY_QUASI_CREDIT: &str = "A000000333010103";
+const AID_UNIONPAY_ECASH: &str = "A000000333010106";
 const AID_VISA: &str = "A0000000031010";
 /// CDOL1 of the issued cards: the EMV minimum data set for a cryptogram, then terminal type and
 /// CVM results.
@@ -272,4 +285,197 @@ pub(crate) fn campus_card() -> UidCard {
         atr: h(ATR_DESFIRE),
         uid: h(CAMPUS_UID),
     }
+}
+
+/// A PBOC debit application of the issued cards: PDOL-less contact or qUICS contactless, the
+/// number in 5A (and a track 2), keyed by the test issuer when `keyed`.
+fn unionpay_app(
+    aid: &str,
+    label: &'static str,
+    priority: Option<u8>,
+    pan: &str,
+    yymm: &str,
+    contactless: bool,
+    keyed: bool,
+) -> AppSpec {
+    let seed = pan.bytes().map(u64::from).sum::<u64>() + u64::from(priority.unwrap_or(0));
+    AppSpec {
+        aid: h(aid),
+        label,
+        priority,
+        pdol: if contactless {
+            h("9F66049F02069F1A025F2A02")
+        } else {
+            Vec::new()
+        },
+        needs_contactless_ttq: contactless,
+        icc_key: if keyed { icc_key(pan, 1) } else { None },
+        gpo: if contactless {
+            GpoFormat::Two {
+                extra: quics_gpo_extra(seed),
+            }
+        } else {
+            GpoFormat::One
+        },
+        aip: [0x7C, 0x00],
+        afl: h("0801010010010200"),
+        records: BTreeMap::from_iter(
+            [(
+                (1, 1),
+                record(&[
+                    t(0x57, &track2(pan, yymm, "220", "10000000")),
+                    t(0x5A, &bcd_pan(pan)),
+                    t(0x5F24, &h(&format!("{yymm}31"))),
+                    t(0x5F34, &[0x01]),
+                    t(0x5F28, &h("0156")),
+                    t(0x9F07, &h("FF00")),
+                    t(0x8C, &h(ISSUED_CDOL1)),
+                ]),
+            )]
+            .into_iter()
+            .chain(oda_records(2, seed)),
+        ),
+    }
+}
+
+/// Contact PBOC card with a PSE (directory in SFI 1) listing three UnionPay applications in an
+/// order that is not their priority: e-cash (priority 2), debit (priority 1), quasi-credit
+/// (priority 3, another account). The debit application is the one to read.
+pub(crate) fn unionpay_pse_multi() -> ModelCard {
+    let ecash = unionpay_app(
+        AID_UNIONPAY_ECASH,
+        "PBOC ECASH",
+        Some(2),
+        UNIONPAY_PSE_MULTI_PAN,
+        "3107",
+        false,
+        false,
+    );
+    let debit = unionpay_app(
+        AID_UNIONPAY_DEBIT,
+        "PBOC DEBIT",
+        Some(1),
+        UNIONPAY_PSE_MULTI_PAN,
+        "3107",
+        false,
+        true,
+    );
+    let quasi_credit = unionpay_app(
+        AID_UNIONPAY_QUASI_CREDIT,
+        "PBOC QUASI CREDIT",
+        Some(3),
+        UNIONPAY_PSE_MULTI_QUASI_CREDIT_PAN,
+        "2904",
+        false,
+        false,
+    );
+    let mut card = ModelCard::new(
+        "unionpay-pse-multi",
+        h(ATR_CONTACT),
+        vec![ecash, debit, quasi_credit],
+    );
+    card.pse_sfi = Some(1);
+    card
+}
+
+/// Contactless UnionPay credit card with a 19-digit number and neither PPSE nor PSE: only the
+/// known-AID list finds its one application (after the debit AID fails).
+pub(crate) fn unionpay_19_digits() -> ModelCard {
+    let mut credit = unionpay_app(
+        AID_UNIONPAY_CREDIT,
+        "UnionPay Credit",
+        None,
+        UNIONPAY_19_DIGITS_PAN,
+        "3205",
+        true,
+        true,
+    );
+    if let GpoFormat::Two { extra } = &mut credit.gpo {
+        // qUICS: the track 2 in the GPO response too; it must agree with 5A in the record.
+        extra.extend(t(
+            0x57,
+            &track2(UNIONPAY_19_DIGITS_PAN, "3205", "220", "10000000"),
+        ));
+    }
+    let mut card = ModelCard::new("unionpay-19-digits", h(ATR_CONTACTLESS), vec![credit]);
+    card.uid = Some(h("08D2E4A1"));
+    card
+}
+
+/// Contactless UnionPay card whose PPSE lists e-cash first with priority 2, then debit with
+/// `87 = 81`: priority 1 with "cardholder confirmation required" (bit 8) set. Debit is the one
+/// to read: the flag is not part of the priority.
+pub(crate) fn unionpay_two_priorities() -> ModelCard {
+    let ecash = unionpay_app(
+        AID_UNIONPAY_ECASH,
+        "UnionPay eCash",
+        Some(0x02),
+        UNIONPAY_TWO_PRIORITIES_PAN,
+        "3011",
+        true,
+        false,
+    );
+    let debit = unionpay_app(
+        AID_UNIONPAY_DEBIT,
+        "UnionPay Debit",
+        Some(0x81),
+        UNIONPAY_TWO_PRIORITIES_PAN,
+        "3011",
+        true,
+        true,
+    );
+    let mut card = ModelCard::new(
+        "unionpay-two-priorities",
+        h(ATR_CONTACTLESS),
+        vec![ecash, debit],
+    );
+    card.ppse = true;
+    card.uid = Some(h("08A17F3C"));
+    card
+}
+
+/// Contactless UnionPay debit card whose valid number fails the Luhn check.
+pub(crate) fn unionpay_no_luhn() -> ModelCard {
+    let debit = unionpay_app(
+        AID_UNIONPAY_DEBIT,
+        "UnionPay Debit",
+        Some(1),
+        UNIONPAY_NO_LUHN_PAN,
+        "3102",
+        true,
+        true,
+    );
+    let mut card = ModelCard::new("unionpay-no-luhn", h(ATR_CONTACTLESS), vec![debit]);
+    card.ppse = true;
+    card.uid = Some(h("0866B2D9"));
+    card
+}
+
+/// Not in the catalogue: a contactless Visa card whose number fails the check digit. It answers
+/// every command correctly; the read finds no usable number.
+pub(crate) fn broken_check_digit() -> ModelCard {
+    let app = AppSpec {
+        aid: h(AID_VISA),
+        label: "VISA DEBIT",
+        priority: Some(1),
+        pdol: h("9F66049F02069F1A025F2A02"),
+        needs_contactless_ttq: true,
+        icc_key: None,
+        gpo: GpoFormat::Two {
+            extra: quics_gpo_extra(41),
+        },
+        aip: [0x20, 0x00],
+        afl: h("08010100"),
+        records: BTreeMap::from([(
+            (1, 1),
+            record(&[
+                t(0x5A, &bcd_pan(BROKEN_CHECK_DIGIT_PAN)),
+                t(0x5F24, &h("291031")),
+            ]),
+        )]),
+    };
+    let mut card = ModelCard::new("broken-check-digit", h(ATR_CONTACTLESS), vec![app]);
+    card.ppse = true;
+    card.uid = Some(h("08F00D11"));
+    card
 }

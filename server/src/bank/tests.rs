@@ -568,3 +568,18 @@ async fn bank_a_binding_whose_reply_is_lost_is_an_error_and_not_retried() {
     assert!(matches!(bound, Err(BankError::Unavailable(_))), "{bound:?}");
     assert_eq!(env.bank.faults().rules[0].times, 1, "sent once, never retried");
 }
+
+#[tokio::test]
+async fn bank_the_health_check_answers_while_the_bank_is_up_and_fails_when_it_is_not() {
+    let mut env = env().await;
+    assert!(env.gateway.health().await.is_ok());
+
+    env.bank.set_faults(FaultPlan::once(Endpoint::Health, Fault::ErrorBeforeCommit));
+    assert!(matches!(env.gateway.health().await, Err(BankError::Unavailable(_))), "a 5xx, not retried");
+    assert!(env.gateway.health().await.is_ok());
+
+    env.bank.stop().await;
+    assert!(matches!(env.gateway.health().await, Err(BankError::Unavailable(_))));
+    env.bank.start().await.unwrap();
+    assert!(env.gateway.health().await.is_ok());
+}

@@ -7,9 +7,12 @@ pub mod bindings;
 pub mod assets;
 pub mod error;
 pub mod extract;
+pub mod monitoring;
 pub mod query;
 pub mod session;
+pub mod settlement;
 pub mod socket;
+pub mod ws_admin;
 pub mod ws_agent;
 pub mod topups;
 pub mod ws_kiosk;
@@ -69,6 +72,9 @@ pub fn router(state: AppState) -> Router {
         .merge(ws_page::router())
         .merge(ws_kiosk::router())
         .merge(topups::router())
+        .merge(monitoring::router())
+        .merge(ws_admin::router())
+        .merge(settlement::router())
         .fallback(assets::serve)
         .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(assets::CSP)))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

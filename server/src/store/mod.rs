@@ -6,16 +6,19 @@
 //! [`StoreError::Reference`] or [`StoreError::Invalid`] by the driver's error *kind*, the same on
 //! both dialects (SQLite reports no constraint name, only a message naming the columns).
 
+mod alarms;
 mod audit;
 mod bindings;
 mod bank;
 mod checkpoint;
 mod purse_cards;
+mod settlement;
 mod terminals;
 mod throttle;
 mod topups;
 mod users;
 
+pub use alarms::{AckError, StoredAlarm};
 pub use bindings::{BankBinding, BindingRequest};
 pub use audit::{AuditEvent, ChainHead, ChainWalk, MAX_AUDIT_FIELD_BYTES};
 pub use bank::{BankCard, CardTransaction};

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use card::batch::Batch;
+use futures_util::future::BoxFuture;
 use card::purse::{self, CardSerial, LoadNext, LoadOutcome, LoadRequest, LoadSession, RecoverySession, Refusal};
 use tokio::sync::{broadcast, Notify};
 
@@ -58,6 +59,14 @@ struct Inner {
     wake: Notify,
     /// Top-ups whose card write runs in this process now: one writer each.
     writing: Mutex<HashSet<String>>,
+    observer: Option<Arc<dyn StepObserver>>,
+}
+
+/// Told of every recorded step, after its commit (run-state monitoring: it counts the end states
+/// and raises the alarm of `Effect::Alarm`).
+pub trait StepObserver: Send + Sync {
+    /// `topup_id` is now in `state`; the step asks for `effects`.
+    fn recorded<'a>(&'a self, topup_id: &'a str, state: &'a State, effects: &'a [Effect]) -> BoxFuture<'a, ()>;
 }
 
 impl std::fmt::Debug for TopUps {
@@ -75,6 +84,8 @@ pub struct TopUpsConfig {
     pub policy: Policy,
     pub key_index: u8,
     pub time_zone: chrono_tz::Tz,
+    /// Told of every step (the monitor), if any.
+    pub observer: Option<Arc<dyn StepObserver>>,
 }
 
 /// A card-side step that could not be recorded.
@@ -110,6 +121,7 @@ impl TopUps {
             changes,
             wake: Notify::new(),
             writing: Mutex::new(HashSet::new()),
+            observer: config.observer,
         }))
     }
 
@@ -154,10 +166,14 @@ impl TopUps {
         Ok(topup)
     }
 
-    /// Feed `event` to the recorded top-up (see [`record::apply`]), then tell the kiosks.
+    /// Feed `event` to the recorded top-up (see [`record::apply`]), then tell the kiosks and the
+    /// observer.
     pub async fn apply(&self, topup_id: &str, event: Event, actor: &str) -> Result<Transition, RecordError> {
         let transition = record::apply(&self.0.store, topup_id, event, self.now(), &self.0.policy, actor).await?;
         self.publish(&transition.next, &transition.effects);
+        if let Some(observer) = &self.0.observer {
+            observer.recorded(topup_id, &transition.next.state, &transition.effects).await;
+        }
         Ok(transition)
     }
 

@@ -128,6 +128,8 @@ impl BankWorker {
                 BankReply::Pending => StatusReply::Pending,
                 BankReply::Unknown => StatusReply::Unknown,
             })),
+            // Stored and pushed to the admins by the monitor, the service's step observer, when
+            // the step was applied through `TopUps::apply`.
             Effect::Alarm(reason) => {
                 tracing::error!(topup = stored.topup.id.as_str(), reason = reason.code(), "a top-up needs a person");
                 None

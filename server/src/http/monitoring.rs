@@ -1,0 +1,88 @@
+//! Run-state monitoring over HTTP (R3.8): the probes of an orchestrator (`/livez`, `/readyz`), the
+//! Prometheus scrape (`/metrics`), and the admins' alarm and monitor API
+//! (`/api/admin/alarms`, `/api/admin/alarms/{id}/ack`, `/api/admin/monitor`).
+//!
+//! `/livez`, `/readyz` and `/metrics` need no login (an orchestrator and Prometheus call them);
+//! keep them to the internal network at the reverse proxy. The handlers take only what they use
+//! (`State<Monitor>`, `State<Store>`, `State<AllowedOrigins>`).
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use protocol::admin::{Alarm, AlarmFilter, AlarmPage, AlarmQuery, MonitorView, Readiness};
+
+use super::error::ApiError;
+use super::extract::{Json, Query};
+use crate::auth::AuthUser;
+use crate::monitor::{alarm_to_wire, Monitor};
+use crate::state::{AllowedOrigins, AppState};
+use crate::store::{AckError, Role, Store};
+
+/// How long `/readyz` waits for the database.
+const READY_DEADLINE: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/admin/alarms", get(alarms))
+        .route("/api/admin/alarms/{alarm_id}/ack", post(ack))
+        .route("/api/admin/monitor", get(monitor_view))
+}
+
+/// The process serves HTTP: nothing else is looked at (a database outage must not get the server
+/// restarted).
+async fn livez() -> Json<Readiness> {
+    Json(Readiness { ready: true, down: Vec::new() })
+}
+
+/// Ready to serve: the database answers a read within 2 s and, with a bank configured, its
+/// latest health probe answered. 503 with the dependencies that are down otherwise.
+async fn readyz(State(monitor): State<Monitor>) -> Response {
+    let down = monitor.unready(READY_DEADLINE).await;
+    let status = if down.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Readiness { ready: down.is_empty(), down })).into_response()
+}
+
+async fn metrics(State(monitor): State<Monitor>) -> Response {
+    let mut response = monitor.scrape().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+    response
+}
+
+async fn alarms(State(store): State<Store>, user: AuthUser, Query(query): Query<AlarmQuery>) -> Result<Json<AlarmPage>, ApiError> {
+    user.require(&[Role::Admin])?;
+    let page = query.page.unwrap_or(1).max(1);
+    let size = i64::from(AlarmPage::PAGE_SIZE);
+    // One more than a page says whether a next page exists.
+    let mut rows = store.alarms_page(query.state == AlarmFilter::Open, size + 1, (i64::from(page) - 1) * size).await?;
+    let has_more = rows.len() as i64 > size;
+    rows.truncate(AlarmPage::PAGE_SIZE as usize);
+    Ok(Json(AlarmPage { alarms: rows.iter().map(alarm_to_wire).collect(), page, has_more }))
+}
+
+async fn ack(
+    State(monitor): State<Monitor>,
+    State(origins): State<AllowedOrigins>,
+    headers: HeaderMap,
+    user: AuthUser,
+    Path(alarm_id): Path<String>,
+) -> Result<Json<Alarm>, ApiError> {
+    origins.check(&headers)?;
+    user.require(&[Role::Admin])?;
+    match monitor.ack(&alarm_id, &user.user.username).await {
+        Ok(alarm) => Ok(Json(alarm_to_wire(&alarm))),
+        Err(AckError::NotFound) => Err(ApiError::NotFound("no such alarm")),
+        Err(AckError::Store(e)) => Err(e.into()),
+    }
+}
+
+async fn monitor_view(State(monitor): State<Monitor>, user: AuthUser) -> Result<Json<MonitorView>, ApiError> {
+    user.require(&[Role::Admin])?;
+    Ok(Json(monitor.view().await?))
+}
