@@ -5,7 +5,8 @@
 //! a test server and retried after a 500; `/metrics` parses as Prometheus text with the expected
 //! series; `/readyz` turns unready when the database or the bank goes away and ready again when
 //! they come back; a top-up in `exception` raises an alarm that clears once a person decided; a
-//! bank failing too often raises its error-ratio alarm; a tampered audit log raises its alarm.
+//! bank failing too often raises its error-ratio alarm; a tampered audit log raises its alarm; the
+//! daily settlement's alarms become stored, pushed alarms.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -573,6 +574,33 @@ async fn a_tampered_audit_log_raises_its_alarm_until_it_verifies_again(engine: E
     app.stop().await;
 }
 
+async fn the_daily_settlement_s_alarms_are_stored_and_pushed(engine: Engine) {
+    use cardbridge::settlement::AlarmSink;
+    let Some(app) = spawn_app_with(engine, AppOptions::default(), |_| {}).await else { return };
+    let admin = admin(&app).await;
+    let mut socket = admin.admin_socket(&app.base).await.unwrap();
+    let sink = cardbridge::monitor::SettlementAlarms(app.state.monitor.clone());
+
+    sink.mismatch("2026-12-01", 2, 3);
+    sink.failed("2026-12-02", "the bank's statement is unavailable");
+
+    let mismatch = socket
+        .expect("the mismatch", |f| match f {
+            ServerToAdmin::AlarmRaised { alarm } if alarm.kind == protocol::admin::AlarmKind::ReconciliationMismatch => Some(alarm.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(mismatch.subject, "2026-12-01");
+    assert!(mismatch.detail.contains("revision 2: 3 item(s)"), "{}", mismatch.detail);
+    eventually("the failed run's alarm", || async {
+        app.store().open_alarms().await.unwrap().into_iter().find(|a| a.kind == AlarmKind::SettlementFailed && a.subject == "2026-12-02")
+    })
+    .await;
+    assert!(app.state.monitor.clear_external(AlarmKind::ReconciliationMismatch, "2026-12-01").await.unwrap());
+    socket.expect("the mismatch cleared", |f| matches!(f, ServerToAdmin::AlarmCleared { alarm } if alarm.alarm_id == mismatch.alarm_id).then_some(())).await;
+    app.stop().await;
+}
+
 async fn only_admins_from_allowed_origins_get_the_admin_socket(engine: Engine) {
     let Some(app) = spawn_app_with(engine, AppOptions::default(), |_| {}).await else { return };
     let admin = admin(&app).await;
@@ -606,5 +634,6 @@ both_databases!(
     a_top_up_in_exception_raises_an_alarm_that_clears_once_a_person_decided,
     a_bank_failing_too_often_raises_its_error_ratio_alarm_until_the_window_is_clean,
     a_tampered_audit_log_raises_its_alarm_until_it_verifies_again,
+    the_daily_settlement_s_alarms_are_stored_and_pushed,
     only_admins_from_allowed_origins_get_the_admin_socket,
 );
