@@ -42,6 +42,9 @@ const QUEUE: [&str; 5] = ["initiated", "debit_sent", "debit_unknown", "write_pen
 
 const ACTOR: &str = "topup-worker";
 
+/// Top-ups one pass drives at the same time (each waits mostly on the bank).
+const CONCURRENT_TOPUPS: usize = 32;
+
 /// A card write with no step for this long belongs to a process that is gone: a load takes three
 /// round trips of at most the command timeout each.
 const STALE_WRITE_MS: i64 = 2 * 60_000;
@@ -55,7 +58,8 @@ impl BankWorker {
     /// first pass after a start: `debit_sent` / `refund_sent` rows are then effects lost in a
     /// crash, and are resumed.
     pub async fn run_once(&self, resumed: bool) -> Result<usize, RecordError> {
-        let mut steps = 0;
+        use futures_util::stream::{self, TryStreamExt};
+        let mut due = Vec::new();
         for stored in self.store.open_topups_in(&QUEUE, 100).await? {
             let event = match (&stored.topup.state, stored.topup.due(&self.policy)) {
                 (State::Initiated, _) => Some(Event::Start),
@@ -63,10 +67,17 @@ impl BankWorker {
                 (_, Some((at, event))) if at <= self.now() => Some(event),
                 _ => None,
             };
-            let Some(event) = event else { continue };
-            steps += self.drive(&stored, event).await?;
+            if let Some(event) = event {
+                due.push((stored, event));
+            }
         }
-        Ok(steps)
+        // Each top-up's steps stay in order (one `drive` each); different top-ups wait on the
+        // bank side by side, so one slow answer does not hold up every other customer.
+        stream::iter(due.into_iter().map(Ok))
+            .map_ok(|(stored, event)| async move { self.drive(&stored, event).await })
+            .try_buffer_unordered(CONCURRENT_TOPUPS)
+            .try_fold(0, |total, steps| async move { Ok(total + steps) })
+            .await
     }
 
     /// Apply `event`, then run the bank effects of each transition and feed their outcomes back,
