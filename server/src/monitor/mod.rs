@@ -35,7 +35,7 @@ use crate::config::MonitoringConfig;
 use crate::hub::{Hub, HubSnapshot};
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
 use crate::store::{AckError, Store, StoreError, StoredAlarm, Terminal};
-use crate::topup::{Effect, State};
+use crate::topup::{Effect, Notice, State};
 use crate::util::ErrorChain;
 
 /// What an alarm is about (the stored `kind`, `protocol::admin::AlarmKind` on the wire).
@@ -449,14 +449,7 @@ impl Monitor {
 impl crate::topup::service::StepObserver for Monitor {
     fn recorded<'a>(&'a self, topup_id: &'a str, state: &'a State, effects: &'a [Effect]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let outcome = match state {
-                State::Completed => Some("completed"),
-                State::Failed { .. } => Some("failed"),
-                State::Refunded => Some("refunded"),
-                State::Exception { .. } => Some("exception"),
-                _ => None,
-            };
-            if let Some(outcome) = outcome {
+            if let Some(outcome) = counted_outcome(state, effects) {
                 self.0.metrics.topups.get_or_create(&OutcomeLabel { outcome }).inc();
             }
             for effect in effects {
@@ -497,6 +490,20 @@ impl crate::settlement::AlarmSink for SettlementAlarms {
 
     fn failed(&self, date: &str, why: &str) {
         self.spawn_raise(AlarmKind::SettlementFailed, date, format!("the daily settlement of {date} failed: {why}"));
+    }
+}
+
+/// The end state a step counts in `cardbridge_topups_total`, if any. The terminal states take no
+/// further step, so each is counted once; a top-up in `exception` may be resumed (its alarm effect
+/// comes again) and is counted on the step that put it there, the one that tells the kiosk it is
+/// held for review.
+pub fn counted_outcome(state: &State, effects: &[Effect]) -> Option<&'static str> {
+    match state {
+        State::Completed => Some("completed"),
+        State::Failed { .. } => Some("failed"),
+        State::Refunded => Some("refunded"),
+        State::Exception { .. } if effects.contains(&Effect::Notify(Notice::HeldForReview)) => Some("exception"),
+        _ => None,
     }
 }
 
@@ -595,6 +602,18 @@ mod tests {
 
         assert!(fresh.same_state(&TerminalLive { last_seen_ms: Some(1), ..fresh.clone() }), "a heartbeat is no change");
         assert!(!fresh.same_state(&silent));
+    }
+
+    #[test]
+    fn a_top_up_is_counted_once_in_the_end_state_it_reaches() {
+        use crate::topup::{ExceptionReason, FailReason};
+        let reason = ExceptionReason::DebitUnresolved;
+        let entering = [Effect::Alarm(reason), Effect::Notify(Notice::HeldForReview)];
+        assert_eq!(counted_outcome(&State::Exception { reason }, &entering), Some("exception"));
+        assert_eq!(counted_outcome(&State::Exception { reason }, &[Effect::Alarm(reason)]), None, "resumed in exception");
+        assert_eq!(counted_outcome(&State::Failed { reason: FailReason::DebitDeclined }, &[]), Some("failed"));
+        assert_eq!(counted_outcome(&State::Completed, &[]), Some("completed"));
+        assert_eq!(counted_outcome(&State::DebitUnknown, &[]), None);
     }
 
     #[test]
