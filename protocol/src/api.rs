@@ -140,6 +140,14 @@ pub struct TerminalSummary {
     pub topup_enabled: bool,
 }
 
+/// `GET /api/admin/terminals?terminal_id=`: every terminal, or only the one named (an empty list
+/// when there is none), for a page that refreshes one row.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TerminalQuery {
+    #[serde(default)]
+    pub terminal_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairingSummary {
     pub pairing_id: String,
@@ -243,8 +251,8 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// `GET /api/admin/audit?before=&limit=`: a page of the audit log, newest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// `GET /api/admin/audit?before=&limit=&q=`: a page of the audit log, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AuditPageQuery {
     /// Only events with an `audit_id` below this one (the previous page's `next_before`).
     #[serde(default)]
@@ -252,6 +260,12 @@ pub struct AuditPageQuery {
     /// Page size; default [`AuditPage::DEFAULT_LIMIT`], at most [`AuditPage::MAX_LIMIT`].
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only events whose actor, action, subject or detail contains this text (case-insensitive,
+    /// at most [`AuditPage::MAX_QUERY_CHARS`] characters). One request looks through at most
+    /// [`AuditPage::MAX_SCAN`] events: a page with fewer entries than asked for and a
+    /// `next_before` means the search stopped there and goes on from it.
+    #[serde(default)]
+    pub q: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +278,9 @@ pub struct AuditPage {
 impl AuditPage {
     pub const DEFAULT_LIMIT: u32 = 50;
     pub const MAX_LIMIT: u32 = 200;
+    /// The most events one search request looks through.
+    pub const MAX_SCAN: u32 = 5_000;
+    pub const MAX_QUERY_CHARS: usize = 100;
 }
 
 /// `GET /api/admin/audit/head`: the latest signed checkpoint of the audit log, for an external

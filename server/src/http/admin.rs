@@ -1,7 +1,7 @@
 //! Admin API: terminals (create with enrolment code, permit/forbid, top-up on/off, revoke),
 //! browser pairings, the stored-value cards the issuer knows (register, block, unblock: R3.3),
-//! the audit log (paged, newest first) and its latest signed head. Every change is audited in
-//! the transaction that makes it.
+//! the audit log (paged, newest first, searchable) and its latest signed head. Every change is
+//! audited in the transaction that makes it.
 
 use anyhow::Context;
 use axum::extract::{Path, Query, State};
@@ -11,7 +11,7 @@ use axum::Router;
 use card::purse::CardSerial;
 use protocol::api::{
     AddPurseCard, AuditEntry, AuditHead, AuditPage, AuditPageQuery, BlockPurseCard, CreateTerminal, CreatedTerminal,
-    PairingSummary, PurseCardPage, PurseCardQuery, PurseCardSummary, SetPermission, SetTopUp, TerminalSummary,
+    PairingSummary, PurseCardPage, PurseCardQuery, PurseCardSummary, SetPermission, SetTopUp, TerminalQuery, TerminalSummary,
 };
 
 use super::check_origin;
@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::extract::{self, Json};
 use crate::auth::AuthUser;
 use crate::state::AppState;
-use crate::store::{PurseCardListing, PurseCardStatus, Role, StoreError};
+use crate::store::{AuditEvent, PurseCardListing, PurseCardStatus, Role, StoreError, Terminal};
 use crate::terminals;
 use crate::topup::admission::parse_card_serial;
 use crate::util::format_ms;
@@ -41,30 +41,47 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/audit/head", get(audit_head))
 }
 
-async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<TerminalSummary>>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    extract::Query(query): extract::Query<TerminalQuery>,
+) -> Result<Json<Vec<TerminalSummary>>, ApiError> {
     user.require(&[Role::Admin])?;
-    let mut out = Vec::new();
-    for t in state.store.terminals().await? {
-        let status = state.hub.agent_status(&t.terminal_id);
-        let pairings = state.store.pairings(&t.terminal_id).await?;
-        out.push(TerminalSummary {
-            terminal_id: t.terminal_id,
-            name: t.name,
-            permitted: t.permitted,
-            revoked: t.revoked_at.is_some(),
-            enrolled: t.enrolled_at.is_some(),
-            online: status.is_some(),
-            backend: status.as_ref().map(|s| s.backend.clone()),
-            policy: status.as_ref().map(|s| s.policy.clone()),
-            readers: status.map(|s| s.readers).unwrap_or_default(),
-            pairings: pairings
-                .into_iter()
-                .map(|p| PairingSummary { pairing_id: p.pairing_id, created_at: format_ms(p.created_at), revoked: p.revoked_at.is_some() })
-                .collect(),
-            topup_enabled: t.topup_enabled,
-        });
+    let terminals = match query.terminal_id.as_deref() {
+        None => state.store.terminals().await?,
+        // One row, for a page that refreshes the terminal it changed (none: an empty list).
+        Some(id) => match state.store.terminal(id).await {
+            Ok(t) => vec![t],
+            Err(StoreError::NotFound) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let mut out = Vec::with_capacity(terminals.len());
+    for t in terminals {
+        out.push(terminal_summary(&state, t).await?);
     }
     Ok(Json(out))
+}
+
+async fn terminal_summary(state: &AppState, t: Terminal) -> Result<TerminalSummary, ApiError> {
+    let status = state.hub.agent_status(&t.terminal_id);
+    let pairings = state.store.pairings(&t.terminal_id).await?;
+    Ok(TerminalSummary {
+        terminal_id: t.terminal_id,
+        name: t.name,
+        permitted: t.permitted,
+        revoked: t.revoked_at.is_some(),
+        enrolled: t.enrolled_at.is_some(),
+        online: status.is_some(),
+        backend: status.as_ref().map(|s| s.backend.clone()),
+        policy: status.as_ref().map(|s| s.policy.clone()),
+        readers: status.map(|s| s.readers).unwrap_or_default(),
+        pairings: pairings
+            .into_iter()
+            .map(|p| PairingSummary { pairing_id: p.pairing_id, created_at: format_ms(p.created_at), revoked: p.revoked_at.is_some() })
+            .collect(),
+        topup_enabled: t.topup_enabled,
+    })
 }
 
 async fn create(
@@ -285,19 +302,58 @@ async fn audit(
     user.require(&[Role::Admin])?;
     let Query(query) = query.map_err(|_| ApiError::BadRequest("before and limit must be whole numbers".into()))?;
     let limit = query.limit.unwrap_or(AuditPage::DEFAULT_LIMIT).clamp(1, AuditPage::MAX_LIMIT) as usize;
-    // One more than asked for says whether an older page exists.
-    let mut events = state.store.audit_page(query.before, limit as i64 + 1).await?;
-    let next_before = if events.len() > limit {
-        events.truncate(limit);
-        events.last().map(|e| e.audit_id)
+    let needle = query.q.as_deref().map(str::trim).unwrap_or_default();
+    if needle.chars().count() > AuditPage::MAX_QUERY_CHARS {
+        return Err(ApiError::BadRequest(format!("search for at most {} characters", AuditPage::MAX_QUERY_CHARS)));
+    }
+    let (events, next_before) = if needle.is_empty() {
+        // One more than asked for says whether an older page exists.
+        let mut events = state.store.audit_page(query.before, limit as i64 + 1).await?;
+        let next_before = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map(|e| e.audit_id)
+        } else {
+            None
+        };
+        (events, next_before)
     } else {
-        None
+        search_audit(&state, query.before, limit, &needle.to_lowercase()).await?
     };
     let entries = events
         .into_iter()
         .map(|e| AuditEntry { audit_id: e.audit_id, at: format_ms(e.at), actor: e.actor, action: e.action, subject: e.subject, detail: e.detail })
         .collect();
     Ok(Json(AuditPage { entries, next_before }))
+}
+
+/// Events below `before` whose actor, action, subject or detail contains `needle` (lower case),
+/// newest first: at most `limit` of them, looking through at most [`AuditPage::MAX_SCAN`] events.
+/// The cursor goes on after the last match when the page is full, after the last event looked at
+/// when the budget ran out, and is `None` at the start of the log.
+async fn search_audit(state: &AppState, before: Option<i64>, limit: usize, needle: &str) -> Result<(Vec<AuditEvent>, Option<i64>), ApiError> {
+    const CHUNK: u32 = 500;
+    let matches = |e: &AuditEvent| [&e.actor, &e.action, &e.subject, &e.detail].iter().any(|field| field.to_lowercase().contains(needle));
+    let mut found = Vec::new();
+    let mut cursor = before;
+    let mut scanned = 0;
+    while scanned < AuditPage::MAX_SCAN {
+        let chunk = state.store.audit_page(cursor, i64::from(CHUNK)).await?;
+        let end_of_log = chunk.len() < CHUNK as usize;
+        for event in chunk {
+            scanned += 1;
+            cursor = Some(event.audit_id);
+            if matches(&event) {
+                found.push(event);
+                if found.len() == limit {
+                    return Ok((found, cursor));
+                }
+            }
+        }
+        if end_of_log {
+            return Ok((found, None));
+        }
+    }
+    Ok((found, cursor))
 }
 
 /// The latest signed checkpoint, for an external system to hold (and hand to `audit-verify`).
