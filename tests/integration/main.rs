@@ -8,6 +8,7 @@ mod auth;
 mod card_world;
 mod background;
 mod clock;
+mod console;
 mod enrolment;
 mod errors;
 mod hardening;

@@ -596,8 +596,15 @@ async fn the_daily_settlement_s_alarms_are_stored_and_pushed(engine: Engine) {
         app.store().open_alarms().await.unwrap().into_iter().find(|a| a.kind == AlarmKind::SettlementFailed && a.subject == "2026-12-02")
     })
     .await;
-    assert!(app.state.monitor.clear_external(AlarmKind::ReconciliationMismatch, "2026-12-01").await.unwrap());
+    // A later revision that reconciles everything clears the mismatch; a settled day its failure.
+    sink.settled("2026-12-01", 0);
     socket.expect("the mismatch cleared", |f| matches!(f, ServerToAdmin::AlarmCleared { alarm } if alarm.alarm_id == mismatch.alarm_id).then_some(())).await;
+    sink.settled("2026-12-02", 1);
+    eventually("the failed run's alarm cleared", || async {
+        let open = app.store().open_alarms().await.unwrap();
+        (!open.iter().any(|a| a.kind == AlarmKind::SettlementFailed)).then_some(())
+    })
+    .await;
     app.stop().await;
 }
 

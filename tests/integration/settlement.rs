@@ -185,6 +185,7 @@ impl AlarmSink for Alarms {
         self.0.lock().unwrap().push((date.to_string(), revision, mismatches));
     }
     fn failed(&self, _date: &str, _why: &str) {}
+    fn settled(&self, _date: &str, _mismatches: usize) {}
 }
 
 fn reasons(report: &SettlementReport) -> HashMap<String, SettlementReason> {

@@ -491,6 +491,21 @@ impl crate::settlement::AlarmSink for SettlementAlarms {
     fn failed(&self, date: &str, why: &str) {
         self.spawn_raise(AlarmKind::SettlementFailed, date, format!("the daily settlement of {date} failed: {why}"));
     }
+
+    fn settled(&self, date: &str, mismatches: usize) {
+        let (monitor, date) = (self.0.clone(), date.to_string());
+        tokio::spawn(async move {
+            let mut kinds = vec![AlarmKind::SettlementFailed];
+            if mismatches == 0 {
+                kinds.push(AlarmKind::ReconciliationMismatch);
+            }
+            for kind in kinds {
+                if let Err(e) = monitor.clear_external(kind, &date).await {
+                    tracing::error!(kind = kind.code(), date, error = %ErrorChain(&e), "clearing a settlement alarm");
+                }
+            }
+        });
+    }
 }
 
 /// The end state a step counts in `cardbridge_topups_total`, if any. The terminal states take no

@@ -340,6 +340,9 @@ pub trait AlarmSink: Send + Sync + std::fmt::Debug {
     fn mismatch(&self, date: &str, revision: u32, mismatches: usize);
     /// The scheduled job could not settle `date` (it tries again at its next pass).
     fn failed(&self, date: &str, why: &str);
+    /// `date` was settled: its failure alarm, if any, is over; with `mismatches == 0` (a revision
+    /// that reconciles everything, e.g. after a correction) its mismatch alarm is over too.
+    fn settled(&self, date: &str, mismatches: usize);
 }
 
 /// Alarms as `tracing` errors (target `cardbridge::settlement`).
@@ -353,6 +356,10 @@ impl AlarmSink for LoggingAlarms {
 
     fn failed(&self, date: &str, why: &str) {
         tracing::error!(alarm = "settlement.failed", date, why, "settlement: the day could not be settled");
+    }
+
+    fn settled(&self, date: &str, mismatches: usize) {
+        tracing::info!(target: "cardbridge::settlement", date, mismatches, "settled");
     }
 }
 

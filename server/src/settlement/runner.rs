@@ -163,6 +163,7 @@ impl Settler {
             if n_mismatches > 0 {
                 self.alarms.mismatch(&date_text, header.revision, n_mismatches);
             }
+            self.alarms.settled(&date_text, n_mismatches);
             return Ok(Settled { settlement: StoredSettlement { header, items }, new_revision: true });
         }
         Err(SettleError::Store(StoreError::Conflict("settlement_revision_key".into())))
@@ -185,7 +186,11 @@ impl Settler {
         let mut alarmed: Option<String> = None;
         loop {
             match self.run_due().await {
-                Ok(_) => alarmed = None,
+                Ok(settled) => {
+                    if let (Some(date), Some(settled)) = (alarmed.take(), settled) {
+                        self.alarms.settled(&date, settled.settlement.items.iter().filter(|i| i.class().is_mismatch()).count());
+                    }
+                }
                 Err(e) => {
                     let date = self.calendar.latest_due(self.clock.now_ms()).to_string();
                     tracing::warn!(date = %date, error = %crate::util::ErrorChain(&e), "scheduled settlement failed; tried again at the next pass");
