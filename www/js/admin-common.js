@@ -30,15 +30,6 @@ export function formatUtc(text) {
   return Number.isNaN(ms) ? text : formatMs(ms);
 }
 
-/** How long ago, roughly ("3 min"), for "last seen". */
-export function ago(ms, now = Date.now()) {
-  const s = Math.max(0, Math.round((now - ms) / 1000));
-  if (s < 60) return t("console.ago_s", { n: s });
-  if (s < 3600) return t("console.ago_min", { n: Math.floor(s / 60) });
-  if (s < 86400) return t("console.ago_h", { n: Math.floor(s / 3600) });
-  return t("console.ago_d", { n: Math.floor(s / 86400) });
-}
-
 export function yuan(minor) {
   const sign = minor < 0 ? "-" : "";
   return `${sign}¥${(Math.abs(minor) / 100).toFixed(2)}`;
@@ -51,8 +42,8 @@ export function matches(needle, ...fields) {
 }
 
 /**
- * A pager under a list: previous / "page N" / next. `state()` answers `{ page, hasPrev, hasNext,
- * text }`; `go(delta)` moves. Buttons are hidden when there is nowhere to go.
+ * A pager under a list: previous, a label, next (`[data-page=prev|label|next]` in `root`).
+ * `go(delta)` moves; `show({ hasPrev, hasNext, text })` hides the buttons with nowhere to go.
  */
 export function pager(root, { go }) {
   const prev = root.querySelector("[data-page=prev]");

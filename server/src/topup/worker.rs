@@ -4,7 +4,12 @@
 //! `initiated` (start: the debit goes out), `debit_sent` and `refund_sent` found without a worker
 //! (after a restart: `resume`, which queries, never resends blindly), `debit_unknown`,
 //! `write_pending` and `refund_sent` whose timer is due. Card effects (`WriteCard`, `SendCredit`,
-//! `Recover`) wait for the card at a terminal and are not run here.
+//! `Recover`) are the card side's (`topup::service`): a confirmed debit hands the write to it.
+//!
+//! The supervised task ([`BankWorker::run`]) drives each due top-up in its own task as soon as it
+//! is seen (woken when a top-up is recorded, or every interval for timers), at most
+//! `CONCURRENT_TOPUPS` at once and one drive per top-up, so a slow bank answer for one customer
+//! holds up no other; each top-up's own steps stay in order.
 
 use std::sync::Arc;
 
@@ -42,7 +47,29 @@ const QUEUE: [&str; 5] = ["initiated", "debit_sent", "debit_unknown", "write_pen
 
 const ACTOR: &str = "topup-worker";
 
-/// Top-ups one pass drives at the same time (each waits mostly on the bank).
+/// The top-ups being driven by the running worker, one task each.
+#[derive(Default)]
+struct DriveSet {
+    set: tokio::task::JoinSet<(String, Result<usize, RecordError>)>,
+    inflight: std::collections::HashSet<String>,
+}
+
+impl DriveSet {
+    /// A drive ended: its top-up may be picked up again; its error (or panic) ends the run, for
+    /// the supervisor to restart it.
+    fn finished(&mut self, done: Result<(String, Result<usize, RecordError>), tokio::task::JoinError>) -> anyhow::Result<()> {
+        let (id, result) = done.map_err(|e| anyhow::anyhow!("a top-up drive panicked: {e}"))?;
+        self.inflight.remove(&id);
+        match result {
+            Ok(steps) if steps > 0 => tracing::debug!(topup = %id, steps, "top-up driven"),
+            Ok(_) => {}
+            Err(e) => return Err(anyhow::anyhow!(e).context(format!("driving top-up {id}"))),
+        }
+        Ok(())
+    }
+}
+
+/// Top-ups driven at the same time (each waits mostly on the bank).
 const CONCURRENT_TOPUPS: usize = 32;
 
 /// A card write with no step for this long belongs to a process that is gone: a load takes three
@@ -59,6 +86,17 @@ impl BankWorker {
     /// crash, and are resumed.
     pub async fn run_once(&self, resumed: bool) -> Result<usize, RecordError> {
         use futures_util::stream::{self, TryStreamExt};
+        // Each top-up's steps stay in order (one `drive` each); different top-ups wait on the
+        // bank side by side, so one slow answer does not hold up every other customer.
+        stream::iter(self.due(resumed).await?.into_iter().map(Ok))
+            .map_ok(|(stored, event)| async move { self.drive(&stored, event).await })
+            .try_buffer_unordered(CONCURRENT_TOPUPS)
+            .try_fold(0, |total, steps| async move { Ok(total + steps) })
+            .await
+    }
+
+    /// The open top-ups that wait on the bank or on a timer now, with the event that moves each.
+    async fn due(&self, resumed: bool) -> Result<Vec<(StoredTopUp, Event)>, RecordError> {
         let mut due = Vec::new();
         for stored in self.store.open_topups_in(&QUEUE, 100).await? {
             let event = match (&stored.topup.state, stored.topup.due(&self.policy)) {
@@ -71,13 +109,7 @@ impl BankWorker {
                 due.push((stored, event));
             }
         }
-        // Each top-up's steps stay in order (one `drive` each); different top-ups wait on the
-        // bank side by side, so one slow answer does not hold up every other customer.
-        stream::iter(due.into_iter().map(Ok))
-            .map_ok(|(stored, event)| async move { self.drive(&stored, event).await })
-            .try_buffer_unordered(CONCURRENT_TOPUPS)
-            .try_fold(0, |total, steps| async move { Ok(total + steps) })
-            .await
+        Ok(due)
     }
 
     /// Apply `event`, then run the bank effects of each transition and feed their outcomes back,
@@ -168,26 +200,52 @@ impl BankWorker {
     /// Run passes every `interval` until `stop`: the supervised task. The first pass of a run
     /// resumes what a previous run (or instance) left in flight.
     pub async fn run(&self, interval: std::time::Duration, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+        let mut driving = DriveSet::default();
+        let result = self.run_pipelined(interval, &stop, &mut driving).await;
+        // Drives cut short here are resumed from their committed state by the next run.
+        driving.set.shutdown().await;
+        result
+    }
+
+    /// Each due top-up is driven in its own task as soon as it is seen (at most
+    /// [`CONCURRENT_TOPUPS`] at once, one drive per top-up): a new top-up does not wait for the
+    /// others' bank answers.
+    async fn run_pipelined(&self, interval: std::time::Duration, stop: &tokio_util::sync::CancellationToken, driving: &mut DriveSet) -> anyhow::Result<()> {
         let mut resumed = true;
         loop {
-            let mut steps = self.run_once(resumed).await.map_err(|e| anyhow::anyhow!(e).context("a top-up worker pass"))?;
-            if let Some(topups) = &self.topups {
-                steps += topups.sweep_stale_writes(STALE_WRITE_MS).await.map_err(|e| anyhow::anyhow!(e).context("sweeping stale card writes"))?;
+            for (stored, event) in self.due(resumed).await.map_err(|e| anyhow::anyhow!(e).context("a top-up worker pass"))? {
+                let id = stored.topup.id.as_str().to_string();
+                if driving.inflight.len() >= CONCURRENT_TOPUPS || !driving.inflight.insert(id.clone()) {
+                    continue;
+                }
+                let worker = self.clone();
+                driving.set.spawn(async move {
+                    let result = worker.drive(&stored, event).await;
+                    (id, result)
+                });
             }
-            if steps > 0 {
-                tracing::info!(steps, "top-up worker pass");
+            if let Some(topups) = &self.topups {
+                let swept = topups.sweep_stale_writes(STALE_WRITE_MS).await.map_err(|e| anyhow::anyhow!(e).context("sweeping stale card writes"))?;
+                if swept > 0 {
+                    tracing::info!(swept, "stale card writes swept");
+                }
             }
             resumed = false;
-            let woken = async {
-                match &self.topups {
-                    Some(topups) => topups.woken().await,
-                    None => std::future::pending().await,
+            let pass_due = tokio::time::sleep(interval);
+            tokio::pin!(pass_due);
+            loop {
+                let woken = async {
+                    match &self.topups {
+                        Some(topups) => topups.woken().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = &mut pass_due => break,
+                    _ = woken => break,
+                    Some(done) = driving.set.join_next() => driving.finished(done)?,
+                    _ = stop.cancelled() => return Ok(()),
                 }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = woken => {}
-                _ = stop.cancelled() => return Ok(()),
             }
         }
     }
