@@ -432,3 +432,10 @@ pub enum TopUpDecision {
 pub struct DecideTopUp {
     pub decision: TopUpDecision,
 }
+
+/// `GET`/`POST /api/admin/demo/bank`: the demo's in-process bank, running or unplugged (demo
+/// servers with `demo_bank` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoBankPlug {
+    pub running: bool,
+}

@@ -48,7 +48,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: AppState,
     /// The demo's in-process sandbox bank (`demo_bank`), stopped with the server.
-    demo_bank: Option<cardbridge_sandbox_bank::SandboxBank>,
+    demo_bank: Option<crate::state::DemoBank>,
     /// The alarm webhook's deliveries, run as a task by `run_until` (when a webhook is configured).
     webhook_deliveries: Option<crate::monitor::webhook::Deliveries>,
 }
@@ -76,7 +76,7 @@ impl Application {
     /// [`Application::build_with_store`] with the server's clock.
     pub async fn build_with(mut config: Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
         let demo_bank = match config.demo_bank {
-            true => Some(start_demo_bank(&mut config).await?),
+            true => Some(crate::state::DemoBank::new(start_demo_bank(&mut config).await?)),
             false => None,
         };
         let secrets = Arc::new(Secrets::load_or_create(&config.data_dir)?);
@@ -132,6 +132,7 @@ impl Application {
             observer: Some(Arc::new(monitor.clone())),
         });
         let state = AppState::new(Inner {
+            demo_bank: demo_bank.clone(),
             topups,
             store,
             hub,
@@ -251,8 +252,10 @@ impl Application {
         // The head at shutdown is signed too, so that no event of this run goes unanchored.
         checkpointer.finish().await;
         state.store.close().await;
-        if let Some(mut bank) = demo_bank {
-            bank.stop().await;
+        if let Some(bank) = demo_bank {
+            if let Err(e) = bank.set_running(false).await {
+                tracing::warn!(error = %crate::util::ErrorChain(&*e), "stopping the demo bank");
+            }
         }
         served
     }

@@ -39,6 +39,8 @@ pub struct Inner {
     pub read_timings: crate::metrics::ReadTimings,
     /// Where "now" comes from for every time decision (a manual clock in tests).
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// The demo's in-process bank (`demo_bank`), which an admin may unplug and plug back in.
+    pub demo_bank: Option<DemoBank>,
     /// The top-up service: the card side of the engine and the feed of top-up changes.
     pub topups: crate::topup::service::TopUps,
     /// The supervised background tasks and how they fare.
@@ -85,6 +87,41 @@ impl AppState {
 
     pub fn is_allowed_origin(&self, origin: &str) -> bool {
         self.origins.allows(origin)
+    }
+}
+
+/// The demo's in-process sandbox bank: an admin may stop it and start it again (to watch the
+/// bank-link alarm rise and clear) — a demo control only, never present outside `demo_bank`.
+#[derive(Clone)]
+pub struct DemoBank(Arc<tokio::sync::Mutex<cardbridge_sandbox_bank::SandboxBank>>);
+
+impl std::fmt::Debug for DemoBank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DemoBank { .. }")
+    }
+}
+
+impl DemoBank {
+    pub fn new(bank: cardbridge_sandbox_bank::SandboxBank) -> DemoBank {
+        DemoBank(Arc::new(tokio::sync::Mutex::new(bank)))
+    }
+
+    pub async fn running(&self) -> bool {
+        self.0.lock().await.is_running()
+    }
+
+    /// Start or stop the bank (a stop is a crash as clients see it; a start serves the same
+    /// ledger again on the same address).
+    pub async fn set_running(&self, running: bool) -> anyhow::Result<()> {
+        let mut bank = self.0.lock().await;
+        match (running, bank.is_running()) {
+            (true, false) => bank.start().await,
+            (false, true) => {
+                bank.stop().await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 }
 

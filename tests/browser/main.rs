@@ -6,6 +6,7 @@ use cardbridge_tests::browser::{screenshot, wait_for, Driver};
 use cardbridge_tests::{spawn_app, AppOptions, Engine, TestAgent, TestApp};
 use fantoccini::{Client, Locator};
 
+mod console;
 mod topup;
 
 /// One Chromium at a time: two cores do not run several well.

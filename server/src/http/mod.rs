@@ -14,6 +14,7 @@ pub mod settlement;
 pub mod socket;
 pub mod ws_admin;
 pub mod ws_agent;
+pub mod demo;
 pub mod topups;
 pub mod ws_kiosk;
 pub mod ws_page;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ws_page::router())
         .merge(ws_kiosk::router())
         .merge(topups::router())
+        .merge(demo::router())
         .merge(monitoring::router())
         .merge(ws_admin::router())
         .merge(settlement::router())
