@@ -2,7 +2,8 @@
 //! terminal's state arriving live over `/ws/admin` (its agent goes away and the row says offline
 //! without a reload), the top-up switch, a pairing revoked through the confirmation dialog (Escape
 //! first, which revokes nothing), an alarm appearing live and acknowledged, a day settled with the
-//! server's chart and an .xlsx that opens, the tabs by keyboard, and the page in Chinese.
+//! server's chart and an .xlsx that opens, the audit log's signed head and a search, the tabs by
+//! keyboard, and the page in Chinese.
 //!
 //! The page is watched through its hooks (`html[data-admin-live]`, `html[data-console-tab]`, rows'
 //! `data-*`); what it did is checked where it lives: the store and the API.
@@ -24,8 +25,17 @@ async fn admin_console(driver: &Driver, app: &TestApp, profile: &std::path::Path
     client
 }
 
+/// Click what `css` finds. A live update may replace a row between finding and clicking: then
+/// the element found is stale, and the new one is found and clicked.
 async fn click(client: &Client, css: &str, what: &str) {
-    wait_for(client, css, what).await.click().await.unwrap();
+    for _ in 0..3 {
+        match wait_for(client, css, what).await.click().await {
+            Ok(()) => return,
+            Err(e) if e.is_stale_element_reference() => continue,
+            Err(e) => panic!("clicking {what}: {e}"),
+        }
+    }
+    panic!("{what} was replaced three times in a row");
 }
 
 async fn text(client: &Client, css: &str) -> String {
@@ -72,7 +82,7 @@ async fn an_admin_runs_terminals_alarms_and_settlement_from_the_live_console() {
     let kiosk_id = kiosk.terminal_id.clone();
     // Two browsers paired with the kiosk, one of them for the admin to revoke.
     for _ in 0..2 {
-        assert!(app.browser().pair_with(&kiosk).await.is_success());
+        assert!(app.browser().pair_with(&kiosk).await.is_redirection());
     }
     let pairing_id = app.store().pairings(&kiosk_id).await.unwrap()[0].pairing_id.clone();
     let driver = Driver::start().await;
@@ -133,6 +143,8 @@ async fn an_admin_runs_terminals_alarms_and_settlement_from_the_live_console() {
     let tab = client.find(Locator::Css("#tab-alarms")).await.unwrap();
     tab.send_keys(&String::from(char::from(Key::Right))).await.unwrap();
     wait_for(&client, "html[data-console-tab=topups] #tab-topups[aria-selected=true]:focus", "the top-ups tab by the arrow key").await;
+    wait_for(&client, "#exceptions-empty:not([hidden])", "no top-up waiting for a person").await;
+    wait_for(&client, "#topups-empty:not([hidden])", "no top-ups at all").await;
     client.active_element().await.unwrap().send_keys(&String::from(char::from(Key::Right))).await.unwrap();
     wait_for(&client, "html[data-console-tab=settlement] #panel-settlement:not([hidden])", "the settlement tab by the arrow key").await;
 
@@ -171,6 +183,28 @@ async fn an_admin_runs_terminals_alarms_and_settlement_from_the_live_console() {
     assert_eq!(anonymous.status(), 401, "the link needs the admin's session");
     screenshot(&client, "console-settlement").await;
 
+    // The stored-value cards load when their tab is first opened.
+    click(&client, "#tab-cards", "the stored-value cards tab").await;
+    wait_for(&client, "html[data-purse-loaded] #panel-cards:not([hidden])", "the stored-value cards").await;
+
+    // The audit log: the signed head and what it means, and a search on the server.
+    let checkpoint = cardbridge::checkpoint::write_checkpoint(app.store(), &app.state.secrets.server_key).await.unwrap().expect("a checkpoint");
+    let tab = client.find(Locator::Css("#tab-settlement")).await.unwrap();
+    tab.send_keys(&String::from(char::from(Key::End))).await.unwrap();
+    wait_for(&client, "html[data-console-tab=audit] #tab-audit:focus", "the audit tab by the End key").await;
+    let head = wait_for(&client, "#chain-result[data-verdict=signed] #chain-head[data-event-count]", "the signed head").await;
+    assert_eq!(head.attr("data-event-count").await.unwrap(), Some(checkpoint.event_count.to_string()));
+    assert!(text(&client, "#chain-meaning").await.contains("audit-verify"));
+    let search = client.find(Locator::Css("#audit-q")).await.unwrap();
+    search.send_keys("pairing.revoke").await.unwrap();
+    search.send_keys(&String::from(char::from(Key::Enter))).await.unwrap();
+    wait_for(&client, "#audit-note:not(:empty)", "the search said").await;
+    let found = client.find_all(Locator::Css("#audit-body tr")).await.unwrap();
+    assert_eq!(found.len(), 1, "one pairing was revoked");
+    assert!(found[0].text().await.unwrap().contains(&pairing_id));
+    screenshot(&client, "console-audit").await;
+    click(&client, "#tab-settlement", "the settlement tab again").await;
+
     // In Chinese: the tabs, the chart and the texts the page renders itself.
     click(&client, "[data-lang-switch]", "the language switch").await;
     wait_for(&client, "html[lang^=zh]", "the Chinese page").await;
@@ -182,7 +216,8 @@ async fn an_admin_runs_terminals_alarms_and_settlement_from_the_live_console() {
     click(&client, "#tab-terminals", "the terminals tab").await;
     wait_for(&client, &format!("{row}[data-online=false]"), "the kiosk still offline").await;
     assert!(text(&client, "#terminals-count").await.contains("台终端"));
-    click(&client, &format!("tr[data-terminal-id='{}'] button[data-action=pairings]", kiosk_id), "the pairings expander").await;
+    click(&client, &format!("{row} button[data-action=pairings][aria-expanded=true]"), "the pairings expander").await;
+    wait_for(&client, &format!("{row} button[data-action=pairings][aria-expanded=false]"), "the pairings collapsed again").await;
     client.execute("window.scrollTo(0, 0)", Vec::new()).await.unwrap();
     screenshot(&client, "console-terminals-zh").await;
     click(&client, "[data-lang-switch]", "the language switch back").await;
@@ -194,6 +229,47 @@ async fn an_admin_runs_terminals_alarms_and_settlement_from_the_live_console() {
     assert_eq!(marker.as_str(), Some("same page"), "everything above happened without a reload");
     let _ = client.close().await;
     desk.stop().await;
+    app.stop().await;
+    drop(driver);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_waits_and_reconnects_when_the_server_comes_back() {
+    let _serial = crate::SERIAL.lock().await;
+    let mut app = spawn_app_with(Engine::Sqlite, AppOptions::default(), |_| {}).await.expect("SQLite is always there");
+    app.seed_demo().await;
+    let desk = app.start_terminal("Branch 2 desk 1").await;
+    let row = format!("tr[data-terminal-id='{}']", desk.terminal_id);
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = admin_console(&driver, &app, profile.path()).await;
+    client.execute("window.consoleMarker = 'same page'", Vec::new()).await.unwrap();
+    wait_for(&client, &format!("{row}[data-online=true]"), "the desk online").await;
+
+    // The server goes away: the page says it waits, and when it tries again.
+    app.stop_server().await.expect("the server stopped").unwrap();
+    wait_for(&client, "html[data-admin-live=waiting] #live-retry:not([hidden])", "the page waiting to reconnect").await;
+    let waiting = text(&client, "#live-text").await;
+    assert!(waiting.contains("reconnecting in"), "{waiting}");
+
+    // The same server comes back on the same address and database: the session still holds, the
+    // feed is live again, and the agent's return shows in the same page.
+    let config = cardbridge::Config { listen: app.host.parse().unwrap(), ..app.state.config.clone() };
+    let again = cardbridge::Application::build_with_clock(config, app.state.clock.clone()).await.expect("the server starts again");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(again.run_until(async {
+        let _ = stopped.await;
+    }));
+    client.execute("document.getElementById('live-retry').click()", Vec::new()).await.unwrap();
+    wait_for(&client, "html[data-admin-live=live]", "the feed live again").await;
+    wait_for(&client, &format!("{row}[data-online=true]"), "the desk online on the server that came back").await;
+    let marker = client.execute("return window.consoleMarker || null", Vec::new()).await.unwrap();
+    assert_eq!(marker.as_str(), Some("same page"), "reconnected without a reload");
+
+    let _ = client.close().await;
+    desk.stop().await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), served).await;
     app.stop().await;
     drop(driver);
 }

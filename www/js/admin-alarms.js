@@ -1,7 +1,8 @@
 // Alarms: the list (`GET /api/admin/alarms?state=open|all&page=`, server paging) kept current by
 // the live feed (an alarm raised appears at the top of the first page, an acknowledgement or a
 // clearing changes its row in place), filtered by kind and text in the page; acknowledging
-// (`POST /api/admin/alarms/{id}/ack`); the run state now (`GET /api/admin/monitor`) above it.
+// (`POST /api/admin/alarms/{id}/ack`); the run state now (`GET /api/admin/monitor`) above it, with
+// the demo's bank plug (`/api/admin/demo/bank`) where the server has an in-process demo bank.
 import { t, currentLang } from "/js/i18n.js";
 import { api, describe, el, showAlert } from "/js/api.js";
 import { actionButton, announce, badge, formatMs, matches, pager, rerender } from "/js/admin-common.js";
@@ -97,6 +98,7 @@ function row(alarm) {
 
 export function render() {
   kindOptions();
+  renderDemoBank();
   const raised = [...open.values()].filter((a) => a.state === "raised").length;
   tabCount.hidden = raised === 0;
   tabCount.textContent = String(raised);
@@ -235,11 +237,53 @@ function refreshMonitorSoon() {
 
 document.getElementById("run-state-reload").addEventListener("click", loadMonitor);
 
+// ---------------------------------------------------------------- the demo bank's plug
+
+const demoBank = document.getElementById("demo-bank");
+const demoBankNote = document.getElementById("demo-bank-note");
+/** `true`/`false` while the server has a demo bank; `null` when it has none (404). */
+let demoRunning = null;
+
+function renderDemoBank() {
+  demoBank.hidden = demoBankNote.hidden = demoRunning === null;
+  if (demoRunning === null) return;
+  demoBank.textContent = t(demoRunning ? "console.demo_bank_running" : "console.demo_bank_unplugged");
+  demoBank.setAttribute("aria-checked", String(demoRunning));
+  demoBank.classList.toggle("switch-on", demoRunning);
+  demoBank.dataset.running = String(demoRunning);
+}
+
+async function loadDemoBank() {
+  try {
+    demoRunning = (await api("GET", "/api/admin/demo/bank")).running;
+  } catch {
+    // 404: not a demo server (or no demo bank): no plug to show.
+    demoRunning = null;
+  }
+  renderDemoBank();
+}
+
+demoBank.addEventListener("click", async () => {
+  if (demoRunning === null) return;
+  demoBank.disabled = true;
+  try {
+    demoRunning = (await api("POST", "/api/admin/demo/bank", { running: !demoRunning })).running;
+    showAlert(error, "");
+  } catch (failure) {
+    showAlert(error, describe(failure));
+  } finally {
+    demoBank.disabled = false;
+  }
+  renderDemoBank();
+  refreshMonitorSoon();
+});
+
 /** The tab was opened (`true`) or left. */
 export function shown(isShown) {
   visible = isShown;
   if (isShown) {
     if (!view.alarms) load();
     loadMonitor();
+    loadDemoBank();
   }
 }

@@ -1,14 +1,17 @@
 // Settlement: settle a business day (`POST /api/admin/settlements`), a day's report (`GET
 // /api/admin/settlements/{date}?revision=`: figures, counts per class, the mismatches with what to
 // do in the page's language, by terminal), the server's chart (`chart.svg` as an image) and the
-// CSV and XLSX exports in both languages; the settled days (up to a year, searched and paged in
-// the page).
+// CSV and XLSX exports in both languages; the settled days (the latest 60, then up to a year on
+// asking: the list computes every day's figures on the server), searched and paged in the page.
 import { t, currentLang } from "/js/i18n.js";
 import { api, ApiFailure, describe, el, showAlert } from "/js/api.js";
 import { actionButton, badge, formatUtc, matches, pager, yuan } from "/js/admin-common.js";
 import { nameOf } from "/js/admin-terminals.js";
 
 const PAGE_SIZE = 30;
+/** Days listed at first, and at most (`?limit=`). */
+const FIRST_DAYS = 60;
+const MOST_DAYS = 366;
 const CLASSES = ["matched", "bank_only", "ledger_only", "card_unconfirmed", "amount_mismatch"];
 
 const form = document.getElementById("settle-form");
@@ -30,11 +33,18 @@ const mismatchedOnly = document.getElementById("settlement-mismatched");
 let current = null;
 let lastOutcome = null;
 let days = null;
+let daysAsked = FIRST_DAYS;
 let page = 1;
 
 const pages = pager(document.getElementById("settlements-pager"), {
-  go(delta) {
+  async go(delta) {
     page += delta;
+    // Past the last page of the first days: the rest of the year.
+    if (delta > 0 && days && (page - 1) * PAGE_SIZE >= days.length && daysAsked < MOST_DAYS) {
+      daysAsked = MOST_DAYS;
+      await loadList();
+      return;
+    }
     renderList();
   },
 });
@@ -178,12 +188,13 @@ function renderList() {
   }));
   listEmpty.hidden = shown.length > 0;
   listEmpty.textContent = days.length ? t("console.no_match") : t("console.no_settlements");
-  pages.show({ hasPrev: page > 1, hasNext: page < pagesTotal, text: shown.length > PAGE_SIZE ? t("console.page_of", { page, pages: pagesTotal }) : "" });
+  const more = days.length === daysAsked && daysAsked < MOST_DAYS && page === pagesTotal && !needle && !mismatchedOnly.checked;
+  pages.show({ hasPrev: page > 1, hasNext: page < pagesTotal || more, text: shown.length > PAGE_SIZE ? t("console.page_of", { page, pages: pagesTotal }) : "" });
 }
 
 async function loadList() {
   try {
-    days = await api("GET", "/api/admin/settlements?limit=366");
+    days = await api("GET", `/api/admin/settlements?limit=${daysAsked}`);
     showAlert(listError, "");
     renderList();
   } catch (failure) {

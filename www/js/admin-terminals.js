@@ -114,10 +114,11 @@ function policyCell(s) {
   return cell;
 }
 
-/** A switch: a button with role=switch whose action flips with its state. */
-function switchCell(on, onText, offText, onAction, offAction, label, disabled) {
+/** A switch: a button with role=switch named by `label`, saying on or off; its action flips. */
+function switchCell(on, onAction, offAction, label, disabled) {
   const cell = el("td");
-  const button = actionButton(on ? offAction : onAction, on ? onText : offText, on ? "button button-small switch switch-on" : "button button-small switch");
+  const text = t(on ? "console.switch_on" : "console.switch_off");
+  const button = actionButton(on ? offAction : onAction, text, on ? "button button-small switch switch-on" : "button button-small switch");
   button.setAttribute("role", "switch");
   button.setAttribute("aria-checked", String(on));
   button.setAttribute("aria-label", label);
@@ -192,8 +193,8 @@ function rows(s) {
     stateCell(s),
     readersCell(s),
     policyCell(s),
-    switchCell(s.permitted, t("admin.permitted"), t("admin.forbidden"), "permit", "forbid", t("console.reading_switch", { name: s.name }), s.revoked),
-    switchCell(Boolean(s.topup_enabled), t("console.topup_on"), t("console.topup_off"), "topup-on", "topup-off", t("console.topup_switch", { name: s.name }), s.revoked),
+    switchCell(s.permitted, "permit", "forbid", t("console.reading_switch", { name: s.name }), s.revoked),
+    switchCell(Boolean(s.topup_enabled), "topup-on", "topup-off", t("console.topup_switch", { name: s.name }), s.revoked),
     pairingsCell(s),
     actions,
   );
@@ -210,14 +211,49 @@ function controlKey(node) {
   return [terminal, flips[action] ?? action, node.dataset.pairingId ?? ""].join("|");
 }
 
+/** What a terminal's rows show: when it is the same, the rows are left alone. */
+function rowKey(s) {
+  return JSON.stringify([s, live.get(s.terminal_id) ?? null, expanded.has(s.terminal_id), document.documentElement.lang]);
+}
+
+/** terminal_id → the key its rows on screen were drawn from. */
+let drawn = new Map();
+
+/**
+ * Draw `slice`: when the same terminals are on screen in the same order, only the rows whose
+ * terminal changed are replaced (a live update leaves the rest, and the keyboard focus in them,
+ * alone); otherwise the page is drawn again, keeping focus on the same control.
+ */
+function draw(slice) {
+  const same = drawn.size === slice.length && [...drawn.keys()].every((id, i) => slice[i].terminal_id === id);
+  const next = new Map(slice.map((s) => [s.terminal_id, rowKey(s)]));
+  if (!same) {
+    rerender(body, () => slice.flatMap(rows), controlKey);
+  } else {
+    for (const s of slice) {
+      if (drawn.get(s.terminal_id) === next.get(s.terminal_id)) continue;
+      const old = [...body.querySelectorAll(`[data-terminal-id="${CSS.escape(s.terminal_id)}"], [data-pairings-of="${CSS.escape(s.terminal_id)}"]`)];
+      const active = document.activeElement;
+      const focused = active && old.some((node) => node.contains(active)) ? controlKey(active) : null;
+      const fresh = rows(s);
+      old[0].replaceWith(...fresh);
+      for (const node of old.slice(1)) node.remove();
+      if (focused) {
+        const again = fresh.flatMap((node) => [...node.querySelectorAll("button")]).find((b) => controlKey(b) === focused);
+        if (again && !again.disabled) again.focus();
+      }
+    }
+  }
+  drawn = next;
+}
+
 export function render() {
   scheduled = false;
   if (!loaded) return;
   const shown = filtered();
   const pagesTotal = Math.max(1, Math.ceil(shown.length / PAGE_SIZE));
   page = Math.min(Math.max(1, page), pagesTotal);
-  const slice = shown.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE);
-  rerender(body, () => slice.flatMap(rows), controlKey);
+  draw(shown.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE));
   const total = summaries.size;
   const onlineNow = [...summaries.values()].filter((s) => !s.revoked && online(s.terminal_id)).length;
   count.textContent = t("console.terminals_count", { shown: shown.length, total, online: onlineNow });
@@ -352,6 +388,14 @@ body.addEventListener("click", async (event) => {
   }
   await refetch(terminalId);
   render();
+  // A row that did not change keeps this button: it works again.
+  button.disabled = false;
+  button.removeAttribute("aria-busy");
+  // A control that went away (a revoked pairing's button) leaves the keyboard on its terminal.
+  if (!body.contains(document.activeElement)) {
+    const rowNow = body.querySelector(`tr[data-terminal-id="${CSS.escape(terminalId)}"]`);
+    (rowNow?.querySelector("button[data-action=pairings]") ?? rowNow?.querySelector("button:not(:disabled)") ?? document.getElementById("panel-terminals")).focus();
+  }
 });
 
 for (const control of [search, stateFilter, readingFilter, topupFilter]) {
