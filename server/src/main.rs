@@ -151,10 +151,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let app = Application::build(config).await?;
             tracing::info!(address = %app.local_addr(), "cardbridge listening");
-            app.run_until(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+            app.run_until(shutdown_signal()).await
         }
         Command::Migrate => {
             open_store(&config).await?;
@@ -430,5 +427,24 @@ mod tests {
     fn the_log_format_is_text_or_json() {
         assert!(Cli::try_parse_from(["cardbridge", "--log-format", "json", "migrate"]).is_ok());
         assert!(Cli::try_parse_from(["cardbridge", "--log-format", "xml", "migrate"]).is_err());
+    }
+}
+
+/// Ctrl-C or SIGTERM (what a service manager sends): either starts the graceful shutdown.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+        _ = terminate => tracing::info!("terminated: shutting down"),
     }
 }

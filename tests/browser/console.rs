@@ -5,18 +5,21 @@
 //! server's chart and an .xlsx that opens, the audit log's signed head and a search, the tabs by
 //! keyboard, and the page in Chinese.
 //!
+//! A second test cuts the connection under the page (a proxy in front of the server) and sees it
+//! wait, reconnect and catch up from the snapshot.
+//!
 //! The page is watched through its hooks (`html[data-admin-live]`, `html[data-console-tab]`, rows'
 //! `data-*`); what it did is checked where it lives: the store and the API.
 
 use cardbridge_tests::browser::{screenshot, wait_for, Driver};
-use cardbridge_tests::{eventually, spawn_app_with, spawn_bank, AppOptions, Engine, TestApp};
+use cardbridge_tests::{eventually, spawn_app_with, spawn_bank, AppOptions, Engine};
 use fantoccini::key::Key;
 use fantoccini::{Client, Locator};
 
 /// A fresh Chromium signed in as the demo admin, on the console.
-async fn admin_console(driver: &Driver, app: &TestApp, profile: &std::path::Path) -> Client {
+async fn admin_console(driver: &Driver, base: &str, profile: &std::path::Path) -> Client {
     let client = driver.session(profile).await;
-    client.goto(&format!("{}/", app.base)).await.unwrap();
+    client.goto(&format!("{base}/")).await.unwrap();
     wait_for(&client, "#login-form", "the login page").await;
     client.find(Locator::Css("#username")).await.unwrap().send_keys("admin").await.unwrap();
     client.find(Locator::Css("#password")).await.unwrap().send_keys("admin-demo-pass").await.unwrap();
@@ -87,7 +90,7 @@ async fn an_admin_runs_terminals_alarms_and_settlement_from_the_live_console() {
     let pairing_id = app.store().pairings(&kiosk_id).await.unwrap()[0].pairing_id.clone();
     let driver = Driver::start().await;
     let profile = tempfile::tempdir().unwrap();
-    let client = admin_console(&driver, &app, profile.path()).await;
+    let client = admin_console(&driver, &app.base, profile.path()).await;
     // Set on this very document: still there at the end means the page never reloaded.
     client.execute("window.consoleMarker = 'same page'", Vec::new()).await.unwrap();
     let row = format!("tr[data-terminal-id='{kiosk_id}']");
@@ -233,43 +236,96 @@ async fn an_admin_runs_terminals_alarms_and_settlement_from_the_live_console() {
     drop(driver);
 }
 
+/// A TCP proxy in front of the server that the test can cut: every connection through it drops,
+/// and new ones are closed at once, until it is mended.
+struct Proxy {
+    origin: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn bind() -> (Proxy, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let proxy = Proxy { origin, up: Default::default(), cut: tokio::sync::watch::channel(0).0 };
+        proxy.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        (proxy, listener)
+    }
+
+    fn forward(&self, listener: tokio::net::TcpListener, upstream: String) {
+        let up = self.up.clone();
+        let cuts = self.cut.subscribe();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the browser sees the connection close
+                }
+                let mut cut = cuts.clone();
+                cut.borrow_and_update();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn mend(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_waits_and_reconnects_when_the_server_comes_back() {
+async fn the_console_waits_and_reconnects_when_the_connection_comes_back() {
     let _serial = crate::SERIAL.lock().await;
-    let mut app = spawn_app_with(Engine::Sqlite, AppOptions::default(), |_| {}).await.expect("SQLite is always there");
+    let (proxy, listener) = Proxy::bind().await;
+    let origin = proxy.origin.clone();
+    let app = spawn_app_with(Engine::Sqlite, AppOptions::default(), |c| {
+        c.allowed_origins = vec![origin];
+        c.monitoring.evaluate_interval_ms = 100;
+    })
+    .await
+    .expect("SQLite is always there");
+    proxy.forward(listener, app.host.clone());
     app.seed_demo().await;
     let desk = app.start_terminal("Branch 2 desk 1").await;
     let row = format!("tr[data-terminal-id='{}']", desk.terminal_id);
     let driver = Driver::start().await;
     let profile = tempfile::tempdir().unwrap();
-    let client = admin_console(&driver, &app, profile.path()).await;
+    let client = admin_console(&driver, &proxy.origin, profile.path()).await;
     client.execute("window.consoleMarker = 'same page'", Vec::new()).await.unwrap();
     wait_for(&client, &format!("{row}[data-online=true]"), "the desk online").await;
 
-    // The server goes away: the page says it waits, and when it tries again.
-    app.stop_server().await.expect("the server stopped").unwrap();
+    // The connection drops: the page says it waits, and when it tries again. Meanwhile the desk's
+    // agent goes away, which the page cannot hear.
+    proxy.cut();
     wait_for(&client, "html[data-admin-live=waiting] #live-retry:not([hidden])", "the page waiting to reconnect").await;
     let waiting = text(&client, "#live-text").await;
     assert!(waiting.contains("reconnecting in"), "{waiting}");
+    desk.stop().await;
+    screenshot(&client, "console-reconnecting").await;
+    assert!(client.find(Locator::Css(&format!("{row}[data-online=true]"))).await.is_ok(), "nothing heard while cut off");
 
-    // The same server comes back on the same address and database: the session still holds, the
-    // feed is live again, and the agent's return shows in the same page.
-    let config = cardbridge::Config { listen: app.host.parse().unwrap(), ..app.state.config.clone() };
-    let again = cardbridge::Application::build_with_clock(config, app.state.clock.clone()).await.expect("the server starts again");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(again.run_until(async {
-        let _ = stopped.await;
-    }));
+    // The connection comes back ("reconnect now" rather than the backoff's wait): the snapshot
+    // brings the page up to date, in the same page.
+    proxy.mend();
     client.execute("document.getElementById('live-retry').click()", Vec::new()).await.unwrap();
     wait_for(&client, "html[data-admin-live=live]", "the feed live again").await;
-    wait_for(&client, &format!("{row}[data-online=true]"), "the desk online on the server that came back").await;
+    wait_for(&client, &format!("{row}[data-online=false]"), "the desk offline, from the snapshot").await;
     let marker = client.execute("return window.consoleMarker || null", Vec::new()).await.unwrap();
     assert_eq!(marker.as_str(), Some("same page"), "reconnected without a reload");
 
     let _ = client.close().await;
-    desk.stop().await;
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), served).await;
     app.stop().await;
     drop(driver);
 }

@@ -128,8 +128,8 @@ fn the_server_unit_migrates_before_serving_and_stops_gracefully() {
     unit.has("Service", "WorkingDirectory", "/var/lib/cardbridge");
     unit.has("Service", "ExecStartPre", "/usr/bin/cardbridge --config /etc/cardbridge/cardbridge.toml migrate");
     unit.has("Service", "ExecStart", "/usr/bin/cardbridge --config /etc/cardbridge/cardbridge.toml serve");
-    // The server's graceful shutdown (final audit checkpoint) answers Ctrl-C.
-    unit.has("Service", "KillSignal", "SIGINT");
+    // The server's graceful shutdown (final audit checkpoint) answers SIGTERM.
+    unit.has("Service", "KillSignal", "SIGTERM");
     unit.has("Service", "EnvironmentFile", "-/etc/default/cardbridge");
 }
 

@@ -87,6 +87,7 @@ const dialog = document.getElementById("confirm-dialog");
  * confirming button; Escape, "Cancel" and closing all answer false.
  */
 export function confirmAction({ title, message, confirm }) {
+  if (dialog.open) return Promise.resolve(false);
   dialog.querySelector("#confirm-title").textContent = title;
   dialog.querySelector("#confirm-message").textContent = message;
   dialog.querySelector("[data-confirm=yes]").textContent = confirm;
