@@ -330,6 +330,28 @@ impl TestApp {
         self.store().create_user(name, &hash, role).await.expect("user created");
     }
 
+    /// Σ bank debits = Σ card credits + Σ pending + Σ refunds in the server's ledger (asserted);
+    /// returns the card float.
+    pub async fn ledger_holds(&self) -> i64 {
+        use cardbridge::topup::Account;
+        let balances = self.store().ledger_balances().await.unwrap();
+        let of = |a: Account| balances.iter().find(|(x, _)| *x == a).map(|(_, v)| *v).unwrap_or(0);
+        assert_eq!(
+            of(Account::BankReceivable),
+            of(Account::CardFloat) + of(Account::PendingLoads) + of(Account::Refunds),
+            "ledger: {balances:?}"
+        );
+        of(Account::CardFloat)
+    }
+
+    /// An admin's switch: top-up on for the terminal (R3.3), and its kiosks told.
+    pub async fn enable_topup(&self, terminal_id: &str) {
+        let mut tx = self.store().begin().await.unwrap();
+        tx.set_terminal_topup(terminal_id, true).await.unwrap();
+        tx.commit().await.unwrap();
+        cardbridge::reader::refresh_pages(&self.state, terminal_id).await;
+    }
+
     /// The newest one-time code in the SMS outbox, as an admin reads it.
     pub async fn newest_sms_code(&self) -> String {
         let admin = self.browser();
@@ -589,6 +611,17 @@ impl<T: serde::de::DeserializeOwned + std::fmt::Debug> FrameSocket<T> {
                 None => panic!("socket closed while waiting for {what}; frames seen: {seen:?}"),
             }
         }
+    }
+}
+
+impl KioskSocket {
+    /// The next card view (an admitted stored-value card).
+    pub async fn card_view(&mut self) -> protocol::kiosk::PurseView {
+        self.expect("the card view", |f| match f {
+            protocol::kiosk::ServerToKiosk::Card(view) => Some(view.clone()),
+            _ => None,
+        })
+        .await
     }
 }
 

@@ -32,7 +32,7 @@ use cardbridge::topup::{Account, Leg, State, Timestamp, TopUp, TopUpId};
 use cardbridge_agent::backend::virtual_reader::VirtualReader;
 use cardbridge_sandbox_bank::{SeedCustomer, DEMO_SETTLEMENT_ACCOUNT};
 use cardbridge_tests::{spawn_app_with, spawn_bank_with, AppOptions, Engine, KioskSocket, TestAgent, TestApp, TestBank};
-use protocol::kiosk::{KioskToServer, PurseView, ServerToKiosk};
+use protocol::kiosk::{KioskToServer, ServerToKiosk};
 use serde_json::json;
 
 /// Every top-up is ¥20.00, the smallest amount a kiosk offers.
@@ -145,15 +145,6 @@ struct Terminal {
     account_id: String,
 }
 
-async fn card_view(socket: &mut KioskSocket) -> PurseView {
-    socket
-        .expect("the card view", |f| match f {
-            ServerToKiosk::Card(view) => Some(view.clone()),
-            _ => None,
-        })
-        .await
-}
-
 /// Terminal `i`: its purse card registered for `holder_id`, its agent online with top-up switched
 /// on, a kiosk paired with it, and the card bound to customer `i`'s bank card through the kiosk
 /// (the number typed, the code from the SMS outbox), then tapped again: ready for `TopUp`.
@@ -181,7 +172,7 @@ async fn set_up_terminal(app: &TestApp, i: usize, holder_id: &str) -> (Terminal,
     let mut socket = browser.kiosk_socket(&app.base).await.expect("kiosk socket");
     socket.expect("the kiosk view", |f| matches!(f, ServerToKiosk::State(_)).then_some(())).await;
     socket.send(&KioskToServer::Arm).await;
-    assert_eq!(card_view(&mut socket).await.bound_card_last4, None, "a new card is not bound");
+    assert_eq!(socket.card_view().await.bound_card_last4, None, "a new card is not bound");
 
     let (account_id, card_number, phone) = customer(i);
     socket.send(&KioskToServer::StartBinding { phone, card_number: Some(card_number.clone()) }).await;
@@ -192,7 +183,7 @@ async fn set_up_terminal(app: &TestApp, i: usize, holder_id: &str) -> (Terminal,
     // The kiosk asks for the card again; a read is once per insertion, so it is tapped anew.
     socket.expect("the card asked for", |f| matches!(f, ServerToKiosk::WaitingForCard { .. }).then_some(())).await;
     socket.send(&KioskToServer::DemoTap { card: name.clone() }).await;
-    let view = card_view(&mut socket).await;
+    let view = socket.card_view().await;
     assert_eq!(view.bound_card_last4.as_deref(), Some(&card_number[card_number.len() - 4..]));
     assert!(view.amounts_minor.contains(&AMOUNT), "¥20.00 is offered: {view:?}");
     let binding_id = app.store().purse_card(&serial).await.unwrap().and_then(|c| c.binding_id).expect("the card is bound");

@@ -6,7 +6,6 @@
 
 use card::purse::CardSerial;
 use card::sim::purse::{purse_card, Tear, PURSE_CARD_SERIAL};
-use cardbridge::topup::Account;
 use cardbridge_agent::backend::virtual_reader::VirtualReader;
 use cardbridge_agent::backend::ReaderBackend;
 use cardbridge_tests::browser::{screenshot, wait_for, Driver};
@@ -219,19 +218,6 @@ async fn assert_done(client: &Client, amount: i64, new_balance: i64) {
     assert_eq!(tac.chars().count(), 5, "an abbreviated TAC: {tac}");
 }
 
-/// Σ bank debits = Σ card credits + Σ pending + Σ refunds, in the server's ledger; returns the
-/// card float.
-async fn ledger_holds(app: &TestApp) -> i64 {
-    let balances = app.store().ledger_balances().await.unwrap();
-    let of = |a: Account| balances.iter().find(|(x, _)| *x == a).map(|(_, v)| *v).unwrap_or(0);
-    assert_eq!(
-        of(Account::BankReceivable),
-        of(Account::CardFloat) + of(Account::PendingLoads) + of(Account::Refunds),
-        "ledger: {balances:?}"
-    );
-    of(Account::CardFloat)
-}
-
 // ---------------------------------------------------------------- the journeys
 
 async fn a_first_tap_binds_the_bank_card_and_a_top_up_moves_the_money_once(engine: Engine) {
@@ -261,7 +247,7 @@ async fn a_first_tap_binds_the_bank_card_and_a_top_up_moves_the_money_once(engin
     }
 
     assert_eq!(world.balance(&LI_LEI).await, Some(LI_LEI.opening_minor - 5000), "debited exactly once");
-    assert_eq!(ledger_holds(&world.app).await, 5000);
+    assert_eq!(world.app.ledger_holds().await, 5000);
     world.end(vec![client], vec![agent]).await;
 }
 
@@ -282,7 +268,7 @@ async fn a_declined_debit_and_an_unreachable_bank_write_nothing_and_say_so(engin
     problem(&client, "declined").await;
     world.shot(&client, "topup-declined").await;
     assert_eq!(world.balance(&HAN_MEIMEI).await, Some(HAN_MEIMEI.opening_minor));
-    assert_eq!(ledger_holds(&world.app).await, 0);
+    assert_eq!(world.app.ledger_holds().await, 0);
 
     // The bank stops answering between the choice and the confirmation.
     press(&client, "again").await;
@@ -294,7 +280,7 @@ async fn a_declined_debit_and_an_unreachable_bank_write_nothing_and_say_so(engin
     top_up(&client, 2000).await;
     problem(&client, "bank_unavailable").await;
     world.shot(&client, "topup-bank-unavailable").await;
-    assert_eq!(ledger_holds(&world.app).await, 0);
+    assert_eq!(world.app.ledger_holds().await, 0);
     world.end(vec![client], vec![agent]).await;
 }
 
@@ -329,7 +315,7 @@ async fn a_card_pulled_during_the_write_is_finished_by_its_next_tap_on_another_k
     world.shot(&b, "topup-finished-elsewhere").await;
 
     assert_eq!(world.balance(&LI_LEI).await, Some(LI_LEI.opening_minor - 2000), "credited from the card's proof, not paid twice");
-    assert_eq!(ledger_holds(&world.app).await, 2000);
+    assert_eq!(world.app.ledger_holds().await, 2000);
     let open = world.app.store().open_topup_of_card(&CardSerial::new(PURSE_CARD_SERIAL)).await.unwrap();
     assert!(open.is_none(), "nothing left open");
     world.end(vec![b], vec![kiosk_a, kiosk_b]).await;
@@ -362,7 +348,7 @@ async fn amounts_over_the_balance_ceiling_are_greyed_out(engine: Engine) {
     top_up(&client, 2000).await;
     assert_done(&client, 2000, 2000).await;
     assert_eq!(world.balance(&LI_LEI).await, Some(LI_LEI.opening_minor - 2000));
-    assert_eq!(ledger_holds(&world.app).await, 2000);
+    assert_eq!(world.app.ledger_holds().await, 2000);
     world.end(vec![client], vec![agent]).await;
 }
 
@@ -385,7 +371,7 @@ async fn cards_that_are_not_admitted_are_told_why(engine: Engine) {
     for code in ["not_authentic", "unknown_issuer"] {
         assert!(audit.iter().any(|e| e.action == "topup.not_admitted" && e.detail.contains(code)), "audit has {code}");
     }
-    assert_eq!(ledger_holds(&world.app).await, 0);
+    assert_eq!(world.app.ledger_holds().await, 0);
     world.end(vec![client], vec![agent]).await;
 }
 
@@ -443,7 +429,7 @@ async fn a_top_up_over_pcscd_and_vpcd() {
 
     assert_eq!(memory.lock().unwrap().balance, 2000, "the card itself holds it");
     assert_eq!(world.balance(&LI_LEI).await, Some(LI_LEI.opening_minor - 2000));
-    assert_eq!(ledger_holds(&world.app).await, 2000);
+    assert_eq!(world.app.ledger_holds().await, 2000);
     let _ = inserted.remove();
     crate::wait_until_card_gone(&world.app, &agent.terminal_id).await;
     world.end(vec![client], vec![agent]).await;

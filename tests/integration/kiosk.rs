@@ -2,7 +2,6 @@
 
 use card::purse::CardSerial;
 use card::sim::purse::{purse_card, Tear, PURSE_CARD_SERIAL};
-use cardbridge::topup::Account;
 use cardbridge_tests::{both_databases, spawn_app, spawn_app_with, spawn_bank, AppOptions, Engine, KioskSocket, TestAgent, TestApp, TestBank};
 use protocol::kiosk::{
     Admission, KioskToServer, PurseView, ServerToKiosk, Stage, TapPurpose, TopUpOutcome, TopUpRefusal,
@@ -19,13 +18,6 @@ async fn app_with_bank(engine: Engine) -> Option<(TestApp, TestBank)> {
     Some((app, bank))
 }
 
-async fn enable_topup(app: &TestApp, terminal_id: &str) {
-    let mut tx = app.store().begin().await.unwrap();
-    tx.set_terminal_topup(terminal_id, true).await.unwrap();
-    tx.commit().await.unwrap();
-    cardbridge::reader::refresh_pages(&app.state, terminal_id).await;
-}
-
 /// A kiosk browser paired with `agent`'s terminal (nobody logs in).
 async fn kiosk(app: &TestApp, agent: &TestAgent) -> KioskSocket {
     let browser = app.browser();
@@ -39,21 +31,12 @@ async fn tap(socket: &mut KioskSocket, card: &str) {
     socket.send(&KioskToServer::DemoTap { card: card.into() }).await;
 }
 
-async fn card_view(socket: &mut KioskSocket) -> PurseView {
-    socket
-        .expect("the card view", |f| match f {
-            ServerToKiosk::Card(view) => Some(view.clone()),
-            _ => None,
-        })
-        .await
-}
-
 /// Arm, tap the stored-value card, and see it.
 async fn tap_purse(socket: &mut KioskSocket, card: &str) -> PurseView {
     socket.send(&KioskToServer::Arm).await;
     socket.expect("waiting for the card", |f| matches!(f, ServerToKiosk::WaitingForCard { purpose: TapPurpose::Purse }).then_some(())).await;
     tap(socket, card).await;
-    card_view(socket).await
+    socket.card_view().await
 }
 
 /// From the card view of an unbound card: tap the bank card, give the phone, enter the code.
@@ -101,23 +84,10 @@ async fn completed(socket: &mut KioskSocket) -> (i64, i64, String) {
         .await
 }
 
-/// Σ bank debits = Σ card credits + Σ pending + Σ refunds, in the server's ledger; returns the
-/// card float.
-async fn ledger_holds(app: &TestApp) -> i64 {
-    let balances = app.store().ledger_balances().await.unwrap();
-    let of = |a: Account| balances.iter().find(|(x, _)| *x == a).map(|(_, v)| *v).unwrap_or(0);
-    assert_eq!(
-        of(Account::BankReceivable),
-        of(Account::CardFloat) + of(Account::PendingLoads) + of(Account::Refunds),
-        "ledger: {balances:?}"
-    );
-    of(Account::CardFloat)
-}
-
 async fn a_first_tap_binds_the_bank_card_and_a_top_up_moves_the_money_once(engine: Engine) {
     let Some((app, bank)) = app_with_bank(engine).await else { return };
     let agent = app.start_terminal("Canteen kiosk 1").await;
-    enable_topup(&app, &agent.terminal_id).await;
+    app.enable_topup(&agent.terminal_id).await;
     let mut socket = kiosk(&app, &agent).await;
 
     let first = tap_purse(&mut socket, "purse-card").await;
@@ -126,7 +96,7 @@ async fn a_first_tap_binds_the_bank_card_and_a_top_up_moves_the_money_once(engin
     assert_eq!(bind(&app, &mut socket, LI_LEI).await, "0005");
 
     tap(&mut socket, "purse-card").await;
-    let bound = card_view(&mut socket).await;
+    let bound = socket.card_view().await;
     assert_eq!(bound.bound_card_last4.as_deref(), Some("0005"));
     assert_eq!(bound.amounts_minor, vec![2000, 5000, 10000, 20000]);
 
@@ -138,7 +108,7 @@ async fn a_first_tap_binds_the_bank_card_and_a_top_up_moves_the_money_once(engin
     assert_eq!(tac.chars().count(), 5, "an abbreviated TAC: {tac}");
 
     assert_eq!(bank.bank.balance("cust-0001").await.unwrap(), Some(LI_LEI.2 - 5000));
-    assert_eq!(ledger_holds(&app).await, 5000);
+    assert_eq!(app.ledger_holds().await, 5000);
     let again = tap_purse(&mut socket, "purse-card").await;
     assert_eq!(again.balance_minor, 5000, "the card itself says so");
     let audit = app.store().audit_events(500).await.unwrap();
@@ -152,19 +122,19 @@ async fn a_first_tap_binds_the_bank_card_and_a_top_up_moves_the_money_once(engin
 async fn a_declined_debit_writes_nothing(engine: Engine) {
     let Some((app, bank)) = app_with_bank(engine).await else { return };
     let agent = app.start_terminal("Canteen kiosk 2").await;
-    enable_topup(&app, &agent.terminal_id).await;
+    app.enable_topup(&agent.terminal_id).await;
     let mut socket = kiosk(&app, &agent).await;
     tap_purse(&mut socket, "purse-card-2").await;
     bind(&app, &mut socket, HAN_MEIMEI).await;
     tap(&mut socket, "purse-card-2").await;
-    card_view(&mut socket).await;
+    socket.card_view().await;
 
     // Han Meimei has ¥20.00: ¥50.00 is more than the bank will give.
     socket.send(&KioskToServer::TopUp { amount_minor: 5000 }).await;
     assert_eq!(outcome(&mut socket).await, TopUpOutcome::Declined);
 
     assert_eq!(bank.bank.balance("cust-0002").await.unwrap(), Some(HAN_MEIMEI.2));
-    assert_eq!(ledger_holds(&app).await, 0);
+    assert_eq!(app.ledger_holds().await, 0);
     assert_eq!(tap_purse(&mut socket, "purse-card-2").await.balance_minor, 0, "nothing was written");
     agent.stop().await;
     app.stop().await;
@@ -179,15 +149,15 @@ async fn a_card_pulled_during_the_write_is_finished_by_its_next_tap_on_another_t
     let mut first_reader = cardbridge_agent::backend::virtual_reader::VirtualReader::new();
     first_reader.insert_card(Box::new(torn));
     let kiosk_a = app.start_terminal_on("Kiosk A", Box::new(first_reader)).await;
-    enable_topup(&app, &kiosk_a.terminal_id).await;
+    app.enable_topup(&kiosk_a.terminal_id).await;
     let mut a = kiosk(&app, &kiosk_a).await;
 
     a.send(&KioskToServer::Arm).await;
-    let view = card_view(&mut a).await;
+    let view = a.card_view().await;
     assert_eq!(view.bound_card_last4, None);
     bind(&app, &mut a, LI_LEI).await;
     tap(&mut a, "purse-card").await;
-    card_view(&mut a).await;
+    a.card_view().await;
     a.send(&KioskToServer::TopUp { amount_minor: 2000 }).await;
     assert_eq!(outcome(&mut a).await, TopUpOutcome::TapAgain, "the card vanished after committing");
     assert_eq!(bank.bank.balance("cust-0001").await.unwrap(), Some(LI_LEI.2 - 2000), "debited once");
@@ -195,16 +165,16 @@ async fn a_card_pulled_during_the_write_is_finished_by_its_next_tap_on_another_t
     let mut second_reader = cardbridge_agent::backend::virtual_reader::VirtualReader::new();
     second_reader.insert_card(Box::new(purse_card().with_state(memory)));
     let kiosk_b = app.start_terminal_on("Kiosk B", Box::new(second_reader)).await;
-    enable_topup(&app, &kiosk_b.terminal_id).await;
+    app.enable_topup(&kiosk_b.terminal_id).await;
     let mut b = kiosk(&app, &kiosk_b).await;
     b.send(&KioskToServer::Arm).await;
-    let unfinished = card_view(&mut b).await;
+    let unfinished = b.card_view().await;
     assert!(unfinished.unfinished_topup.is_some(), "the open top-up is found by the card");
     let (amount, new_balance, _) = completed(&mut b).await;
     assert_eq!((amount, new_balance), (2000, 2000), "credited once: the card's proof, not a second load");
 
     assert_eq!(bank.bank.balance("cust-0001").await.unwrap(), Some(LI_LEI.2 - 2000));
-    assert_eq!(ledger_holds(&app).await, 2000);
+    assert_eq!(app.ledger_holds().await, 2000);
     let open = app.store().open_topup_of_card(&CardSerial::new(PURSE_CARD_SERIAL)).await.unwrap();
     assert!(open.is_none(), "nothing left open");
     kiosk_a.stop().await;
@@ -215,17 +185,17 @@ async fn a_card_pulled_during_the_write_is_finished_by_its_next_tap_on_another_t
 async fn an_unreachable_bank_writes_nothing_and_says_so(engine: Engine) {
     let Some((app, mut bank)) = app_with_bank(engine).await else { return };
     let agent = app.start_terminal("Canteen kiosk 3").await;
-    enable_topup(&app, &agent.terminal_id).await;
+    app.enable_topup(&agent.terminal_id).await;
     let mut socket = kiosk(&app, &agent).await;
     tap_purse(&mut socket, "purse-card").await;
     bind(&app, &mut socket, LI_LEI).await;
     tap(&mut socket, "purse-card").await;
-    card_view(&mut socket).await;
+    socket.card_view().await;
 
     bank.bank.stop().await;
     socket.send(&KioskToServer::TopUp { amount_minor: 2000 }).await;
     assert_eq!(outcome(&mut socket).await, TopUpOutcome::BankUnavailable);
-    assert_eq!(ledger_holds(&app).await, 0);
+    assert_eq!(app.ledger_holds().await, 0);
 
     let open = app.store().open_topup_of_card(&CardSerial::new(PURSE_CARD_SERIAL)).await.unwrap().expect("still open");
     assert_eq!(open.topup.state.name(), "debit_unknown", "the worker keeps asking the bank; it never guesses");
@@ -248,12 +218,12 @@ async fn a_rule_refuses_before_any_money_moves(engine: Engine) {
     };
     app.seed_demo().await;
     let agent = app.start_terminal("Canteen kiosk 4").await;
-    enable_topup(&app, &agent.terminal_id).await;
+    app.enable_topup(&agent.terminal_id).await;
     let mut socket = kiosk(&app, &agent).await;
     tap_purse(&mut socket, "purse-card").await;
     bind(&app, &mut socket, LI_LEI).await;
     tap(&mut socket, "purse-card").await;
-    let view = card_view(&mut socket).await;
+    let view = socket.card_view().await;
     assert_eq!(view.amounts_minor, vec![2000], "only what stays under the ceiling is offered");
 
     socket.send(&KioskToServer::TopUp { amount_minor: 5000 }).await;
@@ -284,7 +254,7 @@ async fn cards_that_are_not_admitted_are_told_why(engine: Engine) {
     tap(&mut socket, "purse-card").await;
     assert_eq!(socket.expect("refused", not_admitted).await, Admission::TerminalNotEnabled);
 
-    enable_topup(&app, &agent.terminal_id).await;
+    app.enable_topup(&agent.terminal_id).await;
     for (card, reason) in [
         ("purse-foreign", Admission::UnknownIssuer),
         ("purse-clone", Admission::NotAuthentic),
@@ -311,7 +281,7 @@ async fn cards_that_are_not_admitted_are_told_why(engine: Engine) {
 async fn the_kiosk_socket_refuses_hostile_origins_unpaired_browsers_and_bad_frames(engine: Engine) {
     let Some((app, _bank)) = app_with_bank(engine).await else { return };
     let agent = app.start_terminal("Canteen kiosk 6").await;
-    enable_topup(&app, &agent.terminal_id).await;
+    app.enable_topup(&agent.terminal_id).await;
     let paired = app.browser();
     paired.pair_with(&agent).await;
 
@@ -352,17 +322,17 @@ async fn the_same_card_on_two_terminals_at_once_is_topped_up_once(engine: Engine
     reader_b.insert_card(Box::new(purse_card().with_state(memory)));
     let kiosk_a = app.start_terminal_on("Kiosk A2", Box::new(reader_a)).await;
     let kiosk_b = app.start_terminal_on("Kiosk B2", Box::new(reader_b)).await;
-    enable_topup(&app, &kiosk_a.terminal_id).await;
-    enable_topup(&app, &kiosk_b.terminal_id).await;
+    app.enable_topup(&kiosk_a.terminal_id).await;
+    app.enable_topup(&kiosk_b.terminal_id).await;
     let mut a = kiosk(&app, &kiosk_a).await;
     let mut b = kiosk(&app, &kiosk_b).await;
     a.send(&KioskToServer::Arm).await;
-    card_view(&mut a).await;
+    a.card_view().await;
     bind(&app, &mut a, LI_LEI).await;
     tap(&mut a, "purse-card").await;
-    card_view(&mut a).await;
+    a.card_view().await;
     b.send(&KioskToServer::Arm).await;
-    assert_eq!(card_view(&mut b).await.bound_card_last4.as_deref(), Some("0005"));
+    assert_eq!(b.card_view().await.bound_card_last4.as_deref(), Some("0005"));
 
     tokio::join!(a.send(&KioskToServer::TopUp { amount_minor: 2000 }), b.send(&KioskToServer::TopUp { amount_minor: 2000 }));
     let first = |f: &ServerToKiosk| match f {
@@ -376,7 +346,7 @@ async fn the_same_card_on_two_terminals_at_once_is_topped_up_once(engine: Engine
     let (amount, _, _) = completed(winner).await;
     assert_eq!(amount, 2000);
     assert_eq!(bank.bank.balance("cust-0001").await.unwrap(), Some(LI_LEI.2 - 2000), "debited once");
-    assert_eq!(ledger_holds(&app).await, 2000);
+    assert_eq!(app.ledger_holds().await, 2000);
     kiosk_a.stop().await;
     kiosk_b.stop().await;
     app.stop().await;
