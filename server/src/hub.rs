@@ -368,17 +368,19 @@ impl Hub {
         }
     }
 
-    /// Mark the terminal busy for a read of its present card; false if a read is already running,
-    /// the present card was already read (one read per tap), or no agent is there.
-    pub fn try_begin_read(&self, terminal_id: &str) -> bool {
+    /// Mark the terminal busy for a read of its present card and return that card; `None` if a
+    /// read is already running, the present card was already read (one read per tap), there is
+    /// no card, or no agent is there. Pages and kiosks claim cards through this one rule.
+    pub fn try_begin_read(&self, terminal_id: &str) -> Option<PresentCard> {
         let mut inner = self.lock();
         match inner.agents.get_mut(terminal_id) {
-            Some(agent) if !agent.busy && agent.status.card.is_some() && !agent.status.card_read => {
+            Some(agent) if !agent.busy && !agent.status.card_read => {
+                let card = agent.status.card.clone()?;
                 agent.busy = true;
                 agent.status.card_read = true;
-                true
+                Some(card)
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -588,28 +590,7 @@ impl Hub {
         }
     }
 
-    /// Whether any kiosk is connected on the terminal.
-    pub fn has_kiosk(&self, terminal_id: &str) -> bool {
-        self.lock().kiosks.values().any(|k| k.terminal_id == terminal_id)
-    }
-
-    /// Claim the present card of a terminal for a kiosk read: false if a read runs, the present
-    /// card was already read, or there is no card. Same rule as [`Hub::try_begin_read`].
-    pub fn try_begin_kiosk_read(&self, terminal_id: &str) -> Option<PresentCard> {
-        let mut inner = self.lock();
-        match inner.agents.get_mut(terminal_id) {
-            Some(agent) if !agent.busy && !agent.status.card_read => {
-                let card = agent.status.card.clone()?;
-                agent.busy = true;
-                agent.status.card_read = true;
-                Some(card)
-            }
-            _ => None,
-        }
-    }
-
-    /// The card on the terminal's reader, if any, and whether it is still the same insertion as
-    /// `atr` on `reader` (a re-tap gives a new `card_present`, and marks it unread).
+    /// The card on the terminal's reader, if any.
     pub fn present_card(&self, terminal_id: &str) -> Option<PresentCard> {
         self.lock().agents.get(terminal_id).and_then(|a| a.status.card.clone())
     }

@@ -355,7 +355,7 @@ impl Kiosk {
     /// A card is (or may be) on the reader: read it if this kiosk waits for one.
     pub async fn card_present(&mut self) {
         let Some(purpose) = self.armed else { return };
-        let Some(card) = self.state.hub.try_begin_kiosk_read(&self.terminal_id) else { return };
+        let Some(card) = self.state.hub.try_begin_read(&self.terminal_id) else { return };
         self.send(ServerToKiosk::Reading);
         match purpose {
             TapPurpose::Purse => self.read_purse(&card).await,

@@ -127,10 +127,7 @@ pub async fn refresh_pages(state: &AppState, terminal_id: &str) {
 /// Returns whether a read started.
 pub fn start_read_if_armed(state: &AppState, terminal_id: &str) -> bool {
     let Some(page) = state.hub.armed_page(terminal_id) else { return false };
-    let Some(card) = state.hub.agent_status(terminal_id).and_then(|s| s.card) else { return false };
-    if !state.hub.try_begin_read(terminal_id) {
-        return false;
-    }
+    let Some(card) = state.hub.try_begin_read(terminal_id) else { return false };
     let state = state.clone();
     let terminal_id = terminal_id.to_string();
     tokio::spawn(async move {

@@ -345,7 +345,7 @@ async fn bare_ledger_transaction(store: &Store, lane: &Lane) {
     let mut tx = store.begin().await.unwrap();
     tx.insert_topup(&completed, &lane.binding_id, Some(&lane.terminal_id)).await.unwrap();
     tx.record_transition(0, &completed, &postings()).await.unwrap();
-    tx.set_topup_proof(id.as_str(), 0, &[0; 4]).await.unwrap();
+    tx.set_topup_proof(id.as_str(), 0, &[0; 4], None).await.unwrap();
     tx.audit("bench", "topup.create", id.as_str(), "2000 fen").await.unwrap();
     for (from, to) in STEPS.windows(2).map(|w| (w[0], w[1])) {
         tx.audit("bench", "topup.step", id.as_str(), &format!("{from} -> {to}")).await.unwrap();
@@ -375,7 +375,7 @@ async fn engine_shaped_transactions(store: &Store, lane: &Lane) {
         let mut tx = store.begin().await.unwrap();
         tx.record_transition(version as i64, &topup_in(&id, lane.serial, state, now), legs).await.unwrap();
         if completed {
-            tx.set_topup_proof(id.as_str(), 0, &[0; 4]).await.unwrap();
+            tx.set_topup_proof(id.as_str(), 0, &[0; 4], None).await.unwrap();
         }
         tx.audit("bench", "topup.step", id.as_str(), &detail).await.unwrap();
         tx.commit().await.unwrap();

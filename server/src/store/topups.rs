@@ -297,22 +297,14 @@ impl StoreTx {
         Ok(())
     }
 
-    /// Keep the card's proof of a completed load: the new balance and the TAC it signed.
-    pub async fn set_topup_proof(&mut self, topup_id: &str, new_balance: u32, tac: &[u8; 4]) -> StoreResult<()> {
-        sqlx::query("update topup set new_balance = $1, tac = $2 where topup_id = $3")
+    /// Keep the card's proof of a completed load: the new balance and the TAC it signed, and the
+    /// load that TAC covers (what CREDIT FOR LOAD was sent with), so that reconciliation (R3.7)
+    /// can verify the TAC with the card's key.
+    pub async fn set_topup_proof(&mut self, topup_id: &str, new_balance: u32, tac: &[u8; 4], load: Option<&PendingLoad>) -> StoreResult<()> {
+        sqlx::query("update topup set new_balance = $1, tac = $2, load_proof = $3 where topup_id = $4")
             .bind(i64::from(new_balance))
             .bind(hex::encode_upper(tac))
-            .bind(topup_id)
-            .execute(self.conn())
-            .await?;
-        Ok(())
-    }
-
-    /// Keep the load a completed top-up's TAC covers (what CREDIT FOR LOAD was sent with), so
-    /// that reconciliation (R3.7) can verify the TAC with the card's key.
-    pub async fn set_topup_load_proof(&mut self, topup_id: &str, load: &PendingLoad) -> StoreResult<()> {
-        sqlx::query("update topup set load_proof = $1 where topup_id = $2")
-            .bind(pending_hex(load))
+            .bind(load.map(pending_hex))
             .bind(topup_id)
             .execute(self.conn())
             .await?;

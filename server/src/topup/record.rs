@@ -64,15 +64,11 @@ pub async fn create(
 pub async fn apply(store: &Store, id: &str, event: Event, now: Timestamp, policy: &Policy, actor: &str) -> Result<Transition, RecordError> {
     let StoredTopUp { topup, version, .. } = store.topup(id).await?;
     let event_name = event.name();
-    // The card's own proof of a completed load, kept with the row (receipt, reconciliation).
-    let proof = match &event {
-        Event::Load(LoadOutcome::Completed { new_balance, tac, .. }) => Some((*new_balance, *tac)),
-        Event::Recovery(Resolution::Committed { tac, balance }) => Some((*balance, *tac)),
-        _ => None,
-    };
-    // The load that proof is for: the one recorded before CREDIT FOR LOAD went out.
-    let proven_load = match &topup.state {
-        State::WriteSent { pending } | State::WriteUnknown { pending } if proof.is_some() => Some(pending.clone()),
+    // The card's own proof of a completed load (new balance, TAC) and the load it covers — the
+    // one recorded before CREDIT FOR LOAD went out — kept with the row (receipt, reconciliation).
+    let proof = match (&event, &topup.state) {
+        (Event::Load(LoadOutcome::Completed { new_balance, tac, .. }), State::WriteSent { pending }) => Some((*new_balance, *tac, pending.clone())),
+        (Event::Recovery(Resolution::Committed { tac, balance }), State::WriteUnknown { pending }) => Some((*balance, *tac, pending.clone())),
         _ => None,
     };
     let transition = step(&topup, event, now, policy)?;
@@ -82,11 +78,8 @@ pub async fn apply(store: &Store, id: &str, event: Event, now: Timestamp, policy
         Err(StoreError::Conflict(_)) => return Err(RecordError::Stale),
         Err(e) => return Err(e.into()),
     }
-    if let (Some((new_balance, tac)), State::Completed) = (proof, &transition.next.state) {
-        tx.set_topup_proof(id, new_balance, &tac).await?;
-        if let Some(load) = &proven_load {
-            tx.set_topup_load_proof(id, load).await?;
-        }
+    if let (Some((new_balance, tac, load)), State::Completed) = (proof, &transition.next.state) {
+        tx.set_topup_proof(id, new_balance, &tac, Some(&load)).await?;
     }
     let detail = format!("{event_name}: {} -> {}", topup.state.name(), transition.next.state.name());
     tx.audit(actor, "topup.step", id, &detail).await?;

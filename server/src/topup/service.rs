@@ -129,10 +129,6 @@ impl TopUps {
         &self.0.store
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.0.policy
-    }
-
     pub fn key_index(&self) -> u8 {
         self.0.key_index
     }
@@ -340,10 +336,6 @@ impl TopUps {
     /// One batch on the card on `terminal_id`'s reader (transport; the caller admitted it).
     pub async fn transmit(&self, terminal_id: &str, card: &PresentCard, batch: &Batch) -> Result<Vec<Vec<Vec<u8>>>, protocol::page::ReadFailure> {
         crate::reader::transmit(&self.0.hub, terminal_id, card, batch).await
-    }
-
-    pub fn keys(&self) -> &dyn KeyStore {
-        self.0.keys.as_ref()
     }
 
     fn claim(&self, topup_id: &str) -> Option<WriteClaim<'_>> {
