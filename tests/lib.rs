@@ -256,14 +256,23 @@ async fn spawn_configured(
 
 /// Build and serve `config`; `db` (if any) is dropped when the app stops.
 async fn start_on(config: Config, db: Option<TestDb>, data_dir: tempfile::TempDir, clock: Arc<dyn cardbridge::clock::Clock>) -> TestApp {
-    let app = Application::build_with_clock(config, clock).await.expect("server builds");
+    try_start_on(config, db, data_dir, clock).await.expect("server builds")
+}
+
+async fn try_start_on(
+    config: Config,
+    db: Option<TestDb>,
+    data_dir: tempfile::TempDir,
+    clock: Arc<dyn cardbridge::clock::Clock>,
+) -> anyhow::Result<TestApp> {
+    let app = Application::build_with_clock(config, clock).await?;
     let addr = app.local_addr();
     let state = app.state();
     let (tx, rx) = oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until(async {
         let _ = rx.await;
     }));
-    TestApp { base: format!("http://{addr}"), host: addr.to_string(), state, db, data_dir, shutdown: Some(tx), served: Some(served) }
+    Ok(TestApp { base: format!("http://{addr}"), host: addr.to_string(), state, db, data_dir, shutdown: Some(tx), served: Some(served) })
 }
 
 impl TestApp {
@@ -273,15 +282,27 @@ impl TestApp {
     }
 
     /// A second server instance on this one's database (as behind a load balancer), with its own
-    /// port and key directory. Stopping it leaves the database to the first.
+    /// port and data directory holding the same keys (every instance shares the server key and
+    /// the PAN key). Stopping it leaves the database to the first. PostgreSQL only: SQLite serves
+    /// one instance (see [`TestApp::try_second_instance`]).
     pub async fn second_instance(&self) -> TestApp {
+        self.try_second_instance().await.expect("a second instance starts")
+    }
+
+    /// [`TestApp::second_instance`], or why the server refused to start.
+    pub async fn try_second_instance(&self) -> anyhow::Result<TestApp> {
         let data_dir = tempfile::tempdir().expect("temp dir");
+        for key in ["server.key", "pan.key"] {
+            let from = self.state.config.data_dir.join(key);
+            let to = data_dir.path().join(key);
+            std::fs::copy(&from, &to).expect("key copied");
+        }
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.path().to_path_buf(),
             ..self.state.config.clone()
         };
-        start_on(config, None, data_dir, self.state.clock.clone()).await
+        try_start_on(config, None, data_dir, self.state.clock.clone()).await
     }
 }
 

@@ -118,7 +118,12 @@ pub fn generate_key() -> SigningKey {
 impl SignedCommand {
     /// Sign `command` with the server key.
     pub fn sign(command: &Command, server_key: &SigningKey) -> SignedCommand {
-        let payload = crate::encode(command);
+        SignedCommand::sign_payload(crate::encode(command), server_key)
+    }
+
+    /// Sign the exact text `payload` as a command, whatever it holds: what [`Self::sign`] does
+    /// after encoding, and how the fuzzer reaches the verifier's checks behind the signature.
+    pub fn sign_payload(payload: String, server_key: &SigningKey) -> SignedCommand {
         let signature = server_key.sign(&prefixed(COMMAND_DOMAIN, payload.as_bytes()));
         SignedCommand { payload, signature: HexBytes(signature.to_bytes().to_vec()) }
     }
@@ -127,7 +132,11 @@ impl SignedCommand {
 impl SignedReply {
     /// Sign `reply` with the terminal key.
     pub fn sign(reply: &Reply, terminal_key: &SigningKey) -> SignedReply {
-        let payload = crate::encode(reply);
+        SignedReply::sign_payload(crate::encode(reply), terminal_key)
+    }
+
+    /// Sign the exact text `payload` as a reply (see [`SignedCommand::sign_payload`]).
+    pub fn sign_payload(payload: String, terminal_key: &SigningKey) -> SignedReply {
         let signature = terminal_key.sign(&prefixed(REPLY_DOMAIN, payload.as_bytes()));
         SignedReply { payload, signature: HexBytes(signature.to_bytes().to_vec()) }
     }

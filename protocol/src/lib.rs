@@ -10,6 +10,8 @@
 //! - [`admin`]: run-state monitoring (R3.8): `/ws/admin` frames, the alarm and monitor API
 //!   bodies, the alarm webhook's body, `/readyz`'s answer.
 //! - [`settlement`]: daily settlement (R3.7): the bodies of `/api/admin/settlements`.
+//! - [`cluster`]: calls, answers and events between server instances sharing one PostgreSQL
+//!   database (the PostgreSQL notifications and the `cluster_message` table).
 //! - [`bank`]: the bank-gateway API (`/v1/…`) and, with `crypto`, its HMAC request/reply signatures.
 //! - [`envelope`] (feature `crypto`): Ed25519 signing and verification of commands, replies and the
 //!   connection challenge, with replay protection.
@@ -23,6 +25,7 @@ pub mod agent;
 pub mod api;
 pub mod bank;
 pub mod bytes;
+pub mod cluster;
 #[cfg(feature = "crypto")]
 pub mod checkpoint;
 #[cfg(feature = "crypto")]

@@ -38,6 +38,10 @@ pub const MONITOR_EVALUATOR_TASK: &str = "monitor-evaluator";
 pub const BANK_PROBE_TASK: &str = "bank-probe";
 pub const ALARM_WEBHOOK_TASK: &str = "alarm-webhook";
 pub const AUDIT_VERIFICATION_TASK: &str = "audit-verification";
+/// Running as one of N instances (PostgreSQL): calls and events between instances, the lease.
+pub const CLUSTER_TASK: &str = "cluster";
+/// Holding the cluster's leadership when it is free (the once-per-cluster jobs run there).
+pub const CLUSTER_LEADER_TASK: &str = "cluster-leader";
 
 /// How long shutdown waits for the background tasks to stop before it aborts them.
 pub const TASK_STOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -80,10 +84,21 @@ impl Application {
             false => None,
         };
         let secrets = Arc::new(Secrets::load_or_create(&config.data_dir)?);
+        // SQLite serves one instance: a second one on the same file is refused here.
+        let instance_lock = match store.dialect() {
+            crate::store::Dialect::Sqlite => crate::store::sqlite_instance_lock(&config.database_url)?,
+            crate::store::Dialect::Postgres => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let bound = listener.local_addr()?;
+        let cluster = match store.dialect() {
+            crate::store::Dialect::Postgres => {
+                Some(crate::cluster::Cluster::join(&config.database_url, &bound.to_string(), secrets.cluster_key()).await?)
+            }
+            crate::store::Dialect::Sqlite => None,
+        };
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let hub = Hub::with_metrics(secrets.server_key.clone(), Duration::from_millis(config.command_timeout_ms), clock.clone(), metrics.clone());
         let assets = http::assets::Assets::load(&config.www_dir);
@@ -115,15 +130,17 @@ impl Application {
         let monitor = crate::monitor::Monitor::new(crate::monitor::MonitorParts {
             store: store.clone(),
             hub: hub.clone(),
+            cluster: cluster.clone(),
             clock: clock.clone(),
             metrics: metrics.clone(),
             config: config.monitoring.clone(),
             webhook,
             bank: bank_watch.map(|(_, watch)| watch),
         });
+        let router = crate::router::Router::new(hub.clone(), cluster.clone(), Duration::from_millis(config.command_timeout_ms));
         let topups = crate::topup::service::TopUps::new(crate::topup::service::TopUpsConfig {
             store: store.clone(),
-            hub: hub.clone(),
+            router: router.clone(),
             keys: keys.clone(),
             clock: clock.clone(),
             policy: crate::topup::Policy::default(),
@@ -136,13 +153,16 @@ impl Application {
             topups,
             store,
             hub,
+            router,
+            cluster,
+            draining: tokio_util::sync::CancellationToken::new(),
+            instance_lock: std::sync::Mutex::new(instance_lock),
             secrets,
             keys,
             public_base: config.public_base(bound),
             origins: crate::state::AllowedOrigins::new(config.origins(bound)),
             config,
             login_limiter,
-            consent_once: Default::default(),
             assets,
             read_timings: Default::default(),
             throttles,
@@ -179,6 +199,12 @@ impl Application {
         let state = self.state;
         let demo_bank = self.demo_bank;
         let mut supervisor = Supervisor::new(state.tasks.clone());
+        if let Some(cluster) = &state.cluster {
+            let (listening, leading, cluster_state) = (cluster.clone(), cluster.clone(), state.clone());
+            supervisor.spawn(CLUSTER_TASK, RestartPolicy::default(), move |stop| listening.clone().run(cluster_state.clone(), stop))?;
+            supervisor.spawn(CLUSTER_LEADER_TASK, RestartPolicy::default(), move |stop| leading.clone().lead(stop))?;
+        }
+        let leader = state.cluster.as_ref().map(|c| c.leader());
         let checkpointer = Checkpointer::new(
             state.store.clone(),
             state.secrets.clone(),
@@ -188,18 +214,22 @@ impl Application {
         if !checkpointer.interval().is_zero() {
             let periodic = checkpointer.clone();
             let monitor = state.monitor.clone();
+            let leader = leader.clone();
             supervisor.spawn(AUDIT_CHECKPOINT_TASK, RestartPolicy::default(), move |stop| {
                 let (periodic, monitor) = (periodic.clone(), monitor.clone());
-                async move {
-                    let run = periodic.run(stop).await;
-                    if let Err(e) = &run {
-                        crate::monitor::evaluator::checkpoint_failed(&monitor, e).await;
+                while_leader(leader.clone(), stop, move |stop| {
+                    let (periodic, monitor) = (periodic.clone(), monitor.clone());
+                    async move {
+                        let run = periodic.run(stop).await;
+                        if let Err(e) = &run {
+                            crate::monitor::evaluator::checkpoint_failed(&monitor, e).await;
+                        }
+                        run
                     }
-                    run
-                }
+                })
             })?;
         }
-        spawn_monitoring(&mut supervisor, &state, self.webhook_deliveries)?;
+        spawn_monitoring(&mut supervisor, &state, self.webhook_deliveries, leader.clone())?;
 
         match (&state.bank, &state.config.bank_settlement_account) {
             (Some(bank), Some(account)) => {
@@ -213,9 +243,14 @@ impl Application {
                     topups: Some(state.topups.clone()),
                 };
                 let interval = Duration::from_millis(state.config.topup_worker_interval_ms.max(100));
+                // One worker across instances: two never drive the same top-up.
+                let leader = leader.clone();
                 supervisor.spawn(TOPUP_BANK_WORKER_TASK, RestartPolicy::default(), move |stop| {
                     let worker = worker.clone();
-                    async move { worker.run(interval, stop).await }
+                    while_leader(leader.clone(), stop, move |stop| {
+                        let worker = worker.clone();
+                        async move { worker.run(interval, stop).await }
+                    })
                 })?;
             }
             (Some(_), None) => tracing::warn!("a bank gateway without bank_settlement_account: the top-up worker does not run"),
@@ -225,9 +260,13 @@ impl Application {
         if state.bank.is_some() && state.config.settlement.scheduled {
             let settler = crate::settlement::Settler::from_state(&state);
             let interval = Duration::from_millis(state.config.settlement.check_interval_ms);
+            let leader = leader.clone();
             supervisor.spawn(SETTLEMENT_TASK, RestartPolicy::default(), move |stop| {
                 let settler = settler.clone();
-                async move { settler.run(interval, stop).await }
+                while_leader(leader.clone(), stop, move |stop| {
+                    let settler = settler.clone();
+                    async move { settler.run(interval, stop).await }
+                })
             })?;
         }
 
@@ -239,8 +278,12 @@ impl Application {
             }
         });
         let stop = supervisor.stop_token();
+        let draining = state.draining.clone();
         let signal = async move {
             shutdown.await;
+            // Stop accepting (axum), tell every connected agent and page to reconnect elsewhere
+            // (close 1012), and wind the background tasks down.
+            draining.cancel();
             stop.cancel();
         };
         let app = http::router(state.clone());
@@ -248,10 +291,16 @@ impl Application {
             .with_graceful_shutdown(signal)
             .await
             .context("serving");
+        state.draining.cancel();
         supervisor.shutdown(TASK_STOP_DEADLINE).await;
+        if let Some(cluster) = &state.cluster {
+            cluster.leave().await;
+        }
         // The head at shutdown is signed too, so that no event of this run goes unanchored.
         checkpointer.finish().await;
         state.store.close().await;
+        // The database file is free for another instance now.
+        drop(state.instance_lock.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(bank) = demo_bank {
             if let Err(e) = bank.set_running(false).await {
                 tracing::warn!(error = %crate::util::ErrorChain(&*e), "stopping the demo bank");
@@ -261,17 +310,47 @@ impl Application {
     }
 }
 
+/// Run `job` while this instance leads the cluster (always, with one instance): started when
+/// leadership comes, its token cancelled when it goes, until `stop`.
+async fn while_leader<F, Fut>(leader: Option<tokio::sync::watch::Receiver<bool>>, stop: tokio_util::sync::CancellationToken, job: F) -> anyhow::Result<()>
+where
+    F: Fn(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let Some(mut leader) = leader else { return job(stop).await };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            led = async { leader.wait_for(|l| *l).await.map(|_| ()) } => led.context("the cluster's leadership ended")?,
+        }
+        let lost = stop.child_token();
+        let run = job(lost.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => return result,
+            _ = async { leader.wait_for(|l| !*l).await.map(|_| ()) } => {
+                lost.cancel();
+                run.await?;
+            }
+        }
+    }
+}
+
 /// Run-state monitoring's supervised tasks: the evaluator, the bank probe (with a bank), the
 /// webhook's deliveries (with a webhook), the audit verification (unless its interval is 0).
 fn spawn_monitoring(
     supervisor: &mut Supervisor,
     state: &AppState,
     webhook: Option<crate::monitor::webhook::Deliveries>,
+    leader: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> anyhow::Result<()> {
     let config = &state.config.monitoring;
     let (monitor, tasks) = (state.monitor.clone(), state.tasks.clone());
+    // One judge of the alarms across instances (the leader), with the whole cluster's terminals.
+    let evaluator_leader = leader.clone();
     supervisor.spawn(MONITOR_EVALUATOR_TASK, RestartPolicy::default(), move |stop| {
-        crate::monitor::evaluator::run(monitor.clone(), tasks.clone(), stop)
+        let (monitor, tasks) = (monitor.clone(), tasks.clone());
+        while_leader(evaluator_leader.clone(), stop, move |stop| crate::monitor::evaluator::run(monitor.clone(), tasks.clone(), stop))
     })?;
     if let Some(bank) = &state.bank {
         let (monitor, bank) = (state.monitor.clone(), bank.clone());
@@ -290,7 +369,10 @@ fn spawn_monitoring(
         let (monitor, secrets) = (state.monitor.clone(), state.secrets.clone());
         let interval = Duration::from_secs(config.audit_verify_interval_s);
         supervisor.spawn(AUDIT_VERIFICATION_TASK, RestartPolicy::default(), move |stop| {
-            crate::monitor::evaluator::run_audit_verification(monitor.clone(), secrets.clone(), interval, stop)
+            let (monitor, secrets) = (monitor.clone(), secrets.clone());
+            while_leader(leader.clone(), stop, move |stop| {
+                crate::monitor::evaluator::run_audit_verification(monitor.clone(), secrets.clone(), interval, stop)
+            })
         })?;
     }
     Ok(())

@@ -98,6 +98,9 @@ struct AgentConn {
     status: AgentStatus,
     /// A read is running on this terminal: one at a time.
     busy: bool,
+    /// The instance that claimed the running read, when another one did (its claim is freed if
+    /// it dies with the read in flight).
+    claimed_by: Option<String>,
     /// When a frame (a heartbeat ping included) last arrived on this connection, by the clock.
     last_seen_ms: i64,
 }
@@ -296,6 +299,7 @@ impl Hub {
                 finished: VecDeque::new(),
                 status,
                 busy: false,
+                claimed_by: None,
                 last_seen_ms: now,
             },
         ) {
@@ -371,12 +375,14 @@ impl Hub {
     /// Mark the terminal busy for a read of its present card and return that card; `None` if a
     /// read is already running, the present card was already read (one read per tap), there is
     /// no card, or no agent is there. Pages and kiosks claim cards through this one rule.
-    pub fn try_begin_read(&self, terminal_id: &str) -> Option<PresentCard> {
+    /// `claimant`: the instance that asked, when not this one ([`crate::router`]).
+    pub fn try_begin_read(&self, terminal_id: &str, claimant: Option<&str>) -> Option<PresentCard> {
         let mut inner = self.lock();
         match inner.agents.get_mut(terminal_id) {
             Some(agent) if !agent.busy && !agent.status.card_read => {
                 let card = agent.status.card.clone()?;
                 agent.busy = true;
+                agent.claimed_by = claimant.map(str::to_string);
                 agent.status.card_read = true;
                 Some(card)
             }
@@ -387,6 +393,18 @@ impl Hub {
     pub fn end_read(&self, terminal_id: &str) {
         if let Some(agent) = self.lock().agents.get_mut(terminal_id) {
             agent.busy = false;
+            agent.claimed_by = None;
+        }
+    }
+
+    /// Free the reads claimed by instances not in `live` (they died with a read in flight).
+    pub fn release_claims_except(&self, live: &std::collections::HashSet<String>) {
+        for (terminal_id, agent) in self.lock().agents.iter_mut() {
+            if agent.claimed_by.as_ref().is_some_and(|by| !live.contains(by)) {
+                tracing::warn!(terminal_id, "freeing a read claimed by an instance that is gone");
+                agent.busy = false;
+                agent.claimed_by = None;
+            }
         }
     }
 

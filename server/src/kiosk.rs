@@ -102,7 +102,7 @@ impl Kiosk {
         if terminal.revoked_at.is_some() {
             return Err(Refusal::TerminalRevoked);
         }
-        if self.state.hub.agent_status(&self.terminal_id).is_none() {
+        if self.state.router.agent_status(&self.terminal_id).await.is_none() {
             return Err(Refusal::AgentOffline);
         }
         Ok(terminal)
@@ -117,7 +117,7 @@ impl Kiosk {
                 return None;
             }
         };
-        let status = self.state.hub.agent_status(&self.terminal_id);
+        let status = self.state.router.agent_status(&self.terminal_id).await;
         let demo_reader = self.state.config.demo && status.as_ref().is_some_and(|s| s.backend == "virtual");
         let topup = &self.state.config.topup;
         Some(KioskView {
@@ -296,7 +296,7 @@ impl Kiosk {
         self.check().await.map_err(|_| TopUpRefusal::Unavailable)?;
         // The write needs the card on the reader now (the next tap would finish it, but nobody
         // should pay before the card is there).
-        if self.state.hub.present_card(&self.terminal_id).is_none() {
+        if self.state.router.present_card(&self.terminal_id).await.is_none() {
             return Err(TopUpRefusal::NoCard);
         }
         let facts = self.facts(&card, &rules).await.map_err(|e| {
@@ -336,7 +336,7 @@ impl Kiosk {
     }
 
     pub async fn demo(&self, body: CommandBody) {
-        let virtual_reader = self.state.hub.agent_status(&self.terminal_id).is_some_and(|s| s.backend == "virtual");
+        let virtual_reader = self.state.router.agent_status(&self.terminal_id).await.is_some_and(|s| s.backend == "virtual");
         if !self.state.config.demo || !virtual_reader {
             self.send(ServerToKiosk::Refused { reason: Refusal::NotADemoTerminal });
             return;
@@ -345,7 +345,7 @@ impl Kiosk {
             self.send(ServerToKiosk::Refused { reason });
             return;
         }
-        if let Err(e) = self.state.hub.send_command(&self.terminal_id, body).await {
+        if let Err(e) = self.state.router.send_command(&self.terminal_id, body).await {
             tracing::warn!(terminal_id = %self.terminal_id, error = %crate::util::ErrorChain(&e), "kiosk demo tray command failed");
         }
     }
@@ -355,13 +355,13 @@ impl Kiosk {
     /// A card is (or may be) on the reader: read it if this kiosk waits for one.
     pub async fn card_present(&mut self) {
         let Some(purpose) = self.armed else { return };
-        let Some(card) = self.state.hub.try_begin_read(&self.terminal_id) else { return };
+        let Some(card) = self.state.router.try_begin_read(&self.terminal_id).await else { return };
         self.send(ServerToKiosk::Reading);
         match purpose {
             TapPurpose::Purse => self.read_purse(&card).await,
             TapPurpose::BankCard => self.read_bank(&card).await,
         }
-        self.state.hub.end_read(&self.terminal_id);
+        self.state.router.end_read(&self.terminal_id).await;
     }
 
     async fn read_bank(&mut self, card: &PresentCard) {
@@ -571,7 +571,7 @@ impl Kiosk {
             }
         };
         let (proven_balance, tac) = proof.unwrap_or((0, String::new()));
-        let read_back = match self.state.hub.present_card(&self.terminal_id) {
+        let read_back = match self.state.router.present_card(&self.terminal_id).await {
             Some(card) => self.state.topups.read_balance(&self.terminal_id, &card).await,
             None => None,
         };

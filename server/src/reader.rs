@@ -25,7 +25,7 @@ pub async fn consent_state(state: &AppState, user_id: &str, session_hash: &str, 
     Ok(match state.store.consent(user_id, terminal_id).await? {
         Some(StoredConsent::Always) => ConsentState::AllowedAlways,
         Some(StoredConsent::Deny) => ConsentState::Denied,
-        None if state.has_consent_once(session_hash, terminal_id) => ConsentState::AllowedOnce,
+        None if state.store.has_consent_once(session_hash, terminal_id).await? => ConsentState::AllowedOnce,
         None => ConsentState::Unknown,
     })
 }
@@ -69,7 +69,7 @@ pub async fn authorize(state: &AppState, terminal_id: &str, page: &PageRef) -> R
         Ok(ConsentState::Unknown) => return Err(Refusal::ConsentRequired),
         Err(e) => return Err(unavailable("loading consent", terminal_id, &e)),
     };
-    if state.hub.agent_status(terminal_id).is_none() {
+    if state.router.agent_status(terminal_id).await.is_none() {
         return Err(Refusal::AgentOffline);
     }
     Ok(consent)
@@ -88,7 +88,7 @@ pub fn throttle(throttle: &crate::throttle::Throttle, terminal_id: &str, page: &
 /// Everything a page shows about its terminal, for one user.
 pub async fn terminal_view(state: &AppState, terminal_id: &str, page: &PageRef) -> Result<TerminalView, StoreError> {
     let terminal = state.store.terminal(terminal_id).await?;
-    let status = state.hub.agent_status(terminal_id);
+    let status = state.router.agent_status(terminal_id).await;
     let consent = consent_state(state, &page.user_id, &page.session_hash, terminal_id).await?;
     let demo_reader = state.config.demo && status.as_ref().is_some_and(|s| s.backend == "virtual");
     Ok(TerminalView {
@@ -104,9 +104,15 @@ pub async fn terminal_view(state: &AppState, terminal_id: &str, page: &PageRef) 
     })
 }
 
-/// Push the current view to every page of a terminal; pages no longer allowed are disarmed and
-/// told why.
+/// Push the current view to every page of a terminal, on every instance; pages no longer allowed
+/// are disarmed and told why.
 pub async fn refresh_pages(state: &AppState, terminal_id: &str) {
+    state.router.announce(protocol::cluster::EventKind::TerminalChanged { terminal_id: terminal_id.into() }).await;
+    refresh_local_pages(state, terminal_id).await;
+}
+
+/// [`refresh_pages`] for the pages and kiosks connected to this instance.
+pub async fn refresh_local_pages(state: &AppState, terminal_id: &str) {
     state.hub.signal_kiosks(terminal_id, crate::hub::KioskSignal::Changed);
     for page in state.hub.pages_of(terminal_id) {
         match terminal_view(state, terminal_id, &page).await {
@@ -122,18 +128,23 @@ pub async fn refresh_pages(state: &AppState, terminal_id: &str) {
     }
 }
 
-/// A card appeared on a terminal (or a page just armed with a card present): if a page waits for
-/// it, read it for that page in its own task, and refresh the terminal's pages once it is done.
-/// Returns whether a read started.
+/// A card appeared on a terminal (or a page just armed with a card present): if a page of this
+/// instance waits for it, claim the card (on the instance holding the agent) and read it for that
+/// page in its own task, and refresh the terminal's pages once it is done. Returns whether a page
+/// here waits (the task then refreshes the pages, read or not).
 pub fn start_read_if_armed(state: &AppState, terminal_id: &str) -> bool {
     let Some(page) = state.hub.armed_page(terminal_id) else { return false };
-    let Some(card) = state.hub.try_begin_read(terminal_id) else { return false };
     let state = state.clone();
     let terminal_id = terminal_id.to_string();
     tokio::spawn(async move {
-        read_for_page(&state, &terminal_id, &page, card).await;
-        state.hub.end_read(&terminal_id);
-        refresh_pages(&state, &terminal_id).await;
+        match state.router.try_begin_read(&terminal_id).await {
+            Some(card) => {
+                read_for_page(&state, &terminal_id, &page, card).await;
+                state.router.end_read(&terminal_id).await;
+                refresh_pages(&state, &terminal_id).await;
+            }
+            None => refresh_local_pages(&state, &terminal_id).await,
+        }
     });
     true
 }
@@ -235,7 +246,7 @@ async fn read_card_untimed(state: &AppState, terminal_id: &str, card: &PresentCa
     let terminal = Terminal::at(state.now_ms() as u64 / 1000, unpredictable_number());
     let (mut session, mut batch) = ReadSession::start_with(&card.atr, terminal.clone());
     let identity = loop {
-        let groups = transmit(&state.hub, terminal_id, card, &batch).await?;
+        let groups = transmit(&state.router, terminal_id, card, &batch).await?;
         match session.advance(groups) {
             Ok(Next::Send(next)) => batch = next,
             Ok(Next::Done(identity)) => break identity,
@@ -293,7 +304,7 @@ async fn authenticate(
         Err(e) => return Ok(CardAuth::Failed(e.to_string())),
     };
     let batch = Batch { groups: vec![Group::sequence(vec![request.apdu.clone()])] };
-    let groups = transmit(&state.hub, terminal_id, card, &batch).await?;
+    let groups = transmit(&state.router, terminal_id, card, &batch).await?;
     let Some(raw) = groups.first().and_then(|g| g.first()) else {
         return Ok(CardAuth::Failed("no answer to GENERATE AC".into()));
     };
@@ -310,9 +321,9 @@ async fn authenticate(
 
 /// One batch through the agent; the responses group by group. Transport only: callers authorize
 /// first (a read: [`authorize`]; a top-up write: the kiosk's admission and the engine's state).
-pub async fn transmit(hub: &crate::hub::Hub, terminal_id: &str, card: &PresentCard, batch: &Batch) -> Result<Vec<Vec<Vec<u8>>>, ReadFailure> {
+pub async fn transmit(router: &crate::router::Router, terminal_id: &str, card: &PresentCard, batch: &Batch) -> Result<Vec<Vec<Vec<u8>>>, ReadFailure> {
     let body = CommandBody::Transmit { reader: Some(card.reader.clone()), batch: to_wire(batch) };
-    let outcome = hub.send_command(terminal_id, body).await.map_err(|e| match e {
+    let outcome = router.send_command(terminal_id, body).await.map_err(|e| match e {
         HubError::Timeout => ReadFailure::Timeout,
         HubError::AgentOffline | HubError::Disconnected => ReadFailure::ReaderError,
         HubError::BadReply(reason) => {
@@ -393,7 +404,9 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, read: Read
         tracing::error!(error = %crate::util::ErrorChain(&e), "auditing a card read");
     }
     tracing::info!(terminal_id, card = %masked, authenticated, "card read");
-    state.set_consent_once(&page.session_hash, terminal_id, false);
+    if let Err(e) = state.store.set_consent_once(&page.session_hash, terminal_id, false, state.now_ms()).await {
+        tracing::error!(error = %crate::util::ErrorChain(&e), "spending an allow-once consent");
+    }
     state.hub.set_armed(page.page_id, false);
     state.hub.send_to_page(page.page_id, ServerToPage::CardNumber { read_id: record.read_id, card_number: number, kind });
 }

@@ -40,6 +40,14 @@ impl Secrets {
         Ok(key.verifying_key())
     }
 
+    /// The key that seals messages between instances (`cluster_message`): derived from the PAN
+    /// key, which every instance shares.
+    pub fn cluster_key(&self) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.pan_key).expect("HMAC takes any key length");
+        mac.update(b"cardbridge cluster message key v1");
+        mac.finalize().into_bytes().into()
+    }
+
     /// Keyed hash of a card number: the only form in which a number is stored or looked up.
     pub fn pan_hash(&self, number: &str) -> String {
         // HMAC accepts keys of any length; 32 bytes cannot fail.

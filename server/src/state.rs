@@ -1,7 +1,6 @@
 //! The one application state every handler shares.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::auth::LoginLimiter;
 use crate::config::Config;
@@ -16,7 +15,16 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 pub struct Inner {
     pub store: Store,
+    /// This instance's connections (agents, pages, kiosks).
     pub hub: Arc<Hub>,
+    /// Agents wherever they are connected: through [`crate::router::Router`], never the hub alone.
+    pub router: crate::router::Router,
+    /// This instance's membership of the cluster (PostgreSQL); `None` with SQLite (one instance).
+    pub cluster: Option<crate::cluster::Cluster>,
+    /// Cancelled when the server shuts down: every socket is closed with 1012 ("reconnect").
+    pub draining: tokio_util::sync::CancellationToken,
+    /// SQLite: the lock that keeps a second instance off the database file, held while serving.
+    pub instance_lock: std::sync::Mutex<Option<std::fs::File>>,
     pub secrets: Arc<Secrets>,
     /// Issuer keys for card authentication.
     pub keys: Arc<dyn crate::keys::KeyStore>,
@@ -26,8 +34,6 @@ pub struct Inner {
     /// Origins allowed for browser requests.
     pub origins: AllowedOrigins,
     pub login_limiter: LoginLimiter,
-    /// "Allow once" consents: (session hash, terminal id). They end with the session.
-    pub consent_once: Mutex<HashSet<(String, String)>>,
     pub assets: Assets,
     /// The bank gateway (top-up), when one is configured.
     pub bank: Option<Arc<dyn crate::bank::BankGateway>>,
@@ -61,23 +67,6 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(inner: Inner) -> AppState {
         AppState(Arc::new(inner))
-    }
-
-    pub fn has_consent_once(&self, session_hash: &str, terminal_id: &str) -> bool {
-        self.consent_once
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(session_hash.to_string(), terminal_id.to_string()))
-    }
-
-    pub fn set_consent_once(&self, session_hash: &str, terminal_id: &str, allowed: bool) {
-        let mut set = self.consent_once.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (session_hash.to_string(), terminal_id.to_string());
-        if allowed {
-            set.insert(key);
-        } else {
-            set.remove(&key);
-        }
     }
 
     /// Milliseconds since the unix epoch, by the server's clock.

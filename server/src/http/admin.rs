@@ -64,7 +64,7 @@ async fn list(
 }
 
 async fn terminal_summary(state: &AppState, t: Terminal) -> Result<TerminalSummary, ApiError> {
-    let status = state.hub.agent_status(&t.terminal_id);
+    let status = state.router.agent_status(&t.terminal_id).await;
     let pairings = state.store.pairings(&t.terminal_id).await?;
     Ok(TerminalSummary {
         terminal_id: t.terminal_id,
@@ -129,7 +129,7 @@ async fn set_topup(
     tx.audit(&user.user.username, topup_action(body.enabled), &terminal_id, "").await?;
     tx.commit().await?;
     // A kiosk open on the terminal shows whether it may top up now.
-    state.hub.signal_kiosks(&terminal_id, crate::hub::KioskSignal::Changed);
+    crate::reader::refresh_pages(&state, &terminal_id).await;
     Ok(Json(body))
 }
 
@@ -274,7 +274,8 @@ async fn revoke(
     tx.revoke_terminal(&terminal_id).await?;
     tx.audit(&user.user.username, "terminal.revoke", &terminal_id, "").await?;
     tx.commit().await?;
-    state.hub.disconnect_agent(&terminal_id);
+    // The agent's connection closes on whichever instance holds it.
+    state.router.revoke(&terminal_id).await;
     crate::reader::refresh_pages(&state, &terminal_id).await;
     Ok(Json(()))
 }

@@ -109,10 +109,15 @@ impl Connection {
     /// Split `socket`: frames queued on `rx` are encoded and sent by a writer task. When the hub
     /// drops the sender (connection replaced, revoked or too slow) the writer closes the socket.
     /// Frames over `limit` bytes close the connection with 1009.
+    ///
+    /// When `drain` is cancelled (the server is shutting down) the writer closes the socket with
+    /// 1012 ("service restart"): the peer reconnects, through the load balancer, to an instance
+    /// that is still serving.
     pub fn new<T: serde::Serialize + Send + 'static>(
         socket: WebSocket,
         mut rx: mpsc::Receiver<T>,
         limit: usize,
+        drain: tokio_util::sync::CancellationToken,
     ) -> Connection {
         let (mut sink, stream) = socket.split();
         let (close, mut close_rx) = oneshot::channel::<Message>();
@@ -127,6 +132,11 @@ impl Connection {
                         }
                         None => break,
                     },
+                    _ = drain.cancelled() => {
+                        let reason = "the server is shutting down; reconnect";
+                        let _ = sink.send(Message::Close(Some(CloseFrame { code: close_code::RESTART, reason: reason.into() }))).await;
+                        break;
+                    }
                     frame = &mut close_rx => {
                         if let Ok(frame) = frame {
                             let _ = sink.send(frame).await;

@@ -73,7 +73,7 @@ async fn decide(
         match effect {
             // A refund is the bank worker's; the write waits for the card (or is made if it is on
             // its terminal's reader).
-            Effect::SendRefund { .. } => topups.wake_worker(),
+            Effect::SendRefund { .. } => topups.wake_worker_anywhere(),
             Effect::WriteCard { .. } => topups.spawn_write_at_origin(&topup_id),
             _ => {}
         }

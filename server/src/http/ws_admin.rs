@@ -83,7 +83,7 @@ async fn handle(state: AppState, socket: WebSocket, user: AuthUser) {
     // worst it is seen twice).
     let mut events = state.monitor.subscribe();
     let (tx, rx) = mpsc::channel::<ServerToAdmin>(CONNECTION_QUEUE);
-    let mut connection = Connection::new(socket, rx, MAX_FRAME);
+    let mut connection = Connection::new(socket, rx, MAX_FRAME, state.draining.clone());
     let first = match snapshot(&state).await {
         Ok(s) => s,
         Err(e) => {

@@ -13,6 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use protocol::agent::{AgentToServer, ConnectRefusal, ReaderEvent, ServerToAgent};
+use protocol::cluster::EventKind;
 use protocol::PROTOCOL_VERSION;
 use tokio::sync::mpsc;
 
@@ -95,9 +96,11 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     let session = protocol::envelope::session_id(&nonce.0, &terminal_id);
     let hello = AgentHello { backend: backend.clone(), agent_version: agent_version.clone(), policy };
     let conn_id = state.hub.agent_connected(&terminal_id, key, session, tx, hello);
+    state.router.agent_arrived(&terminal_id).await;
     let welcome = ServerToAgent::Welcome { terminal_id: terminal_id.clone(), terminal_name: terminal.name.clone() };
     if send(&mut socket, &welcome).await.is_err() {
         state.hub.agent_disconnected(&terminal_id, conn_id);
+        state.router.agent_left(&terminal_id).await;
         return;
     }
     tracing::info!(terminal_id, %agent_version, %backend, "agent connected");
@@ -106,7 +109,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
 
     let idle = Duration::from_millis(state.config.monitoring.agent_offline_after_ms);
     let (hub, seen_id) = (state.hub.clone(), terminal_id.clone());
-    let mut connection = Connection::new(socket, rx, MAX_FRAME).with_heartbeat(idle, move || hub.agent_seen(&seen_id, conn_id));
+    let mut connection = Connection::new(socket, rx, MAX_FRAME, state.draining.clone()).with_heartbeat(idle, move || hub.agent_seen(&seen_id, conn_id));
     while let Some(text) = connection.next_text().await {
         match protocol::decode::<AgentToServer>(&text) {
             Ok(AgentToServer::Event(event)) => on_event(&state, &terminal_id, conn_id, event).await,
@@ -131,6 +134,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     }
     drop(connection);
     state.hub.agent_disconnected(&terminal_id, conn_id);
+    state.router.agent_left(&terminal_id).await;
     tracing::info!(terminal_id, "agent disconnected");
     state.monitor.poke();
     crate::reader::refresh_pages(&state, &terminal_id).await;
@@ -145,7 +149,10 @@ async fn on_event(state: &AppState, terminal_id: &str, conn_id: u64, event: Read
             state.hub.signal_kiosks(terminal_id, KioskSignal::CardPresent);
             // Read first: the pages' refresh (database queries, and the browser re-rendering)
             // would compete with the read; the read task refreshes them when it is done.
-            if crate::reader::start_read_if_armed(state, terminal_id) {
+            let reading = crate::reader::start_read_if_armed(state, terminal_id);
+            // Pages and kiosks of this terminal on other instances may be waiting for it too.
+            state.router.announce(EventKind::CardPresent { terminal_id: terminal_id.into() }).await;
+            if reading {
                 return;
             }
         }
@@ -153,6 +160,7 @@ async fn on_event(state: &AppState, terminal_id: &str, conn_id: u64, event: Read
             tracing::info!(terminal_id, %reader, "card removed");
             state.hub.card_removed(terminal_id, conn_id, &reader);
             state.hub.signal_kiosks(terminal_id, KioskSignal::CardRemoved);
+            state.router.announce(EventKind::CardRemoved { terminal_id: terminal_id.into() }).await;
         }
     }
     crate::reader::refresh_pages(state, terminal_id).await;

@@ -56,7 +56,7 @@ async fn handle(state: AppState, mut socket: WebSocket, pairing: Option<BrowserP
     let kiosk_id = state.hub.kiosk_connected(&terminal_id, signal_tx);
     let mut changes = state.topups.subscribe();
     let mut kiosk = Kiosk::new(state.clone(), terminal_id.clone(), pairing.pairing_id, out_tx);
-    let mut connection = Connection::new(socket, out_rx, MAX_FRAME);
+    let mut connection = Connection::new(socket, out_rx, MAX_FRAME, state.draining.clone());
     kiosk.send_view().await;
     loop {
         tokio::select! {

@@ -80,7 +80,7 @@ async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, 
         session_hash: user.session_hash.clone(),
         pairing_id: pairing.pairing_id.clone(),
     };
-    let mut connection = Connection::new(socket, rx, MAX_FRAME);
+    let mut connection = Connection::new(socket, rx, MAX_FRAME, state.draining.clone());
     greet(&state, &terminal_id, &page).await;
     while let Some(text) = connection.next_text().await {
         match protocol::decode::<PageToServer>(&text) {
@@ -129,7 +129,11 @@ async fn on_message(state: &AppState, terminal_id: &str, page: &PageRef, user: &
                 state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::Unavailable });
                 return;
             }
-            state.set_consent_once(&user.session_hash, terminal_id, once);
+            if let Err(e) = state.store.set_consent_once(&user.session_hash, terminal_id, once, state.now_ms()).await {
+                tracing::error!(error = %crate::util::ErrorChain(&e), "storing an allow-once consent");
+                state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::Unavailable });
+                return;
+            }
             if decision == ConsentDecision::Deny {
                 state.hub.set_armed(page.page_id, false);
                 state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::ConsentDenied });
@@ -177,7 +181,7 @@ async fn arm_check(state: &AppState, terminal_id: &str, page: &PageRef) -> Resul
 /// The demo card tray: only in demo mode, only on virtual-reader terminals, and only through the
 /// same authorization as a real read.
 async fn demo(state: &AppState, terminal_id: &str, page: &PageRef, who: &str, body: CommandBody) {
-    let virtual_reader = state.hub.agent_status(terminal_id).is_some_and(|s| s.backend == "virtual");
+    let virtual_reader = state.router.agent_status(terminal_id).await.is_some_and(|s| s.backend == "virtual");
     if !state.config.demo || !virtual_reader {
         state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason: Refusal::NotADemoTerminal });
         return;
@@ -191,7 +195,7 @@ async fn demo(state: &AppState, terminal_id: &str, page: &PageRef, who: &str, bo
         _ => "remove".into(),
     };
     tracing::info!(terminal_id, user = who, card = %label, "demo tray");
-    if let Err(e) = state.hub.send_command(terminal_id, body).await {
+    if let Err(e) = state.router.send_command(terminal_id, body).await {
         tracing::warn!(terminal_id, error = %crate::util::ErrorChain(&e), "demo tray command failed");
     }
 }

@@ -181,6 +181,7 @@ pub struct Monitor(Arc<Inner>);
 struct Inner {
     store: Store,
     hub: Arc<Hub>,
+    cluster: Option<crate::cluster::Cluster>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     config: MonitoringConfig,
@@ -206,6 +207,8 @@ impl std::fmt::Debug for Monitor {
 pub struct MonitorParts {
     pub store: Store,
     pub hub: Arc<Hub>,
+    /// With several instances: which terminals' agents are connected to the others.
+    pub cluster: Option<crate::cluster::Cluster>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub config: MonitoringConfig,
@@ -220,6 +223,7 @@ impl Monitor {
         Monitor(Arc::new(Inner {
             store: parts.store,
             hub: parts.hub,
+            cluster: parts.cluster,
             clock: parts.clock,
             metrics: parts.metrics,
             config: parts.config,
@@ -326,10 +330,32 @@ impl Monitor {
         let hub = self.0.hub.snapshot();
         let now = self.now();
         let offline_after = i64::try_from(self.0.config.agent_offline_after_ms).unwrap_or(i64::MAX);
+        // Agents connected to another live instance are online: that instance's lease vouches
+        // for them (it closes an agent silent past the heartbeat window itself).
+        let elsewhere: std::collections::HashSet<String> = match &self.0.cluster {
+            Some(cluster) => cluster
+                .online()
+                .await
+                .map_err(StoreError::from)?
+                .into_iter()
+                .filter(|(_, instance)| instance != cluster.instance_id())
+                .map(|(terminal, _)| terminal)
+                .collect(),
+            None => Default::default(),
+        };
         Ok(terminals
             .iter()
             .filter(|t| is_admitted(t))
-            .map(|t| terminal_live(t, &hub, now, offline_after, self.0.started_ms))
+            .map(|t| {
+                let mut live = terminal_live(t, &hub, now, offline_after, self.0.started_ms);
+                if !live.online && elsewhere.contains(&t.terminal_id) {
+                    live.online = true;
+                    live.reader_present = true;
+                    live.offline_since_ms = None;
+                    live.last_seen_ms = Some(now);
+                }
+                live
+            })
             .collect())
     }
 

@@ -226,6 +226,31 @@ impl Store {
 /// Make sure the SQLite file may be created, and its directory exists. The file is created
 /// readable by its owner only (0600, like the keys) and an existing one is narrowed to that; SQLite
 /// gives its `-wal` and `-shm` files the database file's mode, and existing ones are narrowed too.
+/// SQLite serves one instance: take an exclusive lock on `<database>.instance-lock` for as long
+/// as the returned file lives, or refuse to start when another instance holds it.
+pub fn sqlite_instance_lock(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.instance-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {lock_path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another cardbridge instance is serving the SQLite database {path}: SQLite serves one instance; \
+             to run several, put them on PostgreSQL (README, \"Running many instances\")"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {lock_path}")),
+    }
+}
+
 fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
     let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = rest.split('?').next().unwrap_or_default();

@@ -50,7 +50,7 @@ fn user_from(row: UserRow) -> User {
     }
 }
 
-/// A persisted consent decision of a user for a terminal ("allow once" lives in the session only).
+/// A persisted consent decision of a user for a terminal ("allow once" is per session: `consent_once`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredConsent {
     Always,
@@ -125,6 +125,40 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|(d,)| if d == "always" { StoredConsent::Always } else { StoredConsent::Deny }))
+    }
+
+    /// Whether an "allow once" consent of this session for this terminal waits to be spent.
+    pub async fn has_consent_once(&self, session_hash: &str, terminal_id: &str) -> StoreResult<bool> {
+        let row: Option<(i64,)> = sqlx::query_as("select created_at from consent_once where session_hash = $1 and terminal_id = $2")
+            .bind(session_hash)
+            .bind(terminal_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Give (`true`) or spend (`false`) the session's "allow once" for a terminal. Spending
+    /// returns whether there was one to spend: of two reads racing for one consent on two
+    /// instances, only one spends it.
+    pub async fn set_consent_once(&self, session_hash: &str, terminal_id: &str, allowed: bool, now_ms: i64) -> StoreResult<bool> {
+        let done = if allowed {
+            sqlx::query(
+                "insert into consent_once (session_hash, terminal_id, created_at) values ($1, $2, $3) \
+                 on conflict (session_hash, terminal_id) do update set created_at = excluded.created_at",
+            )
+            .bind(session_hash)
+            .bind(terminal_id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?
+        } else {
+            sqlx::query("delete from consent_once where session_hash = $1 and terminal_id = $2")
+                .bind(session_hash)
+                .bind(terminal_id)
+                .execute(&self.pool)
+                .await?
+        };
+        Ok(done.rows_affected() > 0)
     }
 
     /// Replace the user's stored consent for a terminal (none: forget it).

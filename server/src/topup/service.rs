@@ -7,7 +7,8 @@
 //! `write_unknown`. Every step goes through [`TopUps::apply`], which records it (with its
 //! postings and audit event, in one transaction) and then tells the kiosks.
 //!
-//! This is what the top-up code depends on — the store, the hub (transport to agents), the
+//! This is what the top-up code depends on — the store, the router (transport to agents, on
+//! whichever instance they are connected; and the other instances told of each step), the
 //! purse keys, the clock — rather than the whole application state.
 
 use std::collections::HashSet;
@@ -21,7 +22,8 @@ use tokio::sync::{broadcast, Notify};
 use super::record::{self, RecordError};
 use super::{Effect, Event, Fen, Notice, Policy, State, Timestamp, TopUp, TopUpId, Transition};
 use crate::clock::Clock;
-use crate::hub::{Hub, PresentCard};
+use crate::hub::PresentCard;
+use crate::router::Router;
 use crate::keys::KeyStore;
 use crate::store::{Store, StoredTopUp};
 use crate::util::new_id;
@@ -46,7 +48,7 @@ pub struct TopUps(Arc<Inner>);
 
 struct Inner {
     store: Store,
-    hub: Arc<Hub>,
+    router: Router,
     keys: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
     policy: Policy,
@@ -78,7 +80,7 @@ impl std::fmt::Debug for TopUps {
 /// What the service needs to be built.
 pub struct TopUpsConfig {
     pub store: Store,
-    pub hub: Arc<Hub>,
+    pub router: Router,
     pub keys: Arc<dyn KeyStore>,
     pub clock: Arc<dyn Clock>,
     pub policy: Policy,
@@ -112,7 +114,7 @@ impl TopUps {
         let (changes, _) = broadcast::channel(FEED_CAPACITY);
         TopUps(Arc::new(Inner {
             store: config.store,
-            hub: config.hub,
+            router: config.router,
             keys: config.keys,
             clock: config.clock,
             policy: config.policy,
@@ -147,6 +149,27 @@ impl TopUps {
         self.0.wake.notify_one();
     }
 
+    /// [`TopUps::wake_worker`], on whichever instance runs the worker.
+    pub fn wake_worker_anywhere(&self) {
+        self.wake_worker();
+        self.0.router.announce_later(protocol::cluster::EventKind::WorkerWake);
+    }
+
+    /// Another instance recorded a step of `topup_id`: tell this instance's kiosks, from the row.
+    pub async fn republish(&self, topup_id: &str) {
+        match self.0.store.topup(topup_id).await {
+            Ok(stored) => {
+                let _ = self.0.changes.send(Change {
+                    topup_id: topup_id.to_string(),
+                    card: stored.topup.card,
+                    state: stored.topup.state.clone(),
+                    notices: Vec::new(),
+                });
+            }
+            Err(e) => tracing::error!(topup = %topup_id, error = %crate::util::ErrorChain(&e), "reading a top-up another instance changed"),
+        }
+    }
+
     /// Resolves when [`TopUps::wake_worker`] was called (or was called since the last wait).
     pub async fn woken(&self) {
         self.0.wake.notified().await;
@@ -158,7 +181,7 @@ impl TopUps {
         let id = TopUpId::new(new_id("tu"));
         let topup = record::create(&self.0.store, id, card, binding_id, amount, self.now(), actor, Some(terminal_id)).await?;
         self.publish(&topup, &[]);
-        self.wake_worker();
+        self.wake_worker_anywhere();
         Ok(topup)
     }
 
@@ -182,6 +205,7 @@ impl TopUps {
             })
             .collect();
         // Nobody listening is fine: the row is the truth, the feed only saves polling.
+        self.0.router.announce_later(protocol::cluster::EventKind::TopUpChanged { topup_id: topup.id.as_str().to_string() });
         let _ = self.0.changes.send(Change {
             topup_id: topup.id.as_str().to_string(),
             card: topup.card,
@@ -229,7 +253,10 @@ impl TopUps {
         if stored.topup.state != State::DebitConfirmed {
             return Ok(());
         }
-        let present = terminal_id.and_then(|t| self.0.hub.present_card(t).map(|card| (t, card)));
+        let present = match terminal_id {
+            Some(t) => self.0.router.present_card(t).await.map(|card| (t, card)),
+            None => None,
+        };
         let Some((terminal_id, card)) = present else {
             self.apply(topup_id, Event::Load(LoadOutcome::Refused(Refusal::CardGone)), ACTOR).await?;
             return Ok(());
@@ -258,7 +285,7 @@ impl TopUps {
             return Ok(Some(LoadOutcome::Refused(Refusal::Malformed("a load of zero".into()))));
         };
         loop {
-            let responses = match crate::reader::transmit(&self.0.hub, terminal_id, card, &batch).await {
+            let responses = match crate::reader::transmit(&self.0.router, terminal_id, card, &batch).await {
                 Ok(r) => r,
                 Err(failure) => {
                     tracing::info!(terminal_id, topup = topup.id.as_str(), ?failure, "card load interrupted");
@@ -289,7 +316,7 @@ impl TopUps {
         let stored = self.0.store.topup(topup_id).await.map_err(RecordError::from)?;
         let State::WriteUnknown { pending } = &stored.topup.state else { return Ok(()) };
         let (session, batch) = RecoverySession::start(pending.clone(), self.0.key_index);
-        let event = match crate::reader::transmit(&self.0.hub, terminal_id, card, &batch).await {
+        let event = match crate::reader::transmit(&self.0.router, terminal_id, card, &batch).await {
             Ok(responses) => match session.finish(&responses, self.0.keys.purse()) {
                 Ok(resolution) => Event::Recovery(resolution),
                 Err(e) => {
@@ -329,13 +356,13 @@ impl TopUps {
 
     /// A balance read of the card on the reader (the new balance, read back after a load).
     pub async fn read_balance(&self, terminal_id: &str, card: &PresentCard) -> Option<u32> {
-        let responses = crate::reader::transmit(&self.0.hub, terminal_id, card, &purse::balance_batch()).await.ok()?;
+        let responses = crate::reader::transmit(&self.0.router, terminal_id, card, &purse::balance_batch()).await.ok()?;
         purse::balance_from(&responses).ok().map(|s| s.balance)
     }
 
     /// One batch on the card on `terminal_id`'s reader (transport; the caller admitted it).
     pub async fn transmit(&self, terminal_id: &str, card: &PresentCard, batch: &Batch) -> Result<Vec<Vec<Vec<u8>>>, protocol::page::ReadFailure> {
-        crate::reader::transmit(&self.0.hub, terminal_id, card, batch).await
+        crate::reader::transmit(&self.0.router, terminal_id, card, batch).await
     }
 
     fn claim(&self, topup_id: &str) -> Option<WriteClaim<'_>> {
