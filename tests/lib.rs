@@ -430,6 +430,174 @@ impl TestApp {
     }
 }
 
+// ---------------------------------------------------------------- several instances
+
+/// Another server instance on a [`TestApp`]'s PostgreSQL database, run as its own `cardbridge`
+/// process (built by `cargo xtask test`), so that a test can kill it as a machine dies: no
+/// graceful shutdown, no goodbye to the cluster.
+pub struct ServerProcess {
+    pub base: String,
+    pub host: String,
+    child: std::process::Child,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// Start [`ServerProcess`] on this app's database, with this app's keys (server key, PAN
+    /// key, issuer keys) and demo setting; returns once it answers `/livez`.
+    pub async fn instance_process(&self) -> ServerProcess {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+        let bin = target.join("debug").join("cardbridge");
+        assert!(bin.exists(), "{} is missing: build it first (`cargo build --bins`, which `cargo xtask test` does)", bin.display());
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        for key in ["server.key", "pan.key"] {
+            std::fs::copy(self.state.config.data_dir.join(key), data_dir.path().join(key)).expect("key copied");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
+        let host = format!("127.0.0.1:{port}");
+        let mut command = std::process::Command::new(&bin);
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CARDBRIDGE_LISTEN", &host)
+            .env("CARDBRIDGE_DATABASE_URL", &self.state.config.database_url)
+            .env("CARDBRIDGE_DATA_DIR", data_dir.path())
+            .env("CARDBRIDGE_WWW_DIR", &self.state.config.www_dir)
+            .env("CARDBRIDGE_DEMO", if self.state.config.demo { "1" } else { "0" })
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(std::process::Stdio::null());
+        if let Some(keys) = &self.state.config.issuer_keys_file {
+            command.env("CARDBRIDGE_ISSUER_KEYS_FILE", keys);
+        }
+        let child = command.spawn().expect("the cardbridge process starts");
+        let base = format!("http://{host}");
+        let client = reqwest::Client::new();
+        let livez = format!("{base}/livez");
+        eventually("the second process to serve", || {
+            let request = client.get(&livez).send();
+            async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+        ServerProcess { base, host, child, _data_dir: data_dir }
+    }
+
+    /// Create a terminal and run an in-process agent enrolled through `base` (a load balancer in
+    /// front of the instances): the agent connects, and reconnects, there.
+    pub async fn terminal_behind(&self, name: &str, base: &str, backend: Box<dyn cardbridge_agent::backend::ReaderBackend>) -> TestAgent {
+        let created = cardbridge::terminals::create(self.store(), name, "test").await.expect("terminal");
+        let dir = tempfile::tempdir().expect("temp dir");
+        cardbridge_agent::enrol(base, &created.enrolment_code, dir.path(), false).await.expect("enrol");
+        TestAgent::start_on(dir, created.terminal_id, backend).await
+    }
+
+    /// The instance that holds `terminal_id`'s agent now, by the presence table.
+    pub async fn holder_of(&self, terminal_id: &str) -> Option<String> {
+        sqlx::query_as::<_, (String,)>("select instance_id from agent_presence where terminal_id = $1")
+            .bind(terminal_id)
+            .fetch_optional(self.store().pool())
+            .await
+            .expect("presence query")
+            .map(|(id,)| id)
+    }
+
+    /// This instance's id in the cluster (PostgreSQL).
+    pub fn instance_id(&self) -> String {
+        self.state.cluster.as_ref().expect("a PostgreSQL instance").instance_id().to_string()
+    }
+}
+
+impl ServerProcess {
+    /// Kill the process (SIGKILL): as a machine that dies.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP load balancer in front of instances: each new connection goes to the first backend that
+/// accepts it, in order (as a balancer whose health check found the first one dead).
+pub struct Balancer {
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(backends: Vec<String>) -> Balancer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("balancer binds");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for backend in &backends {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(backend).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Balancer { base, task }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A virtual reader whose card answers take `delay` each while `slow` is set: a read that is
+/// still running when the test acts.
+pub struct SlowReader {
+    inner: cardbridge_agent::backend::VirtualReader,
+    pub slow: Arc<std::sync::atomic::AtomicBool>,
+    delay: Duration,
+}
+
+impl SlowReader {
+    pub fn new(delay: Duration) -> SlowReader {
+        SlowReader { inner: cardbridge_agent::backend::VirtualReader::new(), slow: Default::default(), delay }
+    }
+}
+
+impl cardbridge_agent::backend::ReaderBackend for SlowReader {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn attach(&mut self, events: cardbridge_agent::backend::EventSink) {
+        self.inner.attach(events)
+    }
+    fn readers(&mut self) -> Vec<cardbridge_agent::backend::ReaderStatus> {
+        self.inner.readers()
+    }
+    fn transmit(
+        &mut self,
+        reader: Option<&str>,
+        batch: &card::batch::Batch,
+    ) -> Result<(String, cardbridge_agent::backend::GroupResponses), cardbridge_agent::backend::BackendError> {
+        if self.slow.load(std::sync::atomic::Ordering::SeqCst) {
+            // The reader thread's own time, as a slow card would take it.
+            std::thread::sleep(self.delay);
+        }
+        self.inner.transmit(reader, batch)
+    }
+    fn simulate_tap(&mut self, card: &str) -> Result<(), cardbridge_agent::backend::BackendError> {
+        self.inner.simulate_tap(card)
+    }
+    fn simulate_remove(&mut self) -> Result<(), cardbridge_agent::backend::BackendError> {
+        self.inner.simulate_remove()
+    }
+}
+
 // ---------------------------------------------------------------- the bank
 
 /// A sandbox bank with the demo accounts (the simulated `unionpay-debit` card's account has phone

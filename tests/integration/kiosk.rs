@@ -8,10 +8,10 @@ use protocol::kiosk::{
 };
 
 /// The sandbox bank's demo customers: card, phone, opening balance.
-const LI_LEI: (&str, &str, i64) = ("unionpay-debit", "+8613800000001", 50_000);
+pub(crate) const LI_LEI: (&str, &str, i64) = ("unionpay-debit", "+8613800000001", 50_000);
 const HAN_MEIMEI: (&str, &str, i64) = ("unionpay-credit", "+8613800000002", 2_000);
 
-async fn app_with_bank(engine: Engine) -> Option<(TestApp, TestBank)> {
+pub(crate) async fn app_with_bank(engine: Engine) -> Option<(TestApp, TestBank)> {
     let bank = spawn_bank().await;
     let app = spawn_app(engine, AppOptions { bank: bank.gateway(), ..AppOptions::default() }).await?;
     app.seed_demo().await;
@@ -19,7 +19,7 @@ async fn app_with_bank(engine: Engine) -> Option<(TestApp, TestBank)> {
 }
 
 /// A kiosk browser paired with `agent`'s terminal (nobody logs in).
-async fn kiosk(app: &TestApp, agent: &TestAgent) -> KioskSocket {
+pub(crate) async fn kiosk(app: &TestApp, agent: &TestAgent) -> KioskSocket {
     let browser = app.browser();
     browser.pair_with(agent).await;
     let mut socket = browser.kiosk_socket(&app.base).await.expect("kiosk socket");
@@ -27,12 +27,12 @@ async fn kiosk(app: &TestApp, agent: &TestAgent) -> KioskSocket {
     socket
 }
 
-async fn tap(socket: &mut KioskSocket, card: &str) {
+pub(crate) async fn tap(socket: &mut KioskSocket, card: &str) {
     socket.send(&KioskToServer::DemoTap { card: card.into() }).await;
 }
 
 /// Arm, tap the stored-value card, and see it.
-async fn tap_purse(socket: &mut KioskSocket, card: &str) -> PurseView {
+pub(crate) async fn tap_purse(socket: &mut KioskSocket, card: &str) -> PurseView {
     socket.send(&KioskToServer::Arm).await;
     socket.expect("waiting for the card", |f| matches!(f, ServerToKiosk::WaitingForCard { purpose: TapPurpose::Purse }).then_some(())).await;
     tap(socket, card).await;
@@ -40,7 +40,7 @@ async fn tap_purse(socket: &mut KioskSocket, card: &str) -> PurseView {
 }
 
 /// From the card view of an unbound card: tap the bank card, give the phone, enter the code.
-async fn bind(app: &TestApp, socket: &mut KioskSocket, (bank_card, phone, _): (&str, &str, i64)) -> String {
+pub(crate) async fn bind(app: &TestApp, socket: &mut KioskSocket, (bank_card, phone, _): (&str, &str, i64)) -> String {
     socket.send(&KioskToServer::ReadBankCard).await;
     socket.expect("waiting for the bank card", |f| matches!(f, ServerToKiosk::WaitingForCard { purpose: TapPurpose::BankCard }).then_some(())).await;
     tap(socket, bank_card).await;
@@ -75,7 +75,7 @@ async fn outcome(socket: &mut KioskSocket) -> TopUpOutcome {
 }
 
 /// (amount, new balance, TAC) of the next completed top-up.
-async fn completed(socket: &mut KioskSocket) -> (i64, i64, String) {
+pub(crate) async fn completed(socket: &mut KioskSocket) -> (i64, i64, String) {
     socket
         .expect("the top-up completed", |f| match f {
             ServerToKiosk::Completed { amount_minor, new_balance_minor, tac, .. } => Some((*amount_minor, *new_balance_minor, tac.clone())),

@@ -8,6 +8,7 @@ mod auth;
 mod card_world;
 mod background;
 mod clock;
+mod cluster;
 mod demo;
 mod console;
 mod enrolment;

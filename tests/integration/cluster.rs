@@ -1,0 +1,215 @@
+//! Several server instances on one PostgreSQL database, as behind a load balancer: a page on one
+//! instance reads a card at an agent connected to another, a revocation reaches the agent wherever
+//! it is, an instance killed in the middle of a read fails that read cleanly and its agent moves
+//! to another instance, and a top-up is driven by the worker of another instance than the kiosk's.
+
+use std::time::Duration;
+
+use cardbridge_tests::{eventually, spawn_app, AppOptions, Balancer, Engine, PageSocket, SlowReader, TestAgent, TestApp};
+use protocol::page::{ConsentDecision, PageToServer, Refusal, ServerToPage};
+
+use crate::kiosk::{app_with_bank, bind, completed, kiosk, tap, tap_purse, LI_LEI};
+use crate::main_path::expected;
+
+/// Log `user` in on `app`, pair the browser with `agent`'s terminal, open the page socket on
+/// `app` and allow the terminal (once or always).
+async fn page_on(app: &TestApp, agent: &TestAgent, user: (&str, &str), decision: ConsentDecision) -> (cardbridge_tests::Browser, PageSocket) {
+    let browser = app.browser();
+    assert!(browser.pair_with(agent).await.is_redirection());
+    assert_eq!(browser.login(user.0, user.1).await.status(), 200);
+    let mut page = browser.page_socket(&app.base).await.expect("page socket opens");
+    page.expect("the consent question", |f| matches!(f, ServerToPage::ConsentNeeded { .. }).then_some(())).await;
+    page.send(&PageToServer::Consent { decision }).await;
+    (browser, page)
+}
+
+async fn card_number(page: &mut PageSocket) -> String {
+    page.expect("the card number", |f| match f {
+        ServerToPage::CardNumber { card_number, .. } => Some(card_number.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn reads_audited(app: &TestApp) -> usize {
+    app.store().audit_events(500).await.unwrap().iter().filter(|e| e.action == "card.read").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_one_instance_reads_a_card_at_an_agent_on_another() {
+    let Some(a) = spawn_app(Engine::Postgres, AppOptions::default()).await else { return };
+    a.seed_demo().await;
+    let b = a.second_instance().await;
+    let agent = b.start_terminal("Branch PC on B").await;
+    assert_eq!(a.holder_of(&agent.terminal_id).await, Some(b.instance_id()));
+    assert!(a.state.hub.agent_status(&agent.terminal_id).is_none(), "the agent is connected to B, not to A");
+
+    let (browser, mut page) = page_on(&a, &agent, ("alice", "alice-demo-pass"), ConsentDecision::AllowOnce).await;
+    let view = page.expect("A's view of the terminal", |f| match f {
+        ServerToPage::State(v) if v.agent_online => Some(v.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(view.demo_reader, "A sees B's agent and its virtual reader");
+    page.send(&PageToServer::Arm).await;
+    page.expect("waiting for a card", |f| matches!(f, ServerToPage::WaitingForCard).then_some(())).await;
+    page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
+
+    assert_eq!(card_number(&mut page).await, expected("unionpay-debit"));
+    // The read was A's: the commands went to B's agent and back through PostgreSQL.
+    assert!(b.state.hub.commands_sent(&agent.terminal_id) >= 3, "the tap and the read's batches went out on B");
+    assert_eq!(a.state.hub.commands_sent(&agent.terminal_id), 0);
+    assert_eq!(reads_audited(&a).await, 1);
+    let (left,): (i64,) = sqlx::query_as("select count(*) from consent_once").fetch_one(a.store().pool()).await.unwrap();
+    assert_eq!(left, 0, "the allow-once consent was spent by the read");
+    // The tapped card proves itself to the data service on A as on one instance.
+    let full = crate::main_path::query(&browser, &expected("unionpay-debit"), None, protocol::api::RequestKind::Balance).await;
+    assert_eq!(full.status(), 200);
+    let (sealed_rows,): (i64,) = sqlx::query_as("select count(*) from cluster_message").fetch_one(a.store().pool()).await.unwrap();
+    assert_eq!(sealed_rows, 0, "every message between the instances was read and deleted");
+
+    agent.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_one_terminal_and_a_revocation_reaches_its_agent() {
+    let Some(a) = spawn_app(Engine::Postgres, AppOptions::default()).await else { return };
+    a.seed_demo().await;
+    let b = a.second_instance().await;
+    let c = a.second_instance().await;
+    let agent = b.start_terminal("Counter on B").await;
+    let (_browser, mut page) = page_on(&a, &agent, ("alice", "alice-demo-pass"), ConsentDecision::AllowAlways).await;
+    page.expect("the agent online", |f| matches!(f, ServerToPage::State(v) if v.agent_online).then_some(())).await;
+
+    // The admin works on C.
+    let admin = c.browser();
+    assert_eq!(admin.login("admin", "admin-demo-pass").await.status(), 200);
+    let terminals: Vec<protocol::api::TerminalSummary> =
+        admin.client.get(format!("{}/api/admin/terminals", c.base)).send().await.unwrap().json().await.unwrap();
+    let summary = terminals.iter().find(|t| t.terminal_id == agent.terminal_id).expect("the terminal listed on C");
+    assert!(summary.online, "C sees the agent connected to B");
+    assert_eq!(summary.backend.as_deref(), Some("virtual"));
+
+    let revoked = admin
+        .client
+        .post(format!("{}/api/admin/terminals/{}/revoke", c.base, agent.terminal_id))
+        .header("origin", &c.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+
+    let (hub, id) = (b.state.hub.clone(), agent.terminal_id.clone());
+    eventually("B to close the revoked terminal's agent", || {
+        let gone = hub.agent_status(&id).is_none();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    page.expect("the page on A told", |f| match f {
+        ServerToPage::Refused { reason: Refusal::TerminalRevoked } => Some(()),
+        ServerToPage::State(v) if !v.permitted && !v.agent_online => Some(()),
+        _ => None,
+    })
+    .await;
+    // It stays out: the agent's reconnects are refused on every instance.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for app in [&a, &b, &c] {
+        assert!(app.state.hub.agent_status(&agent.terminal_id).is_none());
+    }
+    agent.stop().await;
+    c.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_mid_read_fails_the_read_cleanly_and_its_agent_moves() {
+    let Some(a) = spawn_app(Engine::Postgres, AppOptions::default()).await else { return };
+    a.seed_demo().await;
+    let mut b = a.instance_process().await;
+    let balancer = Balancer::start(vec![b.host.clone(), a.host.clone()]).await;
+    let reader = SlowReader::new(Duration::from_millis(1500));
+    let slow = reader.slow.clone();
+    let agent = a.terminal_behind("Kiosk PC", &balancer.base, Box::new(reader)).await;
+    let a_id = a.instance_id();
+    let id = agent.terminal_id.clone();
+    let held_by = eventually("the agent to connect to B", || {
+        let a = &a;
+        let (id, a_id) = (id.clone(), a_id.clone());
+        async move { a.holder_of(&id).await.filter(|holder| *holder != a_id) }
+    })
+    .await;
+
+    let (_browser, mut page) = page_on(&a, &agent, ("alice", "alice-demo-pass"), ConsentDecision::AllowAlways).await;
+    page.send(&PageToServer::Arm).await;
+    page.expect("waiting for a card", |f| matches!(f, ServerToPage::WaitingForCard).then_some(())).await;
+    slow.store(true, std::sync::atomic::Ordering::SeqCst);
+    page.send(&PageToServer::DemoTap { card: "unionpay-credit".into() }).await;
+    page.expect("the read running", |f| matches!(f, ServerToPage::Reading).then_some(())).await;
+
+    b.kill();
+    let failure = page
+        .expect("the read failing with a message", |f| match f {
+            ServerToPage::ReadFailed { reason } => Some(format!("{reason:?}")),
+            ServerToPage::CardNumber { .. } => panic!("a read through a dead instance delivered a number"),
+            _ => None,
+        })
+        .await;
+    assert!(!failure.is_empty());
+    assert_eq!(reads_audited(&a).await, 0, "nothing recorded for the failed read");
+
+    // The agent's backoff brings it back through the balancer, to A now; its card is still on
+    // the reader, and the page (still armed) gets it once, from A.
+    slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    let hub = a.state.hub.clone();
+    eventually("the agent to reconnect to A", || {
+        let online = hub.agent_status(&agent.terminal_id).is_some();
+        async move { online.then_some(()) }
+    })
+    .await;
+    assert_eq!(a.holder_of(&agent.terminal_id).await.as_deref(), Some(a_id.as_str()), "the presence moved from {held_by}");
+    page.send(&PageToServer::Arm).await;
+    assert_eq!(card_number(&mut page).await, expected("unionpay-credit"));
+    assert_eq!(reads_audited(&a).await, 1, "read once");
+    agent.stop().await;
+    drop(balancer);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_up_at_a_kiosk_on_one_instance_is_driven_by_the_worker_of_another() {
+    let Some((a, bank)) = app_with_bank(Engine::Postgres).await else { return };
+    let leader = a.state.cluster.as_ref().unwrap().leader();
+    eventually("A to lead (it started first)", || {
+        let leads = *leader.borrow();
+        async move { leads.then_some(()) }
+    })
+    .await;
+    let b = a.second_instance().await;
+    assert!(!*b.state.cluster.as_ref().unwrap().leader().borrow(), "one leader");
+    let agent = b.start_terminal("Canteen kiosk on B").await;
+    b.enable_topup(&agent.terminal_id).await;
+    let mut socket = kiosk(&b, &agent).await;
+
+    tap_purse(&mut socket, "purse-card").await;
+    bind(&b, &mut socket, LI_LEI).await;
+    tap(&mut socket, "purse-card").await;
+    socket.card_view().await;
+    socket.send(&protocol::kiosk::KioskToServer::TopUp { amount_minor: 5000 }).await;
+    let (amount, new_balance, _) = completed(&mut socket).await;
+    assert_eq!((amount, new_balance), (5000, 5000));
+
+    assert_eq!(bank.bank.balance("cust-0001").await.unwrap(), Some(LI_LEI.2 - 5000), "debited once");
+    assert_eq!(a.ledger_holds().await, 5000);
+    let steps = a.store().audit_events(500).await.unwrap();
+    assert!(
+        steps.iter().any(|e| e.action == "topup.step" && e.actor == "topup-worker"),
+        "the bank worker (on A, the leader) recorded the debit"
+    );
+    assert_eq!(tap_purse(&mut socket, "purse-card").await.balance_minor, 5000, "the card itself says so");
+    agent.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
