@@ -80,6 +80,11 @@ impl LoginKeys {
     }
 }
 
+/// The throttling key of enrolment attempts from one address.
+fn enrol_key(client: IpAddr) -> String {
+    format!("enrol:{client}")
+}
+
 /// How long the next attempt must wait after `failures` failures of a key allowed `free` of them.
 pub fn delay_after(failures: i64, free: u32, base_ms: u64, max_ms: u64) -> u64 {
     let Some(over) = failures.checked_sub(i64::from(free)).filter(|over| *over >= 0) else { return 0 };
@@ -116,6 +121,28 @@ impl LoginLimiter {
             }
         }
         client
+    }
+
+    /// How long `client` must still wait before trying another enrolment code, if at all.
+    /// Enrolment codes are guessed from an address: its wrong codes are held like an address's
+    /// failed logins, in the database, so every instance applies the same limit.
+    pub async fn enrol_wait(&self, store: &Store, client: IpAddr, now_ms: i64) -> StoreResult<Option<Duration>> {
+        let until = store.login_blocked_until(&[&enrol_key(client)]).await?;
+        let left = until - now_ms;
+        Ok((left > 0).then(|| Duration::from_millis(left as u64)))
+    }
+
+    /// Count a wrong enrolment code from `client` at `now`.
+    pub async fn record_enrol_failure(&self, store: &Store, client: IpAddr, now: i64) -> StoreResult<()> {
+        let p = &self.policy;
+        let key = enrol_key(client);
+        let window_start = now - i64::try_from(p.failure_window_ms).unwrap_or(i64::MAX);
+        let failures = store.record_login_failure(&key, now, window_start).await?;
+        let delay = delay_after(failures, p.address_free_failures, p.base_delay_ms, p.max_delay_ms);
+        if delay > 0 {
+            store.hold_login(&key, now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX))).await?;
+        }
+        Ok(())
     }
 
     /// How long `keys` must still wait at `now_ms` before trying, if at all.

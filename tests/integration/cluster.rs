@@ -213,3 +213,60 @@ async fn a_top_up_at_a_kiosk_on_one_instance_is_driven_by_the_worker_of_another(
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_enrolment_codes_from_one_address_are_held_on_every_instance() {
+    let few_free = |c: &mut cardbridge::Config| {
+        c.login_throttle.address_free_failures = 3;
+        c.login_throttle.base_delay_ms = 60_000;
+    };
+    let Some(a) = cardbridge_tests::spawn_app_with(Engine::Postgres, AppOptions::default(), few_free).await else { return };
+    let b = a.second_instance().await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+    let guess = |app: &TestApp, code: &str| {
+        let (client, url) = (reqwest::Client::new(), format!("{}/api/agent/enrol", app.base));
+        let body = protocol::api::EnrolRequest { enrolment_code: code.into(), public_key: protocol::HexBytes(key.to_bytes().to_vec()) };
+        async move { client.post(url).json(&body).send().await.unwrap() }
+    };
+    // Three wrong codes are free; the third starts the hold.
+    for n in 0..3 {
+        assert_eq!(guess(&a, &format!("WRONG{n}")).await.status(), 404, "guess {n} on A");
+    }
+    let held = guess(&b, "WRONG3").await;
+    assert_eq!(held.status(), 429, "B holds the address A counted");
+    assert!(held.headers().get("retry-after").is_some());
+    // A real code from the same address waits too: the hold is on the address, not the code.
+    let created = cardbridge::terminals::create(a.store(), "Held PC", "test").await.unwrap();
+    assert_eq!(guess(&b, &created.enrolment_code).await.status(), 429);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_sends_its_agents_to_another_instance() {
+    let Some(a) = spawn_app(Engine::Postgres, AppOptions::default()).await else { return };
+    let mut b = a.second_instance().await;
+    let balancer = Balancer::start(vec![b.host.clone(), a.host.clone()]).await;
+    let agent = a.terminal_behind("Branch PC", &balancer.base, Box::new(cardbridge_agent::backend::VirtualReader::new())).await;
+    let (b_id, id) = (b.instance_id(), agent.terminal_id.clone());
+    eventually("the agent on B", || {
+        let (a, b_id, id) = (&a, b_id.clone(), id.clone());
+        async move { (a.holder_of(&id).await == Some(b_id)).then_some(()) }
+    })
+    .await;
+
+    b.stop_server().await.expect("B stops within the deadline").expect("B ran cleanly");
+    let (instances,): (i64,) = sqlx::query_as("select count(*) from cluster_instance").fetch_one(a.store().pool()).await.unwrap();
+    assert_eq!(instances, 1, "B left the cluster on its way out");
+    let hub = a.state.hub.clone();
+    eventually("the agent told to reconnect, on A", || {
+        let online = hub.agent_status(&agent.terminal_id).is_some();
+        async move { online.then_some(()) }
+    })
+    .await;
+    assert_eq!(a.holder_of(&agent.terminal_id).await, Some(a.instance_id()));
+    agent.stop().await;
+    drop(balancer);
+    b.stop().await;
+    a.stop().await;
+}

@@ -5,7 +5,7 @@
 //! code is spent, and stored keys are loaded only through `protocol::envelope::verifying_key`,
 //! which refuses them too.
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -34,9 +34,23 @@ pub fn router() -> Router<AppState> {
         .route("/pair", get(pair))
 }
 
-async fn enrol(State(state): State<AppState>, Json(body): Json<EnrolRequest>) -> Response {
+async fn enrol(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<EnrolRequest>,
+) -> Response {
+    let client = state.login_limiter.client_ip(peer.ip(), &headers);
+    match state.login_limiter.enrol_wait(&state.store, client, state.now_ms()).await {
+        Ok(None) => {}
+        Ok(Some(wait)) => {
+            tracing::warn!(%client, "enrolment refused: too many wrong codes from this address");
+            return ApiError::TooManyAttempts { retry_after_secs: wait.as_millis().div_ceil(1000) as u64 }.into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    }
     match protocol::envelope::verifying_key(&body.public_key.0) {
-        Ok(_) => enrol_key(state, body).await.into_response(),
+        Ok(_) => enrol_key(state, client, body).await.into_response(),
         Err(protocol::envelope::VerifyError::WeakKey) => {
             tracing::warn!("enrolment refused: weak public key");
             let body = protocol::api::ApiError {
@@ -49,12 +63,13 @@ async fn enrol(State(state): State<AppState>, Json(body): Json<EnrolRequest>) ->
     }
 }
 
-async fn enrol_key(state: AppState, body: EnrolRequest) -> Result<Json<EnrolResponse>, ApiError> {
+async fn enrol_key(state: AppState, client: std::net::IpAddr, body: EnrolRequest) -> Result<Json<EnrolResponse>, ApiError> {
     let code = body.enrolment_code.trim().to_uppercase();
     let terminal = match state.store.enrol_terminal(&code, &body.public_key.0).await {
         Ok(t) => t,
         Err(StoreError::NotFound) => {
-            tracing::warn!("enrolment refused: unknown, used or expired code");
+            tracing::warn!(%client, "enrolment refused: unknown, used or expired code");
+            state.login_limiter.record_enrol_failure(&state.store, client, state.now_ms()).await?;
             return Err(ApiError::NotFound("the enrolment code is unknown, used or expired"));
         }
         Err(e) => return Err(e.into()),
