@@ -30,3 +30,11 @@ create table cluster_message (
     created_at integer not null
 );
 create index cluster_message_created_idx on cluster_message (created_at);
+
+-- Rate limits on arming, reads and typed lookups, when several instances share them: one row per
+-- counted event, per key (`arm:terminal:…`, `read:user:…`, …), for as long as its window.
+create table rate_event (
+    key text not null,
+    at integer not null
+);
+create index rate_event_key_at_idx on rate_event (key, at);

@@ -104,7 +104,7 @@ impl Application {
         let assets = http::assets::Assets::load(&config.www_dir);
         let login_limiter = LoginLimiter::new(config.login_throttle, config.trusted_proxies.clone());
         let keys = Arc::new(config.key_store()?);
-        let throttles = crate::throttle::Throttles::from_config(&config);
+        let throttles = crate::throttle::Throttles::from_config(&config, cluster.clone());
         // Every bank call is timed and counted for monitoring (R3.8).
         let bank_watch = config.bank_gateway()?.map(|gateway| (gateway, Arc::new(crate::monitor::bank::BankWatch::default())));
         let bank = bank_watch.as_ref().map(|(gateway, watch)| {

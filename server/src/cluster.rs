@@ -256,6 +256,39 @@ impl Cluster {
         Ok(())
     }
 
+    // ---- shared rate limits ----
+
+    /// Count an event for every key at `now_ms`, or, if any key already has `max` events in the
+    /// window, count nothing and say how long until its oldest leaves it (the rule of
+    /// [`crate::throttle::Throttle::check`], kept in `rate_event` for every instance). Decisions on
+    /// the same keys are taken one at a time (transaction-scoped advisory locks, in key order).
+    pub async fn rate_check(&self, keys: &[String], max: usize, window_ms: i64, now_ms: i64) -> Result<Result<(), Duration>, sqlx::Error> {
+        let mut sorted = keys.to_vec();
+        sorted.sort();
+        let mut tx = self.0.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock(h) from (select hashtext(k) as h from unnest($1::text[]) as k order by k) as locks")
+            .bind(&sorted)
+            .execute(&mut *tx)
+            .await?;
+        let window_start = now_ms - window_ms;
+        sqlx::query("delete from rate_event where key = any($1) and at <= $2").bind(&sorted).bind(window_start).execute(&mut *tx).await?;
+        let counts: Vec<(String, i64, i64)> =
+            sqlx::query_as("select key, count(*), min(at) from rate_event where key = any($1) and at > $2 group by key")
+                .bind(&sorted)
+                .bind(window_start)
+                .fetch_all(&mut *tx)
+                .await?;
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let wait = counts.iter().filter(|(_, n, _)| *n >= max).map(|(_, _, oldest)| oldest + window_ms - now_ms).max();
+        if let Some(wait) = wait {
+            tx.rollback().await?;
+            return Ok(Err(Duration::from_millis(wait.max(1) as u64)));
+        }
+        sqlx::query("insert into rate_event (key, at) select k, $2 from unnest($1::text[]) as k").bind(&sorted).bind(now_ms).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
     // ---- leader ----
 
     /// Whether this instance runs the once-per-cluster jobs now (and changes to it).

@@ -47,7 +47,7 @@ pub async fn query(
     if tapped.is_none() {
         // A lookup no read backs is a guess at a number: limited per user.
         let key = format!("user:{}", user.user_id);
-        if let Err(wait) = state.throttles.typed_lookup.check(&[&key], state.now_ms()) {
+        if let Err(wait) = state.throttles.typed_lookup.allow(&[&key], state.now_ms()).await {
             tracing::warn!(user = %user.username, "typed card lookups throttled");
             return Err(ApiError::RateLimited { retry_after_secs: wait.as_secs() + 1 });
         }

@@ -77,9 +77,9 @@ pub async fn authorize(state: &AppState, terminal_id: &str, page: &PageRef) -> R
 
 /// Arming and reading are limited per terminal and per user: a card read costs real time on a
 /// real reader, and a flood of frames must not become a flood of reads.
-pub fn throttle(throttle: &crate::throttle::Throttle, terminal_id: &str, page: &PageRef, now_ms: i64) -> Result<(), Refusal> {
+pub async fn throttle(throttle: &crate::throttle::Throttle, terminal_id: &str, page: &PageRef, now_ms: i64) -> Result<(), Refusal> {
     let keys = [format!("terminal:{terminal_id}"), format!("user:{}", page.user_id)];
-    throttle.check(&[&keys[0], &keys[1]], now_ms).map_err(|_| {
+    throttle.allow(&[&keys[0], &keys[1]], now_ms).await.map_err(|_| {
         tracing::warn!(terminal_id, user_id = %page.user_id, "throttled");
         Refusal::TooManyRequests
     })
@@ -156,7 +156,7 @@ const SHOW_READING_AFTER: std::time::Duration = std::time::Duration::from_millis
 async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card: PresentCard) {
     let card_present = std::time::Instant::now();
     let refused = match authorize(state, terminal_id, page).await {
-        Ok(consent) => throttle(&state.throttles.read, terminal_id, page, state.now_ms()).err().map(|r| (r, consent)),
+        Ok(consent) => throttle(&state.throttles.read, terminal_id, page, state.now_ms()).await.err().map(|r| (r, consent)),
         Err(reason) => Some((reason, ConsentState::Unknown)),
     };
     if let Some((reason, _)) = refused {

@@ -1,4 +1,8 @@
-//! In-process rate limits: a sliding window of events per key, for arming a terminal, card reads and typed card lookups
+//! Rate limits: a sliding window of events per key, for arming a terminal, card reads and typed card lookups
+//!
+//! One instance counts in memory; several instances on PostgreSQL count in the database
+//! ([`crate::cluster::Cluster::rate_check`]), so that a limit holds whichever instance a request
+//! reaches.
 //!
 //! A card read costs real time on a real reader and a typed lookup is a guess at somebody's card
 //! number: both are limited per terminal and per user so that a flood of frames or requests never
@@ -11,14 +15,39 @@ use std::time::Duration;
 /// At most `max` events per `window` for each key.
 #[derive(Debug)]
 pub struct Throttle {
+    /// Prefixes the keys where they are shared (`arm`, `read`, `typed`).
+    name: &'static str,
     max: usize,
     window_ms: i64,
     events: Mutex<HashMap<String, VecDeque<i64>>>,
+    /// Counted in the database, for every instance.
+    shared: Option<crate::cluster::Cluster>,
 }
 
 impl Throttle {
     pub fn new(max: usize, window: Duration) -> Throttle {
-        Throttle { max, window_ms: window.as_millis() as i64, events: Mutex::new(HashMap::new()) }
+        Throttle { name: "local", max, window_ms: window.as_millis() as i64, events: Mutex::new(HashMap::new()), shared: None }
+    }
+
+    /// [`Throttle::new`], counted across the instances of `cluster` when there is one.
+    pub fn shared(name: &'static str, max: usize, window: Duration, cluster: Option<crate::cluster::Cluster>) -> Throttle {
+        Throttle { name, shared: cluster, ..Throttle::new(max, window) }
+    }
+
+    /// Count an event for every key at `now_ms` where the limit is kept (this process, or the
+    /// database for several instances), or say how long to wait (see [`Throttle::check`]). A
+    /// database that cannot answer lets the event through (logged): every request it limits
+    /// needs the database for its authorization anyway.
+    pub async fn allow(&self, keys: &[&str], now_ms: i64) -> Result<(), Duration> {
+        let Some(cluster) = &self.shared else { return self.check(keys, now_ms) };
+        let keys: Vec<String> = keys.iter().map(|k| format!("{}:{k}", self.name)).collect();
+        match cluster.rate_check(&keys, self.max, self.window_ms, now_ms).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                tracing::error!(error = %crate::util::ErrorChain(&e), throttle = self.name, "checking a shared rate limit");
+                Ok(())
+            }
+        }
     }
 
     /// Count an event for every key at `now_ms`, or, if any key is at its limit, count nothing and
@@ -64,12 +93,13 @@ pub struct Throttles {
 }
 
 impl Throttles {
-    pub fn from_config(config: &crate::config::Config) -> Throttles {
+    /// The configured limits, kept in the database when `cluster` is given (several instances).
+    pub fn from_config(config: &crate::config::Config, cluster: Option<crate::cluster::Cluster>) -> Throttles {
         let minute = Duration::from_secs(60);
         Throttles {
-            arm: Throttle::new(config.arms_per_minute, minute),
-            read: Throttle::new(config.reads_per_minute, minute),
-            typed_lookup: Throttle::new(config.typed_lookups_per_minute, minute),
+            arm: Throttle::shared("arm", config.arms_per_minute, minute, cluster.clone()),
+            read: Throttle::shared("read", config.reads_per_minute, minute, cluster.clone()),
+            typed_lookup: Throttle::shared("typed", config.typed_lookups_per_minute, minute, cluster),
         }
     }
 }

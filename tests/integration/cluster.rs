@@ -270,3 +270,24 @@ async fn a_graceful_shutdown_sends_its_agents_to_another_instance() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_whichever_instance_a_request_reaches() {
+    let options = AppOptions { limits_per_minute: Some(2), ..AppOptions::default() };
+    let Some(a) = spawn_app(Engine::Postgres, options).await else { return };
+    a.add_user("erin", "erin-password", cardbridge::store::Role::Staff).await;
+    let b = a.second_instance().await;
+    let on_a = a.browser();
+    assert_eq!(on_a.login("erin", "erin-password").await.status(), 200);
+    // The same browser (its session cookie) through the balancer's other backend.
+    let on_b = cardbridge_tests::Browser { client: on_a.client.clone(), jar: on_a.jar.clone(), base: b.base.clone(), host: b.host.clone() };
+    let number = expected("unionpay-debit");
+    let kind = protocol::api::RequestKind::Details;
+    assert_eq!(crate::main_path::query(&on_a, &number, None, kind).await.status(), 200);
+    assert_eq!(crate::main_path::query(&on_b, &number, None, kind).await.status(), 200);
+    let limited = crate::main_path::query(&on_a, &number, None, kind).await;
+    assert_eq!(limited.status(), 429, "two typed lookups a minute, counted on both instances");
+    assert_eq!(crate::main_path::query(&on_b, &number, None, kind).await.status(), 429);
+    b.stop().await;
+    a.stop().await;
+}

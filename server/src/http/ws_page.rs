@@ -175,7 +175,7 @@ async fn store_consent(
 /// counts against the per-terminal and per-user arming limit.
 async fn arm_check(state: &AppState, terminal_id: &str, page: &PageRef) -> Result<(), Refusal> {
     reader::authorize(state, terminal_id, page).await?;
-    reader::throttle(&state.throttles.arm, terminal_id, page, state.now_ms())
+    reader::throttle(&state.throttles.arm, terminal_id, page, state.now_ms()).await
 }
 
 /// The demo card tray: only in demo mode, only on virtual-reader terminals, and only through the
