@@ -541,8 +541,18 @@ pub mod json {
             Ok(code)
         }
 
-        /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+        /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, within the range of an
+        /// `f64`: serde_json refuses a number that overflows one (`1e400`), so this does too.
         fn number(&mut self) -> Result<Value, DecodeError> {
+            let start = self.at;
+            self.number_syntax()?;
+            if overflows_f64(&self.bytes[start..self.at]) {
+                return Err(error("number out of range"));
+            }
+            Ok(Value::Number)
+        }
+
+        fn number_syntax(&mut self) -> Result<(), DecodeError> {
             if self.peek() == Some(b'-') {
                 self.at += 1;
             }
@@ -562,7 +572,7 @@ pub mod json {
                 }
                 self.some_digits()?;
             }
-            Ok(Value::Number)
+            Ok(())
         }
 
         fn digits(&mut self) {
@@ -578,6 +588,42 @@ pub mod json {
                 return Err(error("invalid number"));
             }
             Ok(())
+        }
+    }
+
+    /// Whether a number of valid JSON syntax rounds to infinity as an `f64`, decided on its digits
+    /// (no float parser in the page module): its magnitude against 2^1024 − 2^970, the first value
+    /// that rounds past `f64::MAX`.
+    fn overflows_f64(number: &[u8]) -> bool {
+        /// The significant digits of 2^1024 − 2^970, a 309-digit integer.
+        const LIMIT: &[u8] = b"179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792";
+        let split = number.iter().position(|&b| b == b'e' || b == b'E').unwrap_or(number.len());
+        let (mantissa, exponent) = number.split_at(split);
+        let mantissa = mantissa.strip_prefix(b"-").unwrap_or(mantissa);
+        let int_len = mantissa.iter().position(|&b| b == b'.').unwrap_or(mantissa.len());
+        let digits: Vec<u8> = mantissa.iter().copied().filter(u8::is_ascii_digit).collect();
+        let Some(first) = digits.iter().position(|&b| b != b'0') else {
+            return false; // zero, whatever its exponent
+        };
+        let last = digits.iter().rposition(|&b| b != b'0').unwrap_or(first);
+        let significant = &digits[first..=last];
+        let (negative, exponent_digits) = match exponent.get(1..).unwrap_or_default() {
+            [b'-', rest @ ..] => (true, rest),
+            [b'+', rest @ ..] => (false, rest),
+            rest => (false, rest),
+        };
+        // Saturated far past any decision point, so the sums below cannot overflow.
+        let magnitude = exponent_digits
+            .iter()
+            .fold(0i64, |acc, &d| (acc * 10 + i64::from(d - b'0')).min(1 << 40));
+        let exponent = if negative { -magnitude } else { magnitude };
+        // The value is 0.significant × 10^position.
+        let position = int_len as i64 - first as i64 + exponent;
+        match position.cmp(&(LIMIT.len() as i64)) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Greater => true,
+            // Same magnitude: digit by digit (neither has trailing zeros; ties round to infinity).
+            std::cmp::Ordering::Equal => significant >= LIMIT,
         }
     }
 
@@ -764,6 +810,33 @@ pub mod json {
                 let broken = state.replacen(from, to, 1);
                 assert_ne!(broken, state);
                 assert!(decode_server_to_page(&broken).is_err(), "{broken}");
+            }
+        }
+
+        /// Found by `cargo xtask fuzz page_frame` (docs/fuzzing.md): a number past the range of
+        /// an `f64` in a field nobody reads was accepted here and refused by serde.
+        #[test]
+        fn refuses_numbers_serde_refuses_as_out_of_range() {
+            for text in [
+                "{\"type\":\"reading\",\"n\":1e400}",
+                "{\"type\":\"reading\",\"n\":-2E+309}",
+                "{\"type\":\"reading\",\"n\":1.7976931348623159e308}",
+                "{\"type\":\"reading\",\"n\":0.01e311}",
+                &format!("{{\"type\":\"reading\",\"n\":1{}}}", "0".repeat(400)),
+            ] {
+                assert_eq!(decode_server_to_page(text), Err(error("number out of range")), "{text}");
+                assert!(crate::decode::<ServerToPage>(text).is_err(), "serde accepts {text}");
+            }
+            for text in [
+                "{\"type\":\"reading\",\"n\":1e-400}",
+                "{\"type\":\"reading\",\"n\":123456789012345678901234567890}",
+                "{\"type\":\"reading\",\"n\":-1.5e308}",
+                "{\"type\":\"reading\",\"n\":0e999999999999999999999}",
+                "{\"type\":\"reading\",\"n\":0.000001e313}",
+                "{\"type\":\"reading\",\"n\":1.7976931348623157e308}",
+            ] {
+                assert_eq!(decode_server_to_page(text), Ok(ServerToPage::Reading), "{text}");
+                assert_eq!(crate::decode::<ServerToPage>(text), Ok(ServerToPage::Reading), "{text}");
             }
         }
 

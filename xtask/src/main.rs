@@ -2,6 +2,7 @@
 //! test` installs what the tests need and runs every suite, `cargo xtask wasm` builds the page
 //! module.
 
+mod fuzz;
 mod package;
 mod prereq;
 mod wasm;
@@ -40,10 +41,20 @@ enum Task {
     /// target/debian/.
     Package,
     /// Run a benchmark: `tap` (tap to submit over pcscd + vpcd, A/B/C), `topup` (kiosk top-ups
-    /// per second on SQLite and PostgreSQL, beside the bare ledger transaction).
+    /// per second on SQLite and PostgreSQL, beside the bare ledger transaction), `load` (connected
+    /// agents per instance, memory per agent, reads per second on one and two instances).
     Bench {
-        #[arg(value_parser = ["tap", "topup"])]
+        #[arg(value_parser = ["tap", "topup", "load"])]
         name: String,
+    },
+    /// Fuzz the parsers of outside bytes with cargo-fuzz (libFuzzer): one target or all, each for
+    /// `--seconds` (docs/fuzzing.md). Not part of `test`.
+    Fuzz {
+        /// One target of fuzz/fuzz_targets/; all of them, one after the other, when absent.
+        target: Option<String>,
+        /// How long each target runs.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
     },
 }
 
@@ -55,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => test(&root, &args),
         Task::Demo { listen } => demo(&root, &listen),
         Task::Bench { name } => bench(&root, &name),
+        Task::Fuzz { target, seconds } => fuzz::fuzz(&root, target.as_deref(), seconds),
     }
 }
 
@@ -114,6 +126,9 @@ fn bench(root: &Path, name: &str) -> anyhow::Result<()> {
     if name == "topup" {
         return bench_topup(root);
     }
+    if name == "load" {
+        return bench_load(root);
+    }
     wasm::build_wasm(root)?;
     prereq::ensure_browser()?;
     let pcscd = prereq::ensure_pcsc()?;
@@ -133,6 +148,26 @@ fn bench_topup(root: &Path) -> anyhow::Result<()> {
     };
     println!("    PostgreSQL reachable ({})", prereq::redact(&pg));
     run(cargo().current_dir(root).args(["bench", "-p", "cardbridge-tests", "--bench", "topup"]).env("CARDBRIDGE_TEST_PG_URL", pg))
+}
+
+/// The load benchmark: the release server as its own process (its memory alone) on PostgreSQL
+/// (required: two instances share one database), simulated agents and pages in the bench.
+fn bench_load(root: &Path) -> anyhow::Result<()> {
+    prereq::ensure_pcsc_build_deps()?;
+    let Some(pg) = prereq::postgres_url() else {
+        bail!(
+            "PostgreSQL is not reachable at {}; start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`",
+            prereq::DEFAULT_PG_URL
+        );
+    };
+    println!("    PostgreSQL reachable ({})", prereq::redact(&pg));
+    println!("==> building the release server");
+    run(cargo().current_dir(root).args(["build", "--release", "-p", "cardbridge", "--bin", "cardbridge"]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["bench", "-p", "cardbridge-tests", "--bench", "load"])
+        .env("CARDBRIDGE_TEST_PG_URL", pg)
+        .env("CARDBRIDGE_BENCH_SERVER_BIN", root.join("target/release/cardbridge")))
 }
 
 /// Children killed when the demo ends.
