@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{CommandBody, LocalPolicyReport, Outcome, ReaderInfo};
+use crate::page::ServerToPage;
 use crate::HexBytes;
 
 /// Version of the messages between instances; an instance drops messages of another version.
@@ -30,6 +31,19 @@ pub struct Message {
 pub enum Body {
     Call { call: Call },
     Answer { answer: Answer },
+    /// A frame for a page connected to the recipient (from a read run on the instance holding the
+    /// agent); `disarm`: the page waits for no card any more (it got its number, or a refusal).
+    PageFrame { page_id: u64, disarm: bool, frame: ServerToPage },
+}
+
+/// The page a read is for, on the instance that asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub page_id: u64,
+    pub user_id: String,
+    /// The SHA-256 of the page's session token (never the token).
+    pub session_hash: String,
+    pub pairing_id: String,
 }
 
 /// What one instance asks of the instance that holds a terminal's agent.
@@ -44,6 +58,9 @@ pub enum Call {
     EndRead { terminal_id: String },
     /// Sign and send a command to the agent on its connection; answer with its outcome.
     Command { terminal_id: String, body: CommandBody },
+    /// Read the card on the terminal's reader for a page of the caller (S200 checks, the read,
+    /// S400 delivery through `PageFrame`s), here where the agent is.
+    ReadForPage { terminal_id: String, page: Page },
 }
 
 /// The answer to a [`Call`].
@@ -55,6 +72,8 @@ pub enum Answer {
     Card { card: Option<PresentCard> },
     Done,
     Outcome { result: CommandResult },
+    /// Whether a read ran (`false`: no card to claim, already read, or another read running).
+    Read { read: bool },
 }
 
 /// A command's outcome, or why there is none.

@@ -212,6 +212,11 @@ impl Cluster {
         }
     }
 
+    /// Send `body` to `target` without waiting for an answer (a page's frame).
+    pub async fn tell(&self, target: &str, body: Body) -> Result<(), sqlx::Error> {
+        self.send(target, &Message { v: CLUSTER_VERSION, from: self.0.id.clone(), call_id: 0, body }).await
+    }
+
     /// Seal `message` for `target`, store it, and notify `target` of its row id, in one statement.
     async fn send(&self, target: &str, message: &Message) -> Result<(), sqlx::Error> {
         let sealed = self.seal(target, protocol::encode(message).as_bytes());
@@ -363,8 +368,9 @@ impl Cluster {
                     if note.channel() == EVENTS_CHANNEL {
                         self.on_event(&state, note.payload());
                     } else if let Ok(message_id) = note.payload().parse::<i64>() {
-                        let (cluster, state) = (self.clone(), state.clone());
-                        tokio::spawn(async move { cluster.on_message(state, message_id).await });
+                        // Read in the order they were sent (a page's frames stay in order); only
+                        // serving a call runs beside the loop.
+                        self.on_message(&state, message_id).await;
                     }
                 }
             }
@@ -383,7 +389,7 @@ impl Cluster {
         }
     }
 
-    async fn on_message(self, state: AppState, message_id: i64) {
+    async fn on_message(&self, state: &AppState, message_id: i64) {
         let row: Result<Option<(Vec<u8>,)>, _> =
             sqlx::query_as("delete from cluster_message where message_id = $1 and recipient = $2 returning body")
                 .bind(message_id)
@@ -409,17 +415,21 @@ impl Cluster {
         };
         match message.body {
             Body::Call { call } => {
-                let answer = crate::router::serve_call(&state, call, &message.from).await;
-                let reply = Message { v: CLUSTER_VERSION, from: self.0.id.clone(), call_id: message.call_id, body: Body::Answer { answer } };
-                if let Err(e) = self.send(&message.from, &reply).await {
-                    tracing::error!(error = %crate::util::ErrorChain(&e), "answering another instance");
-                }
+                let (cluster, state) = (self.clone(), state.clone());
+                tokio::spawn(async move {
+                    let answer = crate::router::serve_call(&state, call, &message.from).await;
+                    let reply = Message { v: CLUSTER_VERSION, from: cluster.0.id.clone(), call_id: message.call_id, body: Body::Answer { answer } };
+                    if let Err(e) = cluster.send(&message.from, &reply).await {
+                        tracing::error!(error = %crate::util::ErrorChain(&e), "answering another instance");
+                    }
+                });
             }
             Body::Answer { answer } => {
                 if let Some(pending) = self.calls().remove(&message.call_id) {
                     let _ = pending.tx.send(answer);
                 }
             }
+            Body::PageFrame { page_id, disarm, frame } => crate::router::on_page_frame(state, page_id, disarm, frame),
         }
     }
 

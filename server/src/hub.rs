@@ -149,6 +149,9 @@ pub struct PageRef {
     pub session_hash: String,
     /// The browser pairing the page's socket was opened with (re-checked for every read).
     pub pairing_id: String,
+    /// The instance the page is connected to, when it is not this one (a read run here, on the
+    /// instance holding the agent, for a page of another instance).
+    pub instance: Option<String>,
 }
 
 impl PageConn {
@@ -158,6 +161,7 @@ impl PageConn {
             user_id: self.user_id.clone(),
             session_hash: self.session_hash.clone(),
             pairing_id: self.pairing_id.clone(),
+            instance: None,
         }
     }
 }

@@ -129,23 +129,44 @@ pub async fn refresh_local_pages(state: &AppState, terminal_id: &str) {
 }
 
 /// A card appeared on a terminal (or a page just armed with a card present): if a page of this
-/// instance waits for it, claim the card (on the instance holding the agent) and read it for that
-/// page in its own task, and refresh the terminal's pages once it is done. Returns whether a page
-/// here waits (the task then refreshes the pages, read or not).
+/// instance waits for it, read it for that page in its own task, on the instance that holds the
+/// agent (this one, or another through [`crate::router::Router::read_at`]); the pages are
+/// refreshed once it is done. Returns whether a page here waits (the task then refreshes the
+/// pages, read or not).
 pub fn start_read_if_armed(state: &AppState, terminal_id: &str) -> bool {
     let Some(page) = state.hub.armed_page(terminal_id) else { return false };
     let state = state.clone();
     let terminal_id = terminal_id.to_string();
     tokio::spawn(async move {
-        match state.router.try_begin_read(&terminal_id).await {
-            Some(card) => {
-                read_for_page(&state, &terminal_id, &page, card).await;
-                state.router.end_read(&terminal_id).await;
-                refresh_pages(&state, &terminal_id).await;
-            }
-            None => refresh_local_pages(&state, &terminal_id).await,
+        let read = match state.router.locate(&terminal_id).await {
+            crate::router::Where::Here => read_here(&state, &terminal_id, &page).await,
+            crate::router::Where::There(instance) => match state.router.read_at(&instance, &terminal_id, &page).await {
+                Ok(read) => read,
+                Err(e) => {
+                    // The instance holding the agent died or stopped answering mid-read: nothing
+                    // was delivered; the page is told, and its person taps again.
+                    tracing::warn!(terminal_id, error = %crate::util::ErrorChain(&e), "a read on another instance failed");
+                    state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason: ReadFailure::ReaderError });
+                    false
+                }
+            },
+            crate::router::Where::Nowhere => false,
+        };
+        if !read {
+            refresh_local_pages(&state, &terminal_id).await;
         }
     });
+    true
+}
+
+/// Claim the card on this instance's agent of `terminal_id` and read it for `page` (a page of
+/// this instance or of another), then refresh the terminal's pages everywhere. Returns whether a
+/// read ran (`false`: no card, already read, or a read running).
+pub async fn read_here(state: &AppState, terminal_id: &str, page: &PageRef) -> bool {
+    let Some(card) = state.hub.try_begin_read(terminal_id, None) else { return false };
+    read_for_page(state, terminal_id, page, card).await;
+    state.hub.end_read(terminal_id);
+    refresh_pages(state, terminal_id).await;
     true
 }
 
@@ -160,8 +181,7 @@ async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card
         Err(reason) => Some((reason, ConsentState::Unknown)),
     };
     if let Some((reason, _)) = refused {
-        state.hub.set_armed(page.page_id, false);
-        state.hub.send_to_page(page.page_id, ServerToPage::Refused { reason });
+        state.router.to_page(page, ServerToPage::Refused { reason }, true).await;
         return;
     }
     let read = read_card_explained(state, terminal_id, &card);
@@ -169,7 +189,7 @@ async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card
     let result = tokio::select! {
         result = &mut read => result,
         _ = tokio::time::sleep(SHOW_READING_AFTER) => {
-            state.hub.send_to_page(page.page_id, ServerToPage::Reading);
+            state.router.to_page(page, ServerToPage::Reading, false).await;
             read.await
         }
     };
@@ -185,7 +205,7 @@ async fn read_for_page(state: &AppState, terminal_id: &str, page: &PageRef, card
                     tracing::error!(error = %crate::util::ErrorChain(&e), "auditing a failed read");
                 }
             }
-            state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason: failure });
+            state.router.to_page(page, ServerToPage::ReadFailed { reason: failure }, false).await;
         }
     }
 }
@@ -392,7 +412,7 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, read: Read
     let last4 = number[number.len().saturating_sub(4)..].to_string();
     if let Err(e) = state.store.record_card_read(&record, &last4, READ_TTL_MS, state.now_ms()).await {
         tracing::error!(error = %crate::util::ErrorChain(&e), "recording a card read");
-        state.hub.send_to_page(page.page_id, ServerToPage::ReadFailed { reason: ReadFailure::ReaderError });
+        state.router.to_page(page, ServerToPage::ReadFailed { reason: ReadFailure::ReaderError }, false).await;
         return;
     }
     let detail = match &read.auth {
@@ -407,6 +427,5 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, read: Read
     if let Err(e) = state.store.set_consent_once(&page.session_hash, terminal_id, false, state.now_ms()).await {
         tracing::error!(error = %crate::util::ErrorChain(&e), "spending an allow-once consent");
     }
-    state.hub.set_armed(page.page_id, false);
-    state.hub.send_to_page(page.page_id, ServerToPage::CardNumber { read_id: record.read_id, card_number: number, kind });
+    state.router.to_page(page, ServerToPage::CardNumber { read_id: record.read_id, card_number: number, kind }, true).await;
 }

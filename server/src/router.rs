@@ -5,19 +5,22 @@
 //!
 //! Architecture invariant: reader, kiosk and top-up code reach agents only through [`Router`],
 //! never through a hub method that answers for this process alone, so that with N instances a
-//! page, a kiosk or the top-up worker on one instance drives an agent connected to another. The
-//! card claim (one read per tap, one read at a time) lives on the instance holding the agent; a
-//! claim held for an instance that died is freed when its lease runs out.
+//! page, a kiosk or the top-up worker on one instance drives an agent connected to another. A
+//! page's read runs on the instance that holds the agent (one call there, the page's frames back);
+//! a kiosk's steps and the top-up worker's card writes send their batches through it. The card
+//! claim (one read per tap, one read at a time) lives on the instance holding the agent; a claim
+//! held for an instance that died is freed when its lease runs out.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::agent::{CommandBody, Outcome};
-use protocol::cluster::{Answer, Call, CommandResult, EventKind};
+use protocol::cluster::{Answer, Body, Call, CommandResult, EventKind};
+use protocol::page::ServerToPage;
 use protocol::HexBytes;
 
 use crate::cluster::{CallError, Cluster};
-use crate::hub::{AgentStatus, Hub, HubError, KioskSignal, PresentCard};
+use crate::hub::{AgentStatus, Hub, HubError, KioskSignal, PageRef, PresentCard};
 use crate::state::AppState;
 
 /// Extra time a call to another instance waits beyond the command timeout (the holder answers a
@@ -35,11 +38,16 @@ pub struct Router {
 }
 
 /// Where a terminal's agent is.
-enum Where {
+pub enum Where {
     Here,
+    /// Connected to this other instance.
     There(String),
     Nowhere,
 }
+
+/// How long a read run on another instance may take: its round trips (three for most cards, four
+/// with card authentication) at the command timeout each, and the checks around them.
+const READ_ROUND_TRIPS: u32 = 5;
 
 impl Router {
     pub fn new(hub: Arc<Hub>, cluster: Option<Cluster>, command_timeout: Duration) -> Router {
@@ -54,7 +62,8 @@ impl Router {
         self.cluster.as_ref()
     }
 
-    async fn locate(&self, terminal_id: &str) -> Where {
+    /// Where `terminal_id`'s agent is connected.
+    pub async fn locate(&self, terminal_id: &str) -> Where {
         if self.hub.agent_status(terminal_id).is_some() {
             return Where::Here;
         }
@@ -136,6 +145,44 @@ impl Router {
         }
     }
 
+    /// Ask `instance`, which holds `terminal_id`'s agent, to read its card for `page` (of this
+    /// instance): the S200 checks, the read and the delivery run there, the page's frames come
+    /// back through [`on_page_frame`]. `Ok(false)`: there was no card to claim. An instance that
+    /// does not answer (it died mid-read) is an error: the caller tells the page.
+    pub async fn read_at(&self, instance: &str, terminal_id: &str, page: &PageRef) -> Result<bool, CallError> {
+        let call = Call::ReadForPage {
+            terminal_id: terminal_id.into(),
+            page: protocol::cluster::Page {
+                page_id: page.page_id,
+                user_id: page.user_id.clone(),
+                session_hash: page.session_hash.clone(),
+                pairing_id: page.pairing_id.clone(),
+            },
+        };
+        match self.call(instance, call, self.command_timeout * READ_ROUND_TRIPS + CALL_MARGIN).await? {
+            Answer::Read { read } => Ok(read),
+            _ => Ok(false),
+        }
+    }
+
+    /// Send `frame` to `page`, on whichever instance it is connected to; `disarm`: it waits for
+    /// no card any more.
+    pub async fn to_page(&self, page: &PageRef, frame: ServerToPage, disarm: bool) {
+        match (&page.instance, &self.cluster) {
+            (Some(instance), Some(cluster)) => {
+                if let Err(e) = cluster.tell(instance, Body::PageFrame { page_id: page.page_id, disarm, frame }).await {
+                    tracing::error!(error = %crate::util::ErrorChain(&e), "sending a frame to a page of another instance");
+                }
+            }
+            _ => {
+                if disarm {
+                    self.hub.set_armed(page.page_id, false);
+                }
+                self.hub.send_to_page(page.page_id, frame);
+            }
+        }
+    }
+
     /// Revoke a terminal: close its agent's connection here and on every instance.
     pub async fn revoke(&self, terminal_id: &str) {
         self.hub.disconnect_agent(terminal_id);
@@ -193,6 +240,16 @@ pub async fn serve_call(state: &AppState, call: Call, from: &str) -> Answer {
             hub.end_read(&terminal_id);
             Answer::Done
         }
+        Call::ReadForPage { terminal_id, page } => {
+            let page = PageRef {
+                page_id: page.page_id,
+                user_id: page.user_id,
+                session_hash: page.session_hash,
+                pairing_id: page.pairing_id,
+                instance: Some(from.to_string()),
+            };
+            Answer::Read { read: crate::reader::read_here(state, &terminal_id, &page).await }
+        }
         Call::Command { terminal_id, body } => {
             let result = match hub.send_command(&terminal_id, body).await {
                 Ok(outcome) => CommandResult::Ok { outcome },
@@ -204,6 +261,14 @@ pub async fn serve_call(state: &AppState, call: Call, from: &str) -> Answer {
             Answer::Outcome { result }
         }
     }
+}
+
+/// A frame for a page of this instance, from a read run on another.
+pub fn on_page_frame(state: &AppState, page_id: u64, disarm: bool, frame: ServerToPage) {
+    if disarm {
+        state.hub.set_armed(page_id, false);
+    }
+    state.hub.send_to_page(page_id, frame);
 }
 
 /// What another instance announced, applied to this instance's pages, kiosks and agents.

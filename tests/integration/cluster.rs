@@ -56,7 +56,8 @@ async fn a_page_on_one_instance_reads_a_card_at_an_agent_on_another() {
     page.send(&PageToServer::DemoTap { card: "unionpay-debit".into() }).await;
 
     assert_eq!(card_number(&mut page).await, expected("unionpay-debit"));
-    // The read was A's: the commands went to B's agent and back through PostgreSQL.
+    // The read ran on B, where the agent is (one call from A); the page's frames came back to A
+    // through PostgreSQL.
     assert!(b.state.hub.commands_sent(&agent.terminal_id) >= 3, "the tap and the read's batches went out on B");
     assert_eq!(a.state.hub.commands_sent(&agent.terminal_id), 0);
     assert_eq!(reads_audited(&a).await, 1);

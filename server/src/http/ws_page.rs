@@ -26,6 +26,21 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/ws/page", get(upgrade))
 }
 
+#[utoipa::path(
+    get,
+    path = "/ws/page",
+    operation_id = "page_socket",
+    tag = "sockets",
+    summary = "The page module's WebSocket",
+    description = "WebSocket upgrade. Frames are `protocol::page` (`PageToServer` up, `ServerToPage` down; `docs/protocol.md`): consent (S200), arming (S300), the card number (S400). Only allowed Origins. Without a session or a pairing the upgrade still succeeds and the first frame is `refused` (`not_logged_in`, `not_paired`).",
+    security(("session" = [], "pairing" = [])),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open"),
+        (status = 400, description = "Not a WebSocket handshake (axum's plain-text rejection)", content_type = "text/plain", body = String),
+        (status = 403, description = "The Origin is not allowed", content_type = "text/plain", body = String),
+        (status = 500, response = crate::http::openapi::Internal),
+    ),
+)]
 async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -79,6 +94,7 @@ async fn handle(state: AppState, mut socket: WebSocket, user: Option<AuthUser>, 
         user_id: user.user.user_id.clone(),
         session_hash: user.session_hash.clone(),
         pairing_id: pairing.pairing_id.clone(),
+        instance: None,
     };
     let mut connection = Connection::new(socket, rx, MAX_FRAME, state.draining.clone());
     greet(&state, &terminal_id, &page).await;
