@@ -180,7 +180,7 @@ async fn an_instance_killed_mid_read_fails_the_read_cleanly_and_its_agent_moves(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_top_up_at_a_kiosk_on_one_instance_is_driven_by_the_worker_of_another() {
+async fn a_top_up_at_a_kiosk_on_one_instance_is_driven_by_the_worker_of_another_at_an_agent_on_a_third() {
     let Some((a, bank)) = app_with_bank(Engine::Postgres).await else { return };
     let leader = a.state.cluster.as_ref().unwrap().leader();
     eventually("A to lead (it started first)", || {
@@ -189,8 +189,10 @@ async fn a_top_up_at_a_kiosk_on_one_instance_is_driven_by_the_worker_of_another(
     })
     .await;
     let b = a.second_instance().await;
+    let c = a.second_instance().await;
     assert!(!*b.state.cluster.as_ref().unwrap().leader().borrow(), "one leader");
-    let agent = b.start_terminal("Canteen kiosk on B").await;
+    // The worker on A, the kiosk's page on B, the reader's agent on C.
+    let agent = c.start_terminal("Canteen kiosk, agent on C").await;
     b.enable_topup(&agent.terminal_id).await;
     let mut socket = kiosk(&b, &agent).await;
 
@@ -210,7 +212,9 @@ async fn a_top_up_at_a_kiosk_on_one_instance_is_driven_by_the_worker_of_another(
         "the bank worker (on A, the leader) recorded the debit"
     );
     assert_eq!(tap_purse(&mut socket, "purse-card").await.balance_minor, 5000, "the card itself says so");
+    assert_eq!(b.state.hub.commands_sent(&agent.terminal_id), 0, "every batch went out on C");
     agent.stop().await;
+    c.stop().await;
     b.stop().await;
     a.stop().await;
 }
