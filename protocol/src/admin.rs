@@ -12,6 +12,7 @@ use crate::agent::{LocalPolicyReport, ReaderInfo};
 
 /// What an alarm is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmKind {
     /// An admitted terminal's agent has been silent or away longer than the threshold.
@@ -37,6 +38,7 @@ pub enum AlarmKind {
 
 /// Where an alarm stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmState {
     /// Raised, nobody has acknowledged it yet.
@@ -49,6 +51,7 @@ pub enum AlarmState {
 
 /// One alarm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Alarm {
     pub alarm_id: String,
     pub kind: AlarmKind,
@@ -66,6 +69,7 @@ pub struct Alarm {
 
 /// `GET /api/admin/alarms?state=open|all&page=`: newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlarmPage {
     pub alarms: Vec<Alarm>,
     pub page: u32,
@@ -78,6 +82,7 @@ impl AlarmPage {
 
 /// Which alarms a list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmFilter {
     /// Not cleared (raised or acknowledged).
@@ -88,7 +93,9 @@ pub enum AlarmFilter {
 
 /// The query string of `GET /api/admin/alarms`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct AlarmQuery {
+    /// `open` (the default) or `all`.
     #[serde(default)]
     pub state: AlarmFilter,
     /// From 1.
@@ -98,6 +105,7 @@ pub struct AlarmQuery {
 
 /// A terminal as run-state monitoring sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TerminalState {
     pub terminal_id: String,
     pub name: String,
@@ -120,6 +128,7 @@ pub struct TerminalState {
 
 /// The bank interface as monitoring sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BankLink {
     /// A bank gateway is configured.
     pub configured: bool,
@@ -142,6 +151,7 @@ pub struct BankLink {
 
 /// The reader-management interface (the hub).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HubFigures {
     pub connected_agents: u64,
     pub connected_pages: u64,
@@ -157,6 +167,7 @@ pub struct HubFigures {
 
 /// `GET /api/admin/monitor`: everything run-state monitoring watches, now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MonitorView {
     pub at_ms: i64,
     pub terminals: Vec<TerminalState>,
@@ -200,6 +211,7 @@ pub struct AlarmEvent {
 
 /// A dependency `/readyz` checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Dependency {
     Database,
@@ -208,6 +220,7 @@ pub enum Dependency {
 
 /// The body of `/readyz`: 200 when `ready`, 503 naming what is down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readiness {
     pub ready: bool,
     pub down: Vec<Dependency>,

@@ -58,6 +58,7 @@ pub enum AgentToServer {
 
 /// What the terminal owner's local policy allows, reported to the server and shown to admins.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LocalPolicyReport {
     /// Write/credit instructions are refused even when signed.
     pub read_only: bool,
@@ -79,12 +80,14 @@ pub enum ReaderEvent {
 
 /// One reader as the agent sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReaderInfo {
     pub name: String,
     pub state: ReaderState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReaderState {
     Empty,

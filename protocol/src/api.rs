@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Error body of every failed API call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// Stable machine-readable code, e.g. `invalid_credentials`.
     pub code: String,
@@ -12,6 +13,7 @@ pub struct ApiError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Cardholder,
@@ -20,12 +22,14 @@ pub enum Role {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Me {
     pub username: String,
     pub role: Role,
@@ -34,6 +38,7 @@ pub struct Me {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PairedTerminal {
     pub terminal_id: String,
     pub name: String,
@@ -41,6 +46,7 @@ pub struct PairedTerminal {
 
 /// What the user asks about a card (the request of S400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RequestKind {
     Balance,
@@ -50,6 +56,7 @@ pub enum RequestKind {
 
 /// The submitted form: the card number the module filled in, the read that proves it, the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueryRequest {
     pub card_number: String,
     #[serde(default)]
@@ -59,6 +66,7 @@ pub struct QueryRequest {
 
 /// How much of the card the caller may see, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Disclosure {
     /// Tapped on this terminal, bound to the user, or staff: everything the role allows.
@@ -68,6 +76,7 @@ pub enum Disclosure {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueryResult {
     pub disclosure: Disclosure,
     /// Always masked: first 6 and last 4 digits.
@@ -85,6 +94,7 @@ pub struct QueryResult {
 
 /// Why a result is only the masked summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MaskedReason {
     /// No read of this very card backs the request (a typed number, or a read of another card).
@@ -97,6 +107,7 @@ pub enum MaskedReason {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CardDetails {
     pub holder_name: String,
     pub card_type: String,
@@ -107,6 +118,7 @@ pub struct CardDetails {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Balance {
     /// Minor units (fen / cents).
     pub available_minor: i64,
@@ -114,6 +126,7 @@ pub struct Balance {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Transaction {
     pub at: String,
     pub description: String,
@@ -124,6 +137,7 @@ pub struct Transaction {
 
 /// One terminal as admins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TerminalSummary {
     pub terminal_id: String,
     pub name: String,
@@ -143,12 +157,15 @@ pub struct TerminalSummary {
 /// `GET /api/admin/terminals?terminal_id=`: every terminal, or only the one named (an empty list
 /// when there is none), for a page that refreshes one row.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct TerminalQuery {
+    /// Only this terminal.
     #[serde(default)]
     pub terminal_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PairingSummary {
     pub pairing_id: String,
     pub created_at: String,
@@ -156,11 +173,13 @@ pub struct PairingSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTerminal {
     pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedTerminal {
     pub terminal_id: String,
     pub enrolment_code: String,
@@ -168,18 +187,21 @@ pub struct CreatedTerminal {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetPermission {
     pub permitted: bool,
 }
 
 /// `POST /api/admin/terminals/{terminal_id}/topup`: switch self-service top-up on or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetTopUp {
     pub enabled: bool,
 }
 
 /// Whether a registered stored-value card may be topped up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PurseCardStatus {
     Active,
@@ -189,6 +211,7 @@ pub enum PurseCardStatus {
 
 /// One registered stored-value card as admins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurseCardSummary {
     /// The card serial, 16 hex digits (admins manage cards by it).
     pub card_serial: String,
@@ -207,14 +230,18 @@ pub struct PurseCardSummary {
 /// `GET /api/admin/purse-cards?q=&page=`: registered cards whose serial ends with `q` (hex
 /// digits), a page at a time (from 1).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct PurseCardQuery {
+    /// The last hexadecimal digits of the card serial (at most 16).
     #[serde(default)]
     pub q: Option<String>,
+    /// From 1.
     #[serde(default)]
     pub page: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurseCardPage {
     pub cards: Vec<PurseCardSummary>,
     pub page: u32,
@@ -228,6 +255,7 @@ impl PurseCardPage {
 
 /// `POST /api/admin/purse-cards`: register a stored-value card for a cardholder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddPurseCard {
     /// 16 hex digits, either case.
     pub card_serial: String,
@@ -236,12 +264,14 @@ pub struct AddPurseCard {
 
 /// `POST /api/admin/purse-cards/{card_serial}/block`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockPurseCard {
     /// Why (lost, stolen, closed…), for the audit log and the admin list.
     pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub audit_id: i64,
     pub at: String,
@@ -253,6 +283,7 @@ pub struct AuditEntry {
 
 /// `GET /api/admin/audit?before=&limit=&q=`: a page of the audit log, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct AuditPageQuery {
     /// Only events with an `audit_id` below this one (the previous page's `next_before`).
     #[serde(default)]
@@ -269,6 +300,7 @@ pub struct AuditPageQuery {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     /// Pass as `before` for the next (older) page; `None` on the last page.
@@ -286,6 +318,7 @@ impl AuditPage {
 /// `GET /api/admin/audit/head`: the latest signed checkpoint of the audit log, for an external
 /// system to hold (signed as described in `crate::checkpoint`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditHead {
     pub checkpoint_id: i64,
     /// Events in the log when the checkpoint was taken.
@@ -304,12 +337,14 @@ pub struct AuditHead {
 
 /// `POST /api/agent/enrol`: the agent registers its public key with a one-time code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrolRequest {
     pub enrolment_code: String,
     pub public_key: crate::HexBytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrolResponse {
     pub terminal_id: String,
     pub terminal_name: String,
@@ -320,6 +355,7 @@ pub struct EnrolResponse {
 /// `POST /api/agent/pairing`: the agent asks for a one-time pairing link, signed with its key over
 /// [`crate::envelope::pairing_message`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PairingRequest {
     pub terminal_id: String,
     pub issued_at_ms: i64,
@@ -327,6 +363,7 @@ pub struct PairingRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PairingLink {
     pub url: String,
     pub expires_at: String,
@@ -335,6 +372,7 @@ pub struct PairingLink {
 /// `POST /api/bindings`: bind a bank card (the number filled in by a tap, or typed) with the phone
 /// number registered at the bank. A code is sent to that phone.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StartBinding {
     pub card_number: String,
     pub phone: String,
@@ -350,6 +388,7 @@ impl std::fmt::Debug for StartBinding {
 
 /// A binding waiting for its code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BindingStarted {
     pub request_id: String,
     /// Where the code went, masked (`+86138****0001`).
@@ -362,12 +401,14 @@ pub struct BindingStarted {
 
 /// `POST /api/bindings/{request_id}/confirm`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfirmBinding {
     pub code: String,
 }
 
 /// A bound bank card as its owner sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BindingSummary {
     pub binding_id: String,
     pub card_last4: String,
@@ -376,6 +417,7 @@ pub struct BindingSummary {
 
 /// One message of the demo/test SMS outbox (admins only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutboxMessage {
     pub phone: String,
     pub body: String,
@@ -385,15 +427,19 @@ pub struct OutboxMessage {
 /// `GET /api/admin/topups?state=&page=`: top-ups, newest first (`state`: one state name, e.g.
 /// `exception`; none: all).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct TopUpQuery {
+    /// Only top-ups in this state (e.g. `exception`).
     #[serde(default)]
     pub state: Option<String>,
+    /// From 0.
     #[serde(default)]
     pub page: Option<u32>,
 }
 
 /// One top-up as an admin sees it (the card serial masked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopUpSummary {
     pub topup_id: String,
     pub card_masked: String,
@@ -415,6 +461,7 @@ pub struct TopUpSummary {
 /// A person's decision on a top-up in `exception`, after looking at the bank statement or the
 /// card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TopUpDecision {
     /// The bank statement shows the debit.
@@ -429,6 +476,7 @@ pub enum TopUpDecision {
 
 /// `POST /api/admin/topups/{topup_id}/decision`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecideTopUp {
     pub decision: TopUpDecision,
 }
@@ -436,6 +484,7 @@ pub struct DecideTopUp {
 /// `GET`/`POST /api/admin/demo/bank`: the demo's in-process bank, running or unplugged (demo
 /// servers with `demo_bank` only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DemoBankPlug {
     pub running: bool,
 }

@@ -42,3 +42,20 @@ impl<'de> Deserialize<'de> for HexBytes {
         hex::decode(&text).map(HexBytes).map_err(serde::de::Error::custom)
     }
 }
+
+/// In the OpenAPI document: a string of hexadecimal digit pairs (upper case when the server writes
+/// it; either case read).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for HexBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^([0-9A-Fa-f]{2})*$"))
+            .description(Some("Bytes as hexadecimal digit pairs (upper case when the server writes them)"))
+            .examples([serde_json::json!("3B8F8001")])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for HexBytes {}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /api/admin/settlements`: settle this business day (again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SettleRequest {
     /// `yyyy-mm-dd`.
     pub date: String,
@@ -15,6 +16,7 @@ pub struct SettleRequest {
 
 /// Where a top-up (or a bank movement that belongs to none) lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SettlementClass {
     Matched,
@@ -26,6 +28,7 @@ pub enum SettlementClass {
 
 /// Why, each reason in exactly one class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SettlementReason {
     Completed,
@@ -50,6 +53,7 @@ pub enum SettlementReason {
 
 /// A text in both languages of the reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Localized {
     pub en: String,
     #[serde(rename = "zh-CN")]
@@ -58,6 +62,7 @@ pub struct Localized {
 
 /// Items per class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClassCounts {
     pub matched: u64,
     pub bank_only: u64,
@@ -68,6 +73,7 @@ pub struct ClassCounts {
 
 /// One revision of a day's settlement, in figures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SettlementSummary {
     /// `yyyy-mm-dd`, the business day.
     pub date: String,
@@ -97,6 +103,7 @@ pub struct SettlementSummary {
 
 /// One row of a breakdown (a terminal, an amount, an hour).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SettlementGroup {
     /// The terminal id (`-` for top-ups asked for elsewhere), the amount in minor units, or the
     /// local hour `HH`.
@@ -109,6 +116,7 @@ pub struct SettlementGroup {
 
 /// One item: a top-up of the day, or a bank movement that belongs to none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SettlementItem {
     pub class: SettlementClass,
     pub reason: SettlementReason,
@@ -139,6 +147,7 @@ pub struct SettlementItem {
 
 /// `GET /api/admin/settlements/{date}`: one revision's report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SettlementReport {
     pub summary: SettlementSummary,
     pub by_terminal: Vec<SettlementGroup>,
@@ -150,6 +159,7 @@ pub struct SettlementReport {
 
 /// The answer to `POST /api/admin/settlements`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SettleOutcome {
     /// `false`: the result equals the latest revision; nothing new was written.
     pub new_revision: bool,
@@ -158,16 +168,21 @@ pub struct SettleOutcome {
 
 /// `?revision=` of a report (default the latest) and `?lang=zh-CN|en` of an export.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct SettlementQuery {
+    /// The revision (default: the latest).
     #[serde(default)]
     pub revision: Option<u32>,
+    /// The language of an export: `zh-CN` (the default) or `en`.
     #[serde(default)]
     pub lang: Option<String>,
 }
 
 /// `?limit=` of the list (default 60, at most 366).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct SettlementListQuery {
+    /// How many days (default 60, at most 366).
     #[serde(default)]
     pub limit: Option<u32>,
 }

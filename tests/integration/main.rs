@@ -17,6 +17,7 @@ mod hardening;
 mod kiosk;
 mod main_path;
 mod monitoring;
+mod openapi;
 mod pages;
 mod permission;
 mod topup;

@@ -41,6 +41,21 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/audit/head", get(audit_head))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/terminals",
+    operation_id = "list_terminals",
+    tag = "admin",
+    summary = "Terminals",
+    description = "Every terminal with its agent's state, readers and pairings; with `terminal_id`, only that one (none: an empty list).",
+    security(("session" = ["admin"])),
+    params(TerminalQuery),
+    responses(
+        (status = 200, description = "The terminals", body = Vec<TerminalSummary>),
+        super::openapi::RoleErrors,
+        (status = 400, response = super::openapi::BadRequest),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -84,6 +99,23 @@ async fn terminal_summary(state: &AppState, t: Terminal) -> Result<TerminalSumma
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/terminals",
+    operation_id = "create_terminal",
+    tag = "admin",
+    summary = "Create a terminal",
+    description = "A new terminal and its one-time enrolment code (valid at most 15 minutes), for `cardbridge-agent enrol`.",
+    security(("session" = ["admin"])),
+    request_body = CreateTerminal,
+    responses(
+        (status = 200, description = "The terminal and its enrolment code", body = CreatedTerminal),
+        super::openapi::JsonBodyErrors,
+        super::openapi::ChangeErrors,
+        (status = 400, description = "The name is not allowed, or the body is not JSON (`bad_request`)", body = protocol::api::ApiError),
+        (status = 409, description = "A terminal with that name exists (`conflict`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -100,6 +132,23 @@ async fn create(
     }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/admin/terminals/{terminal_id}/permission",
+    operation_id = "set_terminal_permission",
+    tag = "admin",
+    summary = "Permit or forbid a terminal",
+    description = "Whether the terminal's reader may be used (audited); its pages are told at once.",
+    security(("session" = ["admin"])),
+    params(("terminal_id" = String, Path, description = "The terminal")),
+    request_body = SetPermission,
+    responses(
+        (status = 200, description = "The permission now", body = SetPermission),
+        super::openapi::JsonBodyErrors,
+        super::openapi::ChangeErrors,
+        (status = 404, description = "No such terminal (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn set_permission(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -115,6 +164,23 @@ async fn set_permission(
 }
 
 /// Switch self-service top-up on or off for a terminal (R3.3: only admitted readers top up).
+#[utoipa::path(
+    post,
+    path = "/api/admin/terminals/{terminal_id}/topup",
+    operation_id = "set_terminal_topup",
+    tag = "admin",
+    summary = "Switch self-service top-up on or off for a terminal",
+    description = "Only admitted readers top up (R3.3); a kiosk open on the terminal is told at once. Audited.",
+    security(("session" = ["admin"])),
+    params(("terminal_id" = String, Path, description = "The terminal")),
+    request_body = SetTopUp,
+    responses(
+        (status = 200, description = "The switch now", body = SetTopUp),
+        super::openapi::JsonBodyErrors,
+        super::openapi::ChangeErrors,
+        (status = 404, description = "No such terminal (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn set_topup(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -138,6 +204,21 @@ pub fn topup_action(enabled: bool) -> &'static str {
     if enabled { "terminal.topup_on" } else { "terminal.topup_off" }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/purse-cards",
+    operation_id = "list_purse_cards",
+    tag = "admin",
+    summary = "Registered stored-value cards",
+    description = "A page of the registered cards (50 a page from `page=1`), optionally only those whose serial ends with `q` (hexadecimal digits).",
+    security(("session" = ["admin"])),
+    params(PurseCardQuery),
+    responses(
+        (status = 200, description = "A page of cards", body = PurseCardPage),
+        super::openapi::RoleErrors,
+        (status = 400, description = "`q` is not at most 16 hexadecimal digits, or the query string does not parse (`bad_request`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn purse_cards(
     State(state): State<AppState>,
     user: AuthUser,
@@ -179,6 +260,24 @@ fn card_serial(text: &str) -> Result<CardSerial, ApiError> {
 }
 
 /// Register a stored-value card for a cardholder.
+#[utoipa::path(
+    post,
+    path = "/api/admin/purse-cards",
+    operation_id = "add_purse_card",
+    tag = "admin",
+    summary = "Register a stored-value card",
+    description = "Registers a card for a cardholder account. Audited.",
+    security(("session" = ["admin"])),
+    request_body = AddPurseCard,
+    responses(
+        (status = 200, description = "The card as registered", body = PurseCardSummary),
+        super::openapi::JsonBodyErrors,
+        super::openapi::ChangeErrors,
+        (status = 400, description = "The serial is not 16 hexadecimal digits, or the body is not JSON (`bad_request`)", body = protocol::api::ApiError),
+        (status = 409, description = "The card is registered already (`conflict`)", body = protocol::api::ApiError),
+        (status = 422, description = "No user with that name, or not a cardholder (`unprocessable`); a missing or mistyped field (`invalid_body`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn add_purse_card(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -224,6 +323,25 @@ pub fn block_reason(text: &str) -> Result<&str, &'static str> {
     Ok(reason)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/purse-cards/{card_serial}/block",
+    operation_id = "block_purse_card",
+    tag = "admin",
+    summary = "Block a stored-value card",
+    description = "A blocked card is admitted at no kiosk. The reason (1 to 200 characters) goes into the audit log.",
+    security(("session" = ["admin"])),
+    params(("card_serial" = String, Path, description = "The card serial, 16 hexadecimal digits")),
+    request_body = BlockPurseCard,
+    responses(
+        (status = 200, description = "Blocked", body = super::openapi::Null),
+        super::openapi::JsonBodyErrors,
+        super::openapi::ChangeErrors,
+        (status = 400, description = "A bad serial or reason, or the body is not JSON (`bad_request`)", body = protocol::api::ApiError),
+        (status = 404, description = "No such card (`not_found`)", body = protocol::api::ApiError),
+        (status = 409, description = "The card is blocked already (`conflict`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn block_purse_card(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -244,6 +362,23 @@ async fn block_purse_card(
     Ok(Json(()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/purse-cards/{card_serial}/unblock",
+    operation_id = "unblock_purse_card",
+    tag = "admin",
+    summary = "Unblock a stored-value card",
+    description = "The card is admitted again; its blocking reason is cleared. Audited.",
+    security(("session" = ["admin"])),
+    params(("card_serial" = String, Path, description = "The card serial, 16 hexadecimal digits")),
+    responses(
+        (status = 200, description = "Unblocked", body = super::openapi::Null),
+        super::openapi::ChangeErrors,
+        (status = 400, description = "The serial is not 16 hexadecimal digits (`bad_request`)", body = protocol::api::ApiError),
+        (status = 404, description = "No such card (`not_found`)", body = protocol::api::ApiError),
+        (status = 409, description = "The card is not blocked (`conflict`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn unblock_purse_card(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -262,6 +397,21 @@ async fn unblock_purse_card(
     Ok(Json(()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/terminals/{terminal_id}/revoke",
+    operation_id = "revoke_terminal",
+    tag = "admin",
+    summary = "Revoke a terminal",
+    description = "The terminal's key is no longer accepted and its agent is disconnected. Audited.",
+    security(("session" = ["admin"])),
+    params(("terminal_id" = String, Path, description = "The terminal")),
+    responses(
+        (status = 200, description = "Revoked", body = super::openapi::Null),
+        super::openapi::ChangeErrors,
+        (status = 404, description = "No such terminal, or revoked already (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -280,6 +430,21 @@ async fn revoke(
     Ok(Json(()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/pairings/{pairing_id}/revoke",
+    operation_id = "revoke_pairing",
+    tag = "admin",
+    summary = "Revoke a browser pairing",
+    description = "The browser holding it is no longer the terminal's. Audited.",
+    security(("session" = ["admin"])),
+    params(("pairing_id" = String, Path, description = "The pairing")),
+    responses(
+        (status = 200, description = "Revoked", body = super::openapi::Null),
+        super::openapi::ChangeErrors,
+        (status = 404, description = "No such pairing, or revoked already (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn revoke_pairing(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -295,6 +460,21 @@ async fn revoke_pairing(
     Ok(Json(()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/audit",
+    operation_id = "audit_log",
+    tag = "admin",
+    summary = "The audit log",
+    description = "A page of the audit log, newest first (`limit` at most 200, default 50); `next_before` is the next page's `before`. `q` searches actor, action, subject and detail.",
+    security(("session" = ["admin"])),
+    params(AuditPageQuery),
+    responses(
+        (status = 200, description = "A page of events", body = AuditPage),
+        super::openapi::RoleErrors,
+        (status = 400, description = "`before` or `limit` is not a whole number, or `q` is too long (`bad_request`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn audit(
     State(state): State<AppState>,
     user: AuthUser,
@@ -358,6 +538,20 @@ async fn search_audit(state: &AppState, before: Option<i64>, limit: usize, needl
 }
 
 /// The latest signed checkpoint, for an external system to hold (and hand to `audit-verify`).
+#[utoipa::path(
+    get,
+    path = "/api/admin/audit/head",
+    operation_id = "audit_head",
+    tag = "admin",
+    summary = "The latest signed checkpoint of the audit log",
+    description = "For an external system to hold and to hand to `audit-verify` (`docs/audit.md`).",
+    security(("session" = ["admin"])),
+    responses(
+        (status = 200, description = "The checkpoint", body = AuditHead),
+        super::openapi::RoleErrors,
+        (status = 404, description = "No checkpoint yet (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn audit_head(State(state): State<AppState>, user: AuthUser) -> Result<Json<AuditHead>, ApiError> {
     user.require(&[Role::Admin])?;
     let checkpoint = state.store.latest_audit_checkpoint().await?.ok_or(ApiError::NotFound("no audit checkpoint yet"))?;

@@ -34,6 +34,24 @@ pub fn router() -> Router<AppState> {
         .route("/pair", get(pair))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agent/enrol",
+    operation_id = "enrol_agent",
+    tag = "agent",
+    summary = "Enrol a bridge agent",
+    description = "The agent registers its Ed25519 public key with the terminal's one-time enrolment code (the code is the authorisation) and pins the server's key from the answer. Wrong codes are counted per client address, and too many make the next attempt wait.",
+    request_body = EnrolRequest,
+    responses(
+        (status = 200, description = "Enrolled", body = EnrolResponse),
+        super::openapi::JsonBodyErrors,
+        (status = 400, description = "A weak (small-order) key (`weak_public_key`; the code is not spent), a key that is not an Ed25519 key, or a body that is not JSON (`bad_request`)", body = protocol::api::ApiError),
+        (status = 404, description = "The enrolment code is unknown, used or expired (`not_found`)", body = protocol::api::ApiError),
+        (status = 429, description = "Too many wrong codes from this address (`too_many_attempts`); `Retry-After` says when to try again", body = protocol::api::ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, response = super::openapi::Internal),
+    ),
+)]
 async fn enrol(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -82,6 +100,22 @@ async fn enrol_key(state: AppState, client: std::net::IpAddr, body: EnrolRequest
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agent/pairing",
+    operation_id = "pairing_link",
+    tag = "agent",
+    summary = "Ask for a one-time pairing link",
+    description = "Signed request: `signature` is the terminal's Ed25519 signature (its enrolled key) over `\"cardbridge/pairing/v1\\0\" ‖ terminal_id ‖ 0 ‖ issued_at_ms`, and `issued_at_ms` is within a minute of the server's clock. OpenAPI has no security scheme for a signed body; `x-cardbridge-signature` says the same. The link is valid 10 minutes.",
+    extensions(("x-cardbridge-signature" = json!({"algorithm": "Ed25519", "key": "the terminal's enrolled public key", "field": "signature", "signed": "\"cardbridge/pairing/v1\\0\" ‖ terminal_id ‖ 0 ‖ issued_at_ms"}))),
+    request_body = PairingRequest,
+    responses(
+        (status = 200, description = "The link", body = PairingLink),
+        super::openapi::JsonBodyErrors,
+        (status = 400, description = "Refused: unknown or revoked terminal, bad signature or stale timestamp, all alike; or a body that is not JSON (`bad_request`)", body = protocol::api::ApiError),
+        (status = 500, response = super::openapi::Internal),
+    ),
+)]
 async fn pairing(State(state): State<AppState>, Json(body): Json<PairingRequest>) -> Result<Json<PairingLink>, ApiError> {
     let refused = || ApiError::BadRequest("pairing request refused".into());
     if (body.issued_at_ms - state.now_ms()).abs() > PAIRING_SKEW_MS {
@@ -105,6 +139,21 @@ struct PairQuery {
     token: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/pair",
+    operation_id = "pair",
+    tag = "agent",
+    summary = "Open a pairing link",
+    description = "One-time: binds the browser that opens it to the terminal (the HttpOnly `cb_terminal` cookie, 400 days, renewed by `GET /api/me`) and redirects to `/`.",
+    params(("token" = String, Query, description = "The link's one-time token")),
+    responses(
+        (status = 303, description = "Paired; `Set-Cookie: cb_terminal`, `Location: /`"),
+        (status = 400, description = "No `token` (`bad_request`)", body = protocol::api::ApiError),
+        (status = 404, description = "The link is unknown, used or expired (`not_found`)", body = protocol::api::ApiError),
+        (status = 500, response = super::openapi::Internal),
+    ),
+)]
 async fn pair(State(state): State<AppState>, jar: CookieJar, Query(q): Query<PairQuery>) -> Result<(CookieJar, Redirect), ApiError> {
     let binding = random_token(32);
     let pairing = match state.store.redeem_pairing_token(&q.token, &binding).await {

@@ -8,6 +8,7 @@ pub mod assets;
 pub mod error;
 pub mod extract;
 pub mod monitoring;
+pub mod openapi;
 pub mod query;
 pub mod session;
 pub mod settlement;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(monitoring::router())
         .merge(ws_admin::router())
         .merge(settlement::router())
+        .merge(openapi::router())
         .fallback(assets::serve)
         .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(assets::CSP)))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

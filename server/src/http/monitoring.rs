@@ -37,24 +37,69 @@ pub fn router() -> Router<AppState> {
 
 /// The process serves HTTP: nothing else is looked at (a database outage must not get the server
 /// restarted).
+#[utoipa::path(
+    get,
+    path = "/livez",
+    operation_id = "livez",
+    tag = "monitoring",
+    summary = "Liveness",
+    description = "200 while the process serves HTTP; looks at nothing else. No login: keep it to the internal network.",
+    responses((status = 200, description = "Alive", body = Readiness)),
+)]
 async fn livez() -> Json<Readiness> {
     Json(Readiness { ready: true, down: Vec::new() })
 }
 
 /// Ready to serve: the database answers a read within 2 s and, with a bank configured, its
 /// latest health probe answered. 503 with the dependencies that are down otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "monitoring",
+    summary = "Readiness",
+    description = "Ready when the database answers a read within 2 s and, with a bank configured, its latest health probe answered. No login: keep it to the internal network.",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: `down` names the dependencies", body = Readiness),
+    ),
+)]
 async fn readyz(State(monitor): State<Monitor>) -> Response {
     let down = monitor.unready(READY_DEADLINE).await;
     let status = if down.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Readiness { ready: down.is_empty(), down })).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "monitoring",
+    summary = "Prometheus metrics",
+    description = "OpenMetrics text; the series are in `docs/operations.md`. No login: keep it to the internal network.",
+    responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)),
+)]
 async fn metrics(State(monitor): State<Monitor>) -> Response {
     let mut response = monitor.scrape().into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/alarms",
+    operation_id = "list_alarms",
+    tag = "monitoring",
+    summary = "Alarms",
+    description = "Alarms newest first, 50 a page from `page=1`; `open` (the default) is raised or acknowledged, not cleared.",
+    security(("session" = ["admin"])),
+    params(AlarmQuery),
+    responses(
+        (status = 200, description = "A page of alarms", body = AlarmPage),
+        super::openapi::RoleErrors,
+        (status = 400, response = super::openapi::BadRequest),
+    ),
+)]
 async fn alarms(State(store): State<Store>, user: AuthUser, Query(query): Query<AlarmQuery>) -> Result<Json<AlarmPage>, ApiError> {
     user.require(&[Role::Admin])?;
     let page = query.page.unwrap_or(1).max(1);
@@ -66,6 +111,21 @@ async fn alarms(State(store): State<Store>, user: AuthUser, Query(query): Query<
     Ok(Json(AlarmPage { alarms: rows.iter().map(alarm_to_wire).collect(), page, has_more }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/alarms/{alarm_id}/ack",
+    operation_id = "ack_alarm",
+    tag = "monitoring",
+    summary = "Acknowledge an alarm",
+    description = "Acknowledged by this admin (audited as `alarm.ack`); acknowledging again keeps the first.",
+    security(("session" = ["admin"])),
+    params(("alarm_id" = String, Path, description = "The alarm")),
+    responses(
+        (status = 200, description = "The alarm", body = Alarm),
+        super::openapi::ChangeErrors,
+        (status = 404, description = "No such alarm (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn ack(
     State(monitor): State<Monitor>,
     State(origins): State<AllowedOrigins>,
@@ -82,6 +142,19 @@ async fn ack(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/monitor",
+    operation_id = "monitor",
+    tag = "monitoring",
+    summary = "Everything run-state monitoring watches, now",
+    description = "Every admitted terminal's state, the bank link, the hub's figures, and the number of open alarms. `/ws/admin` pushes the changes.",
+    security(("session" = ["admin"])),
+    responses(
+        (status = 200, description = "The monitor view", body = MonitorView),
+        super::openapi::RoleErrors,
+    ),
+)]
 async fn monitor_view(State(monitor): State<Monitor>, user: AuthUser) -> Result<Json<MonitorView>, ApiError> {
     user.require(&[Role::Admin])?;
     Ok(Json(monitor.view().await?))

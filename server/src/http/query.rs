@@ -21,6 +21,23 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/query", post(query_json)).route("/forms/query", post(query_form))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/query",
+    operation_id = "query",
+    tag = "query",
+    summary = "Ask about a card",
+    description = "The balance, transactions or details of the card whose number the page module filled in (with the `read_id` of the tap that proves it) or the person typed. What is disclosed depends on the tap, the role and the terminal (`pairing` cookie, optional); a typed number gets the masked summary only, and typed lookups are rate-limited.",
+    security(("session" = ["cardholder", "staff", "admin"])),
+    request_body = QueryRequest,
+    responses(
+        (status = 200, description = "The answer, as much as may be disclosed", body = QueryResult),
+        super::openapi::JsonBodyErrors,
+        super::openapi::ChangeErrors,
+        (status = 400, description = "The card number is not one (digits, length, check digit), or the body is not JSON (`bad_request`)", body = protocol::api::ApiError),
+        (status = 429, response = super::openapi::RateLimited),
+    ),
+)]
 async fn query_json(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -34,7 +51,8 @@ async fn query_json(
     Ok(Json(crate::data::query(&state, &user.user, terminal.as_deref(), &body).await?))
 }
 
-#[derive(Deserialize)]
+/// The form fields of `POST /forms/query`.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct QueryForm {
     card_number: String,
     #[serde(default)]
@@ -42,6 +60,25 @@ struct QueryForm {
     request: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/forms/query",
+    operation_id = "query_form",
+    tag = "query",
+    summary = "Ask about a card from a plain HTML form",
+    description = "The same query as `POST /api/query`, for an existing web form that includes the page module: form fields in, an HTML result page out.",
+    security(("session" = [])),
+    request_body(content = inline(QueryForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The result page", content_type = "text/html", body = String),
+        super::openapi::SessionErrors,
+        (status = 400, description = "`request` is not `balance`, `transactions` or `details`, or the card number is not one (`bad_request`)", body = protocol::api::ApiError),
+        (status = 403, response = super::openapi::BadOrigin),
+        (status = 415, description = "The body is not a URL-encoded form (`unsupported_media_type`)", body = protocol::api::ApiError),
+        (status = 422, description = "A field is missing (`invalid_body`)", body = protocol::api::ApiError),
+        (status = 429, response = super::openapi::RateLimited),
+    ),
+)]
 async fn query_form(
     State(state): State<AppState>,
     headers: HeaderMap,

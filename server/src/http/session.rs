@@ -28,6 +28,25 @@ pub fn router() -> Router<AppState> {
         .route("/api/me", get(me))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/login",
+    operation_id = "login",
+    tag = "session",
+    summary = "Log in",
+    description = "Checks the user name and password; sets the session cookie (`cb_session`). The user name is at most 64 characters, the body at most 4 KiB. Failures are throttled per user name and per client address.",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in: who, with which role, and the terminal this browser is paired with; `Set-Cookie: cb_session`", body = Me),
+        super::openapi::JsonBodyErrors,
+        (status = 400, description = "The user name is too long, or the body is not JSON (`bad_request`)", body = protocol::api::ApiError),
+        (status = 401, description = "The user name or password is wrong (`invalid_credentials`)", body = protocol::api::ApiError),
+        (status = 403, response = super::openapi::BadOrigin),
+        (status = 429, description = "Too many failed attempts (`too_many_attempts`); `Retry-After` says when to try again", body = protocol::api::ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, response = super::openapi::Internal),
+    ),
+)]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -79,12 +98,39 @@ async fn login(
     Ok((jar, Json(Me { username: user.username, role: to_wire_role(user.role), terminal })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/logout",
+    operation_id = "logout",
+    tag = "session",
+    summary = "Log out",
+    description = "Ends the session and clears its cookie.",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "Logged out; `Set-Cookie` clears `cb_session`"),
+        super::openapi::SessionErrors,
+        (status = 403, response = super::openapi::BadOrigin),
+    ),
+)]
 async fn logout(State(state): State<AppState>, headers: HeaderMap, jar: CookieJar, user: AuthUser) -> Result<CookieJar, ApiError> {
     check_origin(&state, &headers)?;
     state.store.delete_session(&user.session_hash).await?;
     Ok(jar.remove(Cookie::build(SESSION_COOKIE).path("/").build()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/me",
+    operation_id = "me",
+    tag = "session",
+    summary = "Who is logged in",
+    description = "The session's user and role, and the terminal this browser is paired with (its `cb_terminal` cookie, renewed here for another 400 days).",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The session's user", body = Me),
+        super::openapi::SessionErrors,
+    ),
+)]
 async fn me(State(state): State<AppState>, jar: CookieJar, user: AuthUser) -> Result<(CookieJar, Json<Me>), ApiError> {
     let (jar, terminal) = paired(&state, jar).await?;
     Ok((jar, Json(Me { username: user.user.username, role: to_wire_role(user.user.role), terminal })))

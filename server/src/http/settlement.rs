@@ -47,6 +47,21 @@ async fn stored(store: &Store, date: BusinessDate, revision: Option<u32>) -> Res
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/settlements",
+    operation_id = "list_settlements",
+    tag = "settlement",
+    summary = "Settled business days",
+    description = "Newest first, each its latest revision (`limit` at most 366, default 60).",
+    security(("session" = ["admin"])),
+    params(SettlementListQuery),
+    responses(
+        (status = 200, description = "The settled days", body = Vec<SettlementSummary>),
+        super::openapi::RoleErrors,
+        (status = 400, response = super::openapi::BadRequest),
+    ),
+)]
 async fn list(State(store): State<Store>, user: AuthUser, Query(query): Query<SettlementListQuery>) -> Result<Json<Vec<SettlementSummary>>, ApiError> {
     user.require(&[Role::Admin])?;
     let limit = i64::from(query.limit.unwrap_or(60).clamp(1, 366));
@@ -58,6 +73,25 @@ async fn list(State(store): State<Store>, user: AuthUser, Query(query): Query<Se
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/settlements",
+    operation_id = "settle",
+    tag = "settlement",
+    summary = "Settle a business day",
+    description = "Idempotent: a result equal to the latest revision writes nothing; a different one is a new revision.",
+    security(("session" = ["admin"])),
+    request_body = SettleRequest,
+    responses(
+        (status = 200, description = "The same as the latest revision; nothing written", body = SettleOutcome),
+        (status = 201, description = "A new revision", body = SettleOutcome),
+        super::openapi::JsonBodyErrors,
+        super::openapi::ChangeErrors,
+        (status = 400, description = "Not a date (`yyyy-mm-dd`), or the body is not JSON (`bad_request`)", body = protocol::api::ApiError),
+        (status = 422, description = "The day is not over (`unprocessable`); a missing or mistyped field (`invalid_body`)", body = protocol::api::ApiError),
+        (status = 503, description = "No bank gateway is configured, or the bank's statement is unavailable (`unavailable`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn settle(
     State(state): State<AppState>,
     State(origins): State<AllowedOrigins>,
@@ -84,6 +118,22 @@ async fn settle(
     Ok((status, Json(SettleOutcome { new_revision: settled.new_revision, report: to_wire(&report, revision) })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/settlements/{date}",
+    operation_id = "settlement_report",
+    tag = "settlement",
+    summary = "A day's settlement report",
+    description = "Summary, breakdowns by terminal, amount and hour, and the mismatches with their reasons and actions in `en` and `zh-CN`; the latest revision unless `revision`.",
+    security(("session" = ["admin"])),
+    params(("date" = String, Path, description = "The business day, `yyyy-mm-dd`"), SettlementQuery),
+    responses(
+        (status = 200, description = "The report", body = SettlementReport),
+        super::openapi::RoleErrors,
+        (status = 400, description = "Not a date (`yyyy-mm-dd`), or the query string does not parse (`bad_request`)", body = protocol::api::ApiError),
+        (status = 404, description = "The day was never settled, or has no such revision (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn report(
     State(store): State<Store>,
     user: AuthUser,
@@ -114,6 +164,22 @@ fn file_name(report: &Report, lang: Lang, extension: &str) -> String {
     format!("settlement-{}-r{}-{}.{extension}", h.business_date, h.revision, lang.code())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/settlements/{date}/report.csv",
+    operation_id = "settlement_csv",
+    tag = "settlement",
+    summary = "A day's settlement as `report.csv`",
+    description = "Every item, UTF-8 with a BOM; headers and texts in `zh-CN` (the default) or `en`.",
+    security(("session" = ["admin"])),
+    params(("date" = String, Path, description = "The business day, `yyyy-mm-dd`"), SettlementQuery),
+    responses(
+        (status = 200, description = "Every item, UTF-8 with a BOM; headers and texts in `zh-CN` (the default) or `en`", content_type = "text/csv; charset=utf-8", body = String),
+        super::openapi::RoleErrors,
+        (status = 400, description = "Not a date (`yyyy-mm-dd`), `lang` is neither `zh-CN` nor `en`, or the query string does not parse (`bad_request`)", body = protocol::api::ApiError),
+        (status = 404, description = "The day was never settled, or has no such revision (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn csv(State(store): State<Store>, user: AuthUser, Path(day): Path<String>, Query(query): Query<SettlementQuery>) -> Result<Response, ApiError> {
     user.require(&[Role::Admin])?;
     let (lang, date) = (lang(&query)?, date(&day)?);
@@ -121,6 +187,22 @@ async fn csv(State(store): State<Store>, user: AuthUser, Path(day): Path<String>
     Ok(download("text/csv; charset=utf-8", file_name(&report, lang, "csv"), export::csv(&report, lang).into_bytes()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/settlements/{date}/report.xlsx",
+    operation_id = "settlement_xlsx",
+    tag = "settlement",
+    summary = "A day's settlement as `report.xlsx`",
+    description = "A workbook: summary, by terminal, by amount, by hour, mismatches, all items.",
+    security(("session" = ["admin"])),
+    params(("date" = String, Path, description = "The business day, `yyyy-mm-dd`"), SettlementQuery),
+    responses(
+        (status = 200, description = "A workbook: summary, by terminal, by amount, by hour, mismatches, all items", content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", body = super::openapi::Binary),
+        super::openapi::RoleErrors,
+        (status = 400, description = "Not a date (`yyyy-mm-dd`), `lang` is neither `zh-CN` nor `en`, or the query string does not parse (`bad_request`)", body = protocol::api::ApiError),
+        (status = 404, description = "The day was never settled, or has no such revision (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn xlsx(State(store): State<Store>, user: AuthUser, Path(day): Path<String>, Query(query): Query<SettlementQuery>) -> Result<Response, ApiError> {
     user.require(&[Role::Admin])?;
     let (lang, date) = (lang(&query)?, date(&day)?);
@@ -129,6 +211,22 @@ async fn xlsx(State(store): State<Store>, user: AuthUser, Path(day): Path<String
     Ok(download("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", file_name(&report, lang, "xlsx"), body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/settlements/{date}/chart.svg",
+    operation_id = "settlement_svg",
+    tag = "settlement",
+    summary = "A day's settlement as `chart.svg`",
+    description = "Completed amounts by local hour, drawn by the server.",
+    security(("session" = ["admin"])),
+    params(("date" = String, Path, description = "The business day, `yyyy-mm-dd`"), SettlementQuery),
+    responses(
+        (status = 200, description = "Completed amounts by local hour, drawn by the server", content_type = "image/svg+xml; charset=utf-8", body = String),
+        super::openapi::RoleErrors,
+        (status = 400, description = "Not a date (`yyyy-mm-dd`), `lang` is neither `zh-CN` nor `en`, or the query string does not parse (`bad_request`)", body = protocol::api::ApiError),
+        (status = 404, description = "The day was never settled, or has no such revision (`not_found`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn svg(State(store): State<Store>, user: AuthUser, Path(day): Path<String>, Query(query): Query<SettlementQuery>) -> Result<Response, ApiError> {
     user.require(&[Role::Admin])?;
     let (lang, date) = (lang(&query)?, date(&day)?);

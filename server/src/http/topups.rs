@@ -37,6 +37,21 @@ fn decisions(state: &TopUpState, debited: bool, credited: bool) -> Vec<TopUpDeci
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/topups",
+    operation_id = "list_topups",
+    tag = "topups",
+    summary = "Top-ups",
+    description = "Top-ups newest first, 50 a page from `page=0`, optionally in one state; each with the decisions a person may take (only in `exception`).",
+    security(("session" = ["admin"])),
+    params(TopUpQuery),
+    responses(
+        (status = 200, description = "A page of top-ups", body = Vec<TopUpSummary>),
+        super::openapi::RoleErrors,
+        (status = 400, response = super::openapi::BadRequest),
+    ),
+)]
 async fn list(State(store): State<Store>, user: AuthUser, Query(query): Query<TopUpQuery>) -> Result<Json<Vec<TopUpSummary>>, ApiError> {
     user.require(&[Role::Admin])?;
     let wanted = query.state.filter(|s| !s.is_empty());
@@ -45,6 +60,25 @@ async fn list(State(store): State<Store>, user: AuthUser, Query(query): Query<To
     Ok(Json(rows.into_iter().map(|(stored, terminal_id, tac)| summary(&stored.topup, terminal_id, tac)).collect()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/topups/{topup_id}/decision",
+    operation_id = "decide_topup",
+    tag = "topups",
+    summary = "Decide a top-up in `exception`",
+    description = "A person's decision after looking at the bank statement or the card, recorded through the engine and audited under the admin's name.",
+    security(("session" = ["admin"])),
+    params(("topup_id" = String, Path, description = "The top-up")),
+    request_body = DecideTopUp,
+    responses(
+        (status = 200, description = "The top-up after the decision", body = TopUpSummary),
+        super::openapi::JsonBodyErrors,
+        super::openapi::ChangeErrors,
+        (status = 404, description = "No such top-up (`not_found`)", body = protocol::api::ApiError),
+        (status = 409, description = "The top-up moved on, or its card has another open top-up (`conflict`)", body = protocol::api::ApiError),
+        (status = 422, description = "A decision the top-up's state does not allow (`unprocessable`); a missing or mistyped field (`invalid_body`)", body = protocol::api::ApiError),
+    ),
+)]
 async fn decide(
     State(topups): State<TopUps>,
     State(origins): State<AllowedOrigins>,

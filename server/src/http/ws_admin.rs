@@ -34,6 +34,22 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/ws/admin", get(upgrade))
 }
 
+#[utoipa::path(
+    get,
+    path = "/ws/admin",
+    operation_id = "admin_socket",
+    tag = "sockets",
+    summary = "Run-state monitoring pushed live to admins",
+    description = "WebSocket upgrade. Frames are `protocol::admin::ServerToAdmin` (`docs/protocol.md`): a snapshot, then alarms and terminal changes as they happen; the page sends nothing. Only allowed Origins and admin sessions get the upgrade; the session is checked again every 30 s.",
+    security(("session" = ["admin"])),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open"),
+        (status = 400, description = "Not a WebSocket handshake (axum's plain-text rejection)", content_type = "text/plain", body = String),
+        (status = 401, response = crate::http::openapi::Unauthorized),
+        (status = 403, description = "The Origin is not allowed (plain text), or the session is not an admin's (`forbidden`)", content((String = "text/plain"), (protocol::api::ApiError = "application/json"))),
+        (status = 500, response = crate::http::openapi::Internal),
+    ),
+)]
 async fn upgrade(State(state): State<AppState>, headers: HeaderMap, user: Result<AuthUser, ApiError>, ws: WebSocketUpgrade) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok()).unwrap_or("");
     if !state.is_allowed_origin(origin) {

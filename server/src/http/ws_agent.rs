@@ -32,6 +32,19 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/ws/agent", get(upgrade))
 }
 
+#[utoipa::path(
+    get,
+    path = "/ws/agent",
+    operation_id = "agent_socket",
+    tag = "sockets",
+    summary = "The bridge agents' WebSocket",
+    description = "WebSocket upgrade. Frames are `protocol::agent` (`docs/protocol.md`). Authenticated inside the socket: the server sends a challenge, the agent answers with a hello signed by its enrolled Ed25519 key, and every command down is signed by the server's key and bound to the connection. OpenAPI has no security scheme for that; `x-cardbridge-signature` says the same.",
+    extensions(("x-cardbridge-signature" = json!({"algorithm": "Ed25519", "key": "the terminal's enrolled public key", "signed": "the challenge nonce and the terminal id (the hello)"}))),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open"),
+        (status = 400, description = "Not a WebSocket handshake (axum's plain-text rejection)", content_type = "text/plain", body = String),
+    ),
+)]
 async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     socket::limit_frames(ws, MAX_FRAME).on_upgrade(move |socket| handle(state, socket))
 }

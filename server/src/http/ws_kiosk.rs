@@ -26,6 +26,21 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/ws/kiosk", get(upgrade))
 }
 
+#[utoipa::path(
+    get,
+    path = "/ws/kiosk",
+    operation_id = "kiosk_socket",
+    tag = "sockets",
+    summary = "The top-up kiosk's WebSocket",
+    description = "WebSocket upgrade. Frames are `protocol::kiosk` (`KioskToServer` up, `ServerToKiosk` down; `docs/protocol.md`). No login (the card is the identity); only allowed Origins and browsers paired with a terminal: without a live pairing the upgrade still succeeds and the first frame is `refused` (`not_paired`).",
+    security(("pairing" = [])),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open"),
+        (status = 400, description = "Not a WebSocket handshake (axum's plain-text rejection)", content_type = "text/plain", body = String),
+        (status = 403, description = "The Origin is not allowed", content_type = "text/plain", body = String),
+        (status = 500, response = crate::http::openapi::Internal),
+    ),
+)]
 async fn upgrade(State(state): State<AppState>, headers: HeaderMap, jar: CookieJar, ws: WebSocketUpgrade) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok()).unwrap_or("");
     if !state.is_allowed_origin(origin) {
