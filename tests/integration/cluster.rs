@@ -269,7 +269,12 @@ async fn a_graceful_shutdown_sends_its_agents_to_another_instance() {
         async move { online.then_some(()) }
     })
     .await;
-    assert_eq!(a.holder_of(&agent.terminal_id).await, Some(a.instance_id()));
+    let a_id = a.instance_id();
+    eventually("A recorded as the agent's holder", || {
+        let (a, a_id, id) = (&a, a_id.clone(), agent.terminal_id.clone());
+        async move { (a.holder_of(&id).await == Some(a_id)).then_some(()) }
+    })
+    .await;
     agent.stop().await;
     drop(balancer);
     b.stop().await;
