@@ -23,9 +23,16 @@ pub const HEADROOM: usize = 64 * 1024;
 /// How long a closing socket waits for the peer's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Apply a frame limit of `limit` bytes to an upgrade (see the module documentation).
+/// The read buffer a connection starts with. tungstenite's default (128 KiB) is zero-filled by the
+/// first read, so each idle connection kept 128 KiB resident (`cargo xtask bench load`: 143 KiB of
+/// server memory per connected agent; 14 KiB with this). Frames are a few hundred bytes; the buffer
+/// grows to fit a larger one, up to the frame limit.
+const READ_BUFFER: usize = 1024;
+
+/// Apply a frame limit of `limit` bytes to an upgrade (see the module documentation), starting
+/// with a small read buffer ([`READ_BUFFER`]).
 pub fn limit_frames(ws: WebSocketUpgrade, limit: usize) -> WebSocketUpgrade {
-    ws.max_message_size(limit + HEADROOM).max_frame_size(limit + HEADROOM)
+    ws.max_message_size(limit + HEADROOM).max_frame_size(limit + HEADROOM).read_buffer_size(READ_BUFFER)
 }
 
 /// One frame from a peer, judged against our limit.
