@@ -21,6 +21,9 @@ struct RunSummary {
     execs_per_sec: Option<u64>,
     cov: Option<u64>,
     ft: Option<u64>,
+    /// libFuzzer's corpus (`corp:`), and the files in the corpus directory (older, since reduced
+    /// inputs stay there).
+    corpus_units: Option<u64>,
     corpus_files: usize,
     crash: Option<String>,
 }
@@ -48,16 +51,17 @@ pub fn fuzz(root: &Path, target: Option<&str>, seconds: u64) -> anyhow::Result<(
     }
 
     println!();
-    println!("{:<12} {:>13} {:>8} {:>7} {:>7} {:>7}  crash", "target", "executions", "exec/s", "cov", "ft", "corpus");
+    println!("{:<12} {:>13} {:>8} {:>7} {:>7} {:>7} {:>7}  crash", "target", "executions", "exec/s", "cov", "ft", "corpus", "files");
     let show = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
     for s in &summaries {
         println!(
-            "{:<12} {:>13} {:>8} {:>7} {:>7} {:>7}  {}",
+            "{:<12} {:>13} {:>8} {:>7} {:>7} {:>7} {:>7}  {}",
             s.target,
             show(s.executions),
             show(s.execs_per_sec),
             show(s.cov),
             show(s.ft),
+            show(s.corpus_units),
             s.corpus_files,
             s.crash.as_deref().unwrap_or("none")
         );
@@ -158,6 +162,10 @@ fn read_line(line: &str, summary: &mut RunSummary) {
         if let Some(ft) = field("ft:") {
             summary.ft = Some(ft);
         }
+        let corp = line.split_whitespace().skip_while(|w| *w != "corp:").nth(1);
+        if let Some(units) = corp.and_then(|c| c.split('/').next()?.parse().ok()) {
+            summary.corpus_units = Some(units);
+        }
         if let Some(done) = line.strip_prefix('#').and_then(|l| l.split_whitespace().next()).and_then(|n| n.parse().ok()) {
             summary.executions = Some(done);
         }
@@ -200,6 +208,7 @@ mod tests {
             read_line(line, &mut s);
         }
         assert_eq!((s.cov, s.ft, s.executions, s.execs_per_sec), (Some(1210), Some(4452), Some(5242881), Some(8738)));
+        assert_eq!(s.corpus_units, Some(318));
         assert_eq!(s.crash, None);
         read_line("artifact_prefix='/w/fuzz/artifacts/tlv/'; Test unit written to /w/fuzz/artifacts/tlv/crash-0a1b", &mut s);
         assert_eq!(s.crash.as_deref(), Some("/w/fuzz/artifacts/tlv/crash-0a1b"));
