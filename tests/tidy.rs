@@ -21,7 +21,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn sources() -> Vec<PathBuf> {
     let root = cardbridge_tests::workspace_root();
     let mut files = Vec::new();
-    for krate in ["protocol", "card", "server", "bridge-agent", "web-wasm", "xtask", "tests", "sandbox-bank"] {
+    for krate in ["protocol", "card", "server", "bridge-agent", "web-wasm", "xtask", "tests", "sandbox-bank", "fuzz"] {
         rust_files(&root.join(krate), &mut files);
     }
     assert!(files.len() > 30, "the walk found too few files: {}", files.len());

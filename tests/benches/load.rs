@@ -19,21 +19,24 @@
 //! Growth: for each level of `CARDBRIDGE_BENCH_AGENTS` (default 1000,5000,10000) the terminals are
 //! enrolled through the server's store and that many agents connected; after a heartbeat interval
 //! the server's RSS is read (memory per agent = (RSS with N agents − RSS with none) / N); then
-//! `CARDBRIDGE_BENCH_PAIRS` page + agent pairs (default 16; their agents are among the N) read
-//! cards for `CARDBRIDGE_BENCH_SECONDS` (default 10): reads per second, the read's p50/p99 at the
-//! page (from the agent reporting the card to the number arriving at the page: the S200 checks,
-//! the read's three signed round trips — two EMV batches and the one-APDU GENERATE AC — and the
-//! read's record and audit), and the server's own figures for its command round trips
-//! (`cardbridge_agent_command_duration_seconds` of `/metrics`: exact mean, quantiles as far as
-//! its buckets tell).
+//! page + agent pairs (desks; their agents are among the N) read cards for
+//! `CARDBRIDGE_BENCH_SECONDS` (default 10), first one desk alone, then all
+//! `CARDBRIDGE_BENCH_PAIRS` (default 16) at once. Each phase gives reads per second, the read's
+//! p50/p99 at the page (from the agent reporting the card to the number arriving at the page: the
+//! S200 checks, the read's three signed round trips — two EMV batches and the one-APDU GENERATE
+//! AC — and the read's record and audit), the server's own figures for its command round trips
+//! (`cardbridge_agent_command_duration_seconds` of `/metrics`: exact mean, quantiles as far as its
+//! buckets tell), and where the machine's cores went (servers, this process, PostgreSQL, other
+//! work on the machine).
 //!
 //! Routing (`CARDBRIDGE_BENCH_INSTANCES` holds 2): a second instance on the same database and
-//! keys; the pairs read with page and agent on instance A, then with the page on A and the agent on
-//! B. Reads that do not complete there fail the bench with a clear message.
+//! keys; the desks read with page and agent on instance A, then with the page on A and the agent on
+//! B (one desk alone, then all). Reads that do not complete there fail the bench with a clear
+//! message.
 //!
 //! `CARDBRIDGE_BENCH_INSTANCES`: `1` growth only, `2` routing only, `1,2` (default) both. Writes
 //! `target/bench/load.json` and the plot `docs/images/load.svg`, and prints the tables of
-//! `docs/benchmarks.md`.
+//! `docs/benchmarks.md`; `CARDBRIDGE_BENCH_PLOT_ONLY=1` redraws both from the last `load.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -155,6 +158,55 @@ fn open_files_limit(pid: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time (user + system, in clock ticks) of one process, from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = text.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Where the machine's CPU time went: the servers, this process, PostgreSQL, everything.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSample {
+    servers: u64,
+    bench: u64,
+    postgres: u64,
+    busy: u64,
+}
+
+impl CpuSample {
+    fn take(server_pids: &[String]) -> CpuSample {
+        let servers = server_pids.iter().map(|p| cpu_ticks(p)).sum();
+        let mut postgres = 0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().to_string();
+            if pid.chars().all(|c| c.is_ascii_digit()) && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres") {
+                postgres += cpu_ticks(&pid);
+            }
+        }
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+        let busy = cpu.iter().take(8).sum::<u64>() - cpu.get(3).copied().unwrap_or(0) - cpu.get(4).copied().unwrap_or(0);
+        CpuSample { servers, bench: cpu_ticks("self"), postgres, busy }
+    }
+
+    /// Cores used over `seconds` since `before`: servers, bench, PostgreSQL, and everything else on
+    /// the machine (other work than this benchmark's).
+    fn since(&self, before: &CpuSample, seconds: f64) -> Value {
+        // Clock ticks are 1/100 s on Linux (`getconf CLK_TCK`).
+        let cores = |ticks: u64| round(ticks as f64 / 100.0 / seconds, 2);
+        let ours = (self.servers - before.servers) + (self.bench - before.bench) + (self.postgres - before.postgres);
+        json!({
+            "servers": cores(self.servers - before.servers),
+            "bench": cores(self.bench - before.bench),
+            "postgres": cores(self.postgres - before.postgres),
+            "other": cores((self.busy - before.busy).saturating_sub(ours)),
+        })
+    }
 }
 
 /// Raise this process's open-files limit as far as the hard limit allows (children inherit it);
@@ -685,8 +737,8 @@ struct DeskReads {
 }
 
 /// One desk reading until `until`: arm, wait to be told so, tap, wait for the number, remove the
-/// card, and wait for the two page refreshes that follow (the read's, once the terminal is free
-/// again, and the removal's) before arming again.
+/// card. (The server frees the terminal right after it sends the number, long before the next tap
+/// arrives; a tap that still finds it busy gives no read, and the page arms again after [`STALL`].)
 async fn desk_reads(server_name: &'static str, page_host: &Server, desk: &Desk, control: mpsc::UnboundedSender<Control>, until: Instant) -> Result<DeskReads, String> {
     let mut page = open_page(page_host, desk).await;
     let mut out = DeskReads::default();
@@ -724,12 +776,6 @@ async fn desk_reads(server_name: &'static str, page_host: &Server, desk: &Desk, 
         };
         out.reads.push((Instant::now(), took));
         control.send(Control::Remove).map_err(|_| "the agent is gone".to_string())?;
-        let mut states = 0;
-        while states < 2 {
-            if let ServerToPage::State(_) = page_frame(&mut page, wait).await? {
-                states += 1;
-            }
-        }
     }
     let _ = page.close(None).await;
     Ok(out)
@@ -744,10 +790,6 @@ async fn read_phase(
     controls: &[mpsc::UnboundedSender<Control>],
     time: Duration,
 ) -> Result<Value, String> {
-    let mut before = Vec::new();
-    for s in agent_hosts {
-        before.push(parse_histogram(&s.scrape().await, COMMAND_HISTOGRAM));
-    }
     let started = Instant::now();
     let measured_from = started + WARM_UP;
     let until = measured_from + time;
@@ -756,6 +798,20 @@ async fn read_phase(
         let (page_host, desks, control) = (page_host.clone(), desks.clone(), control.clone());
         let name: &'static str = page_host.name;
         tasks.spawn(async move { desk_reads(name, &page_host, &desks[i], control, until).await });
+    }
+    // The server's command figures over the same window as the reads.
+    let pids: Vec<String> = agent_hosts.iter().map(|s| s.pid()).chain(std::iter::once(page_host.pid())).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    tokio::time::sleep_until(measured_from.into()).await;
+    let mut before = Vec::new();
+    for s in agent_hosts {
+        before.push(parse_histogram(&s.scrape().await, COMMAND_HISTOGRAM));
+    }
+    let cpu_before = CpuSample::take(&pids);
+    tokio::time::sleep_until(until.into()).await;
+    let cpu = CpuSample::take(&pids).since(&cpu_before, time.as_secs_f64());
+    let mut after = Vec::new();
+    for s in agent_hosts {
+        after.push(parse_histogram(&s.scrape().await, COMMAND_HISTOGRAM));
     }
     let mut reads = Vec::new();
     let mut stalls = 0;
@@ -775,8 +831,8 @@ async fn read_phase(
         return Err(format!("{label}: {e}"));
     }
     let mut commands = Histogram::default();
-    for (s, b) in agent_hosts.iter().zip(&before) {
-        let d = parse_histogram(&s.scrape().await, COMMAND_HISTOGRAM).minus(b);
+    for (a, b) in after.iter().zip(&before) {
+        let d = a.minus(b);
         if commands.buckets.is_empty() {
             commands = d;
         } else {
@@ -795,6 +851,8 @@ async fn read_phase(
         "read_p50_ms": round(ms(percentile(&reads, 50.0)), 3),
         "read_p99_ms": round(ms(percentile(&reads, 99.0)), 3),
         "stalls": stalls,
+        "desks": controls.len(),
+        "cpu_cores": cpu,
         "commands": {
             "count": commands.count,
             "mean_ms": (commands.count > 0.0).then(|| round(commands.sum / commands.count * 1000.0, 3)),
@@ -806,7 +864,7 @@ async fn read_phase(
     });
     println!(
         "    {label}: {} reads in {:.0} s = {per_s:.1} reads/s; read at the page p50 {:.3} ms, p99 {:.3} ms; {stalls} stalls; \
-         server command round trips: {} (mean {:.3} ms, p50 ≤ {} ms, p99 ≤ {} ms)",
+         server command round trips: {} (mean {:.3} ms, p50 ≤ {} ms, p99 ≤ {} ms); cores: {cpu}",
         reads.len(),
         time.as_secs_f64(),
         ms(percentile(&reads, 50.0)),
@@ -838,6 +896,8 @@ struct Bench {
     a: Arc<Server>,
     terminals: Vec<Arc<Terminal>>,
     desks: Arc<Vec<Desk>>,
+    /// The server's RSS just started, and with no agent after the desks' logins (the baseline).
+    started_rss_kib: u64,
     idle_rss_kib: u64,
 }
 
@@ -884,7 +944,7 @@ async fn growth(bench: &mut Bench) -> Vec<Value> {
             bench.idle_rss_kib as f64 / 1024.0,
             bench_rss as f64 / 1024.0
         );
-        let reads = read_phase(&format!("{n} agents"), &bench.a, &[&bench.a], &bench.desks, &desk_controls, settings.read_time)
+        let (alone, all) = reads(&format!("{n} agents"), &bench.a, &[&bench.a], &bench.desks, &desk_controls, settings.read_time)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let lost = fleet.stats.lost.load(Relaxed);
@@ -897,12 +957,28 @@ async fn growth(bench: &mut Bench) -> Vec<Value> {
             "bench_rss_kib": bench_rss,
             "agent_pings": fleet.stats.pings.load(Relaxed),
             "commands_refused": fleet.stats.refused.load(Relaxed),
-            "one_instance": reads,
+            "alone": alone,
+            "all": all,
         }));
     }
     fleet.stop().await;
     await_agents(&bench.a, 0).await;
     levels
+}
+
+/// One desk alone (the read's latency with nothing else reading), then every desk at once (reads
+/// per second).
+async fn reads(
+    label: &str,
+    page_host: &Arc<Server>,
+    agent_hosts: &[&Arc<Server>],
+    desks: &Arc<Vec<Desk>>,
+    controls: &[mpsc::UnboundedSender<Control>],
+    time: Duration,
+) -> Result<(Value, Value), String> {
+    let alone = read_phase(&format!("{label}, one desk"), page_host, agent_hosts, desks, &controls[..1], time).await?;
+    let all = read_phase(&format!("{label}, {} desks", controls.len()), page_host, agent_hosts, desks, controls, time).await?;
+    Ok((alone, all))
 }
 
 async fn routing(bench: &Bench) -> Value {
@@ -915,7 +991,7 @@ async fn routing(bench: &Bench) -> Value {
     let (desk_controls, agent_controls) = controls(settings.pairs);
     fleet.connect(&bench.a.agent_url(), pairs, bench.server_key, agent_controls).await;
     await_agents(&bench.a, settings.pairs).await;
-    let one = read_phase("page and agent on A", &bench.a, &[&bench.a, &b], &bench.desks, &desk_controls, settings.read_time)
+    let (one_alone, one_all) = reads("page and agent on A", &bench.a, &[&bench.a, &b], &bench.desks, &desk_controls, settings.read_time)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     fleet.stop().await;
@@ -925,13 +1001,15 @@ async fn routing(bench: &Bench) -> Value {
     let (desk_controls, agent_controls) = controls(settings.pairs);
     fleet.connect(&b.agent_url(), pairs, bench.server_key, agent_controls).await;
     await_agents(&b, settings.pairs).await;
-    let two = read_phase("page on A, agent on B", &bench.a, &[&bench.a, &b], &bench.desks, &desk_controls, settings.read_time).await;
+    let two = reads("page on A, agent on B", &bench.a, &[&bench.a, &b], &bench.desks, &desk_controls, settings.read_time).await;
     fleet.stop().await;
     let (two, error) = match two {
-        Ok(v) => (v, None),
+        Ok((alone, all)) => (json!({ "alone": alone, "all": all }), None),
         Err(e) => (Value::Null, Some(format!("reads with the page on instance A and the agent on instance B do not complete ({e}): cross-instance routing is missing or broken"))),
     };
-    let ratio = two.get("reads_per_s").and_then(Value::as_f64).zip(one.get("reads_per_s").and_then(Value::as_f64)).map(|(t, o)| round(t / o, 3));
+    let per_s = |v: &Value| v["all"]["reads_per_s"].as_f64();
+    let one = json!({ "alone": one_alone, "all": one_all });
+    let ratio = per_s(&two).zip(per_s(&one)).map(|(t, o)| round(t / o, 3));
     json!({ "pairs": settings.pairs, "one_instance": one, "two_instances": two, "two_over_one": ratio, "error": error })
 }
 
@@ -948,6 +1026,9 @@ async fn set_up(settings: Settings) -> Bench {
     let server_key = secrets.server_key.verifying_key();
     let issuer_keys = cardbridge_tests::write_test_issuer_keys(dir.path());
     let a = Arc::new(Server::start("A", &settings, &db_url, dir.path(), &data_dir, &issuer_keys).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started_rss_kib = a.rss_kib();
+    println!("server A started: RSS {:.1} MiB", started_rss_kib as f64 / 1024.0);
     let server_fds = open_files_limit(&a.pid());
     println!("server A may open {server_fds} files");
     assert!(server_fds >= needed, "the server process may open only {server_fds} files; {needed} are needed");
@@ -961,45 +1042,56 @@ async fn set_up(settings: Settings) -> Bench {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss_kib = a.rss_kib();
-    println!("server A idle: RSS {:.1} MiB", idle_rss_kib as f64 / 1024.0);
-    Bench { settings, store, db, db_url, dir, data_dir, issuer_keys, server_key, a, terminals, desks: Arc::new(desks), idle_rss_kib }
+    println!("server A idle, after the desks' logins: RSS {:.1} MiB", idle_rss_kib as f64 / 1024.0);
+    Bench { settings, store, db, db_url, dir, data_dir, issuer_keys, server_key, a, terminals, desks: Arc::new(desks), started_rss_kib, idle_rss_kib }
 }
 
 // ---------------------------------------------------------------- output
 
 fn markdown(results: &Value) -> String {
     let mut out = String::new();
-    if let Some(levels) = results["levels"].as_array() {
-        out.push_str("| agents | server RSS MiB | KiB per agent | reads/s | read p50 ms | read p99 ms | command mean ms | command p50 / p99 ≤ ms |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|\n");
+    let pairs = &results["pairs"];
+    if let Some(levels) = results["levels"].as_array().filter(|l| !l.is_empty()) {
+        out.push_str(&format!(
+            "| agents | server RSS MiB | KiB per agent | one desk: read p50 / p99 ms | one desk: command mean ms (p50 / p99 ≤ ms) | {pairs} desks: reads/s | {pairs} desks: read p50 / p99 ms |\n"
+        ));
+        out.push_str("|---|---|---|---|---|---|---|\n");
         for l in levels {
-            let r = &l["one_instance"];
+            let (a, all) = (&l["alone"], &l["all"]);
             out.push_str(&format!(
-                "| {} | {:.1} | {:.2} | {} | {} | {} | {} | {} / {} |\n",
+                "| {} | {:.1} | {:.2} | {} / {} | {} ({} / {}) | {} | {} / {} |\n",
                 l["agents"],
                 l["server_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
                 l["server_kib_per_agent"].as_f64().unwrap_or(0.0),
-                r["reads_per_s"],
-                r["read_p50_ms"],
-                r["read_p99_ms"],
-                r["commands"]["mean_ms"],
-                r["commands"]["p50_bucket_ms"],
-                r["commands"]["p99_bucket_ms"],
+                a["read_p50_ms"],
+                a["read_p99_ms"],
+                a["commands"]["mean_ms"],
+                a["commands"]["p50_bucket_ms"],
+                a["commands"]["p99_bucket_ms"],
+                all["reads_per_s"],
+                all["read_p50_ms"],
+                all["read_p99_ms"],
             ));
         }
     }
     let routing = &results["routing"];
     if !routing.is_null() {
-        out.push_str("\n| pairs | where | reads/s | read p50 ms | read p99 ms |\n|---|---|---|---|---|\n");
+        out.push_str(&format!(
+            "\n| where | one desk: read p50 / p99 ms | {pairs} desks: reads/s | {pairs} desks: read p50 / p99 ms |\n|---|---|---|---|\n"
+        ));
         for (label, key) in [("page and agent on A", "one_instance"), ("page on A, agent on B", "two_instances")] {
             let r = &routing[key];
             if r.is_null() {
-                out.push_str(&format!("| {} | {label} | — | — | — |\n", routing["pairs"]));
+                out.push_str(&format!("| {label} | — | — | — |\n"));
             } else {
-                out.push_str(&format!("| {} | {label} | {} | {} | {} |\n", routing["pairs"], r["reads_per_s"], r["read_p50_ms"], r["read_p99_ms"]));
+                let (a, all) = (&r["alone"], &r["all"]);
+                out.push_str(&format!(
+                    "| {label} | {} / {} | {} | {} / {} |\n",
+                    a["read_p50_ms"], a["read_p99_ms"], all["reads_per_s"], all["read_p50_ms"], all["read_p99_ms"]
+                ));
             }
         }
-        out.push_str(&format!("\ntwo instances / one: {}\n", routing["two_over_one"]));
+        out.push_str(&format!("\nreads/s, two instances / one: {}\n", routing["two_over_one"]));
     }
     out
 }
@@ -1024,57 +1116,63 @@ fn nice_ceiling(v: f64) -> f64 {
     }
 }
 
-/// Three panels over the number of connected agents: the server's memory, the read's latency at
-/// the page, and reads per second.
+/// Four panels over the number of connected agents: the server's memory, its memory per agent
+/// (with the 20 KiB goal), the read's latency at the page with one desk reading, and reads per
+/// second with every desk at once.
 fn svg(levels: &[Value]) -> String {
-    const W: f64 = 960.0;
-    const H: f64 = 340.0;
-    const PANEL_W: f64 = 260.0;
+    const PANEL_W: f64 = 200.0;
     const PANEL_H: f64 = 200.0;
-    const TOP: f64 = 70.0;
+    const TOP: f64 = 78.0;
     const LEFT: f64 = 70.0;
-    const GAP: f64 = 60.0;
+    const GAP: f64 = 75.0;
+    const W: f64 = LEFT + 4.0 * PANEL_W + 3.0 * GAP + 30.0;
+    const H: f64 = TOP + PANEL_H + 60.0;
+    const DIVISIONS: usize = 5;
     let xs: Vec<f64> = levels.iter().map(|l| l["agents"].as_f64().unwrap_or(0.0)).collect();
     let x_max = nice_ceiling(xs.iter().copied().fold(0.0, f64::max));
     let field = |path: &[&str]| -> Vec<f64> {
         levels.iter().map(|l| path.iter().fold(l, |v, k| &v[*k]).as_f64().unwrap_or(0.0)).collect()
     };
     let rss_mib: Vec<f64> = field(&["server_rss_kib"]).iter().map(|k| k / 1024.0).collect();
-    let panels: [(&str, &str, Vec<(&str, &str, Vec<f64>)>); 3] = [
-        ("Server memory (RSS)", "MiB", vec![("RSS", "#2f6db5", rss_mib)]),
+    type Series<'a> = (&'a str, &'a str, Vec<f64>);
+    let all_title = format!("Reads per second, {} desks", levels.first().map(|l| l["all"]["desks"].clone()).unwrap_or_default());
+    let panels: [(&str, &str, Vec<Series>, Option<(f64, &str)>); 4] = [
+        ("Server memory (RSS)", "MiB", vec![("RSS", "#2f6db5", rss_mib)], None),
+        ("Server memory per agent", "KiB", vec![("per agent", "#2f6db5", field(&["server_kib_per_agent"]))], Some((20.0, "goal 20 KiB"))),
         (
-            "Read at the page",
+            "Tap to number, one desk alone",
             "ms",
-            vec![("p50", "#2f6db5", field(&["one_instance", "read_p50_ms"])), ("p99", "#c0392b", field(&["one_instance", "read_p99_ms"]))],
+            vec![("p50", "#2f6db5", field(&["alone", "read_p50_ms"])), ("p99", "#c0392b", field(&["alone", "read_p99_ms"]))],
+            None,
         ),
-        ("Reads per second", "reads/s", vec![("reads/s", "#2f6db5", field(&["one_instance", "reads_per_s"]))]),
+        (all_title.as_str(), "reads/s", vec![("reads/s", "#2f6db5", field(&["all", "reads_per_s"]))], None),
     ];
-    let title = "cardbridge load: one instance, by connected agents";
+    let title = "cardbridge under load: one server instance, by connected agents";
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\" font-family=\"sans-serif\" font-size=\"11\">\n<title>{t}</title>\n<rect width=\"{W}\" height=\"{H}\" fill=\"#ffffff\"/>\n<text x=\"{}\" y=\"28\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">{t}</text>\n",
         W / 2.0,
         t = escape_xml(title)
     );
-    for (p, (name, unit, series)) in panels.iter().enumerate() {
+    let number = |v: f64, max: f64| if max >= 10.0 { format!("{v:.0}") } else { format!("{v:.1}") };
+    for (p, (name, unit, series, goal)) in panels.iter().enumerate() {
         let x0 = LEFT + p as f64 * (PANEL_W + GAP);
         let y0 = TOP + PANEL_H;
-        let y_max = nice_ceiling(series.iter().flat_map(|(_, _, v)| v.iter().copied()).fold(0.0, f64::max));
-        out.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">{}</text>\n", x0 + PANEL_W / 2.0, TOP - 14.0, escape_xml(name)));
-        for i in 0..=4 {
-            let v = y_max * i as f64 / 4.0;
-            let y = y0 - PANEL_H * i as f64 / 4.0;
+        let top_value = series.iter().flat_map(|(_, _, v)| v.iter().copied()).chain(goal.map(|(g, _)| g)).fold(0.0, f64::max);
+        let y_max = nice_ceiling(top_value * 1.1);
+        out.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">{}</text>\n", x0 + PANEL_W / 2.0, TOP - 22.0, escape_xml(name)));
+        for i in 0..=DIVISIONS {
+            let v = y_max * i as f64 / DIVISIONS as f64;
+            let y = y0 - PANEL_H * i as f64 / DIVISIONS as f64;
             out.push_str(&format!(
                 "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#dddddd\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
                 x0 + PANEL_W,
                 x0 - 6.0,
                 y + 4.0,
-                if y_max >= 10.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+                number(v, y_max)
             ));
-        }
-        for i in 0..=4 {
-            let v = x_max * i as f64 / 4.0;
-            let x = x0 + PANEL_W * i as f64 / 4.0;
-            out.push_str(&format!("<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{:.0}</text>\n", y0 + 16.0, v));
+            let xv = x_max * i as f64 / DIVISIONS as f64;
+            let x = x0 + PANEL_W * i as f64 / DIVISIONS as f64;
+            out.push_str(&format!("<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", y0 + 16.0, number(xv, x_max)));
         }
         out.push_str(&format!(
             "<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{}\" y2=\"{y0}\" stroke=\"#333333\"/>\n<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{}\" stroke=\"#333333\"/>\n\
@@ -1089,6 +1187,16 @@ fn svg(levels: &[Value]) -> String {
             y0 - PANEL_H / 2.0,
             escape_xml(unit)
         ));
+        if let Some((g, label)) = goal {
+            let y = y0 - PANEL_H * g / y_max;
+            out.push_str(&format!(
+                "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#27ae60\" stroke-dasharray=\"5,4\"/>\n<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#27ae60\">{}</text>\n",
+                x0 + PANEL_W,
+                x0 + PANEL_W - 4.0,
+                y - 5.0,
+                escape_xml(label)
+            ));
+        }
         for (s, (label, colour, values)) in series.iter().enumerate() {
             let points: Vec<(f64, f64)> =
                 xs.iter().zip(values).map(|(x, v)| (x0 + PANEL_W * x / x_max, y0 - PANEL_H * v / y_max)).collect();
@@ -1099,7 +1207,7 @@ fn svg(levels: &[Value]) -> String {
                     "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{colour}\"><title>{}</title></circle>\n<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{colour}\">{}</text>\n",
                     escape_xml(&format!("{n:.0} agents: {label} {v:.2} {unit}")),
                     y - 8.0,
-                    if *v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+                    if *v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
                 ));
             }
             if series.len() > 1 {
@@ -1133,6 +1241,13 @@ fn write_results(results: &Value) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::var("CARDBRIDGE_BENCH_PLOT_ONLY").is_ok_and(|v| v == "1") {
+        // Redraw the plot and print the tables from the last run's figures.
+        let path = cardbridge_tests::workspace_root().join("target/bench/load.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        write_results(&serde_json::from_str(&text).expect("load.json"));
+        return;
+    }
     let settings = settings();
     let started = Instant::now();
     println!(
@@ -1149,6 +1264,7 @@ async fn main() {
         "pairs": bench.settings.pairs,
         "read_seconds": bench.settings.read_time.as_secs(),
         "card": CARD,
+        "server_rss_started_kib": bench.started_rss_kib,
         "server_rss_idle_kib": bench.idle_rss_kib,
         "open_files_limit": open_files_limit(&bench.a.pid()),
         "levels": [],
