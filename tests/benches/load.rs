@@ -933,7 +933,11 @@ async fn growth(bench: &mut Bench) -> Vec<Value> {
         println!("    {} agents connected in {:.1} s", n - connected, took.as_secs_f64());
         connected = n;
         await_agents(&bench.a, n).await;
+        // Connected and idle (heartbeats, the monitor's rounds): where the cores go meanwhile.
+        let idle_from = CpuSample::take(&[bench.a.pid()]);
         tokio::time::sleep(settings.settle).await;
+        let idle_cpu = CpuSample::take(&[bench.a.pid()]).since(&idle_from, settings.settle.as_secs_f64().max(0.01));
+        println!("    idle with {n} agents, cores: {idle_cpu}");
         await_agents(&bench.a, n).await;
         let rss = bench.a.rss_kib();
         let per_agent = (rss.saturating_sub(bench.idle_rss_kib)) as f64 / n as f64;
@@ -955,6 +959,7 @@ async fn growth(bench: &mut Bench) -> Vec<Value> {
             "server_rss_kib": rss,
             "server_kib_per_agent": round(per_agent, 2),
             "bench_rss_kib": bench_rss,
+            "idle_cpu_cores": idle_cpu,
             "agent_pings": fleet.stats.pings.load(Relaxed),
             "commands_refused": fleet.stats.refused.load(Relaxed),
             "alone": alone,
@@ -1135,8 +1140,10 @@ fn svg(levels: &[Value]) -> String {
     };
     let rss_mib: Vec<f64> = field(&["server_rss_kib"]).iter().map(|k| k / 1024.0).collect();
     type Series<'a> = (&'a str, &'a str, Vec<f64>);
+    /// Title, unit, series, and a goal line (value, label).
+    type Panel<'a> = (&'a str, &'a str, Vec<Series<'a>>, Option<(f64, &'a str)>);
     let all_title = format!("Reads per second, {} desks", levels.first().map(|l| l["all"]["desks"].clone()).unwrap_or_default());
-    let panels: [(&str, &str, Vec<Series>, Option<(f64, &str)>); 4] = [
+    let panels: [Panel; 4] = [
         ("Server memory (RSS)", "MiB", vec![("RSS", "#2f6db5", rss_mib)], None),
         ("Server memory per agent", "KiB", vec![("per agent", "#2f6db5", field(&["server_kib_per_agent"]))], Some((20.0, "goal 20 KiB"))),
         (
