@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use protocol::agent::{AgentError, ApduBatch, Command, CommandBody, Outcome};
+use protocol::agent::{AgentError, ApduBatch, Command, CommandBody, Condition, Outcome};
 use protocol::envelope::CLOCK_SKEW_MS;
 
 use crate::backend::{BackendError, ReaderHandle, ReaderState};
@@ -94,8 +94,10 @@ async fn only_allowed_card(reader: &ReaderHandle, policy: &LocalPolicy) -> Resul
     }
 }
 
-/// The wire batch as the `card` crate runs it.
-pub(crate) fn to_card_batch(batch: &ApduBatch) -> card::batch::Batch {
+/// The wire batch as the `card` crate runs it: the same APDUs, and the same conditions, which
+/// `card::batch::execute` checks byte for byte before each group. Public for agents simulated in
+/// tests and benchmarks, which must run a batch exactly as this agent does.
+pub fn to_card_batch(batch: &ApduBatch) -> card::batch::Batch {
     card::batch::Batch {
         groups: batch
             .groups
@@ -106,8 +108,24 @@ pub(crate) fn to_card_batch(batch: &ApduBatch) -> card::batch::Batch {
                     protocol::agent::GroupMode::FirstSuccess => card::batch::GroupMode::FirstSuccess,
                 },
                 apdus: group.apdus.iter().map(|apdu| apdu.0.clone()).collect(),
+                when: group.when.iter().map(to_card_condition).collect(),
             })
             .collect(),
+    }
+}
+
+fn to_card_condition(condition: &Condition) -> card::batch::Condition {
+    match condition {
+        Condition::Ran { group } => card::batch::Condition::Ran { group: usize::from(*group) },
+        Condition::Response { group, apdu, len, segments } => card::batch::Condition::Response {
+            group: usize::from(*group),
+            apdu: usize::from(*apdu),
+            len: usize::from(*len),
+            segments: segments
+                .iter()
+                .map(|s| card::batch::Segment { at: usize::from(s.at), bytes: s.bytes.0.clone() })
+                .collect(),
+        },
     }
 }
 
@@ -174,7 +192,11 @@ mod tests {
             body: CommandBody::Transmit {
                 reader: reader.map(str::to_string),
                 batch: ApduBatch {
-                    groups: vec![ApduGroup { mode: GroupMode::Sequence, apdus: vec![HexBytes(vec![0, 0xB0, 0, 0])] }],
+                    groups: vec![ApduGroup {
+                        mode: GroupMode::Sequence,
+                        apdus: vec![HexBytes(vec![0, 0xB0, 0, 0])],
+                        when: vec![],
+                    }],
                 },
             },
         }
@@ -225,8 +247,20 @@ mod tests {
     fn wire_batches_convert_group_by_group() {
         let wire = ApduBatch {
             groups: vec![
-                ApduGroup { mode: GroupMode::Sequence, apdus: vec![HexBytes(vec![1]), HexBytes(vec![2])] },
-                ApduGroup { mode: GroupMode::FirstSuccess, apdus: vec![HexBytes(vec![3])] },
+                ApduGroup { mode: GroupMode::Sequence, apdus: vec![HexBytes(vec![1]), HexBytes(vec![2])], when: vec![] },
+                ApduGroup {
+                    mode: GroupMode::FirstSuccess,
+                    apdus: vec![HexBytes(vec![3])],
+                    when: vec![
+                        Condition::Ran { group: 0 },
+                        Condition::Response {
+                            group: 0,
+                            apdu: 1,
+                            len: 4,
+                            segments: vec![protocol::agent::Segment { at: 2, bytes: HexBytes(vec![0x90, 0x00]) }],
+                        },
+                    ],
+                },
             ],
         };
 
@@ -236,8 +270,16 @@ mod tests {
             batch,
             card::batch::Batch {
                 groups: vec![
-                    card::batch::Group { mode: card::batch::GroupMode::Sequence, apdus: vec![vec![1], vec![2]] },
-                    card::batch::Group { mode: card::batch::GroupMode::FirstSuccess, apdus: vec![vec![3]] },
+                    card::batch::Group::sequence(vec![vec![1], vec![2]]),
+                    card::batch::Group::first_success(vec![vec![3]]).when(vec![
+                        card::batch::Condition::Ran { group: 0 },
+                        card::batch::Condition::Response {
+                            group: 0,
+                            apdu: 1,
+                            len: 4,
+                            segments: vec![card::batch::Segment { at: 2, bytes: vec![0x90, 0x00] }],
+                        },
+                    ]),
                 ]
             }
         );

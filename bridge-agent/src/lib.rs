@@ -3,7 +3,7 @@
 //! The agent only dials out. It authenticates each connection by signing the server's challenge
 //! with the terminal key, reports reader and card events, and runs APDU batches the server signed.
 //! Card knowledge (EMV reads, purse loads) lives on the server; the agent never interprets a
-//! response.
+//! response (a batch's conditions compare bytes the server named, see `docs/protocol.md`).
 //!
 //! # Layout
 //!
@@ -46,6 +46,7 @@ pub mod state;
 pub use backend::{BackendError, BackendEvent, EventSink, ReaderBackend, ReaderChoice, ReaderHandle};
 pub use config::{AgentConfig, ConnectionSettings};
 pub use enrol::{enrol, request_pairing, Enrolment};
+pub use execute::to_card_batch;
 pub use policy::LocalPolicy;
 pub use session::{run, run_with_reader};
 

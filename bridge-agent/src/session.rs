@@ -389,6 +389,10 @@ where
                     if let Err(error) = send(socket, &message).await {
                         return End::Lost(error);
                     }
+                    // While the server checks whether it may read the card, connect to it.
+                    if let AgentToServer::Event(ReaderEvent::CardPresent { reader: name, .. }) = &message {
+                        reader.card_arrived(name);
+                    }
                 }
             }
             _ = ping.tick() => {

@@ -350,6 +350,7 @@ fn batch(apdus: &[&str]) -> ApduBatch {
         groups: vec![ApduGroup {
             mode: GroupMode::Sequence,
             apdus: apdus.iter().map(|a| HexBytes(hex::decode(a).unwrap())).collect(),
+            when: vec![],
         }],
     }
 }
@@ -566,8 +567,12 @@ async fn a_valid_command_runs_and_its_reply_is_signed_and_bound_to_it() {
         reader: Some(TEST_READER.into()),
         batch: ApduBatch {
             groups: vec![
-                ApduGroup { mode: GroupMode::Sequence, apdus: vec![HexBytes(vec![0x00, 0xA4, 0x04, 0x00])] },
-                ApduGroup { mode: GroupMode::FirstSuccess, apdus: vec![HexBytes(vec![0x00, 0xB2, 0x01, 0x0C])] },
+                ApduGroup { mode: GroupMode::Sequence, apdus: vec![HexBytes(vec![0x00, 0xA4, 0x04, 0x00])], when: vec![] },
+                ApduGroup {
+                    mode: GroupMode::FirstSuccess,
+                    apdus: vec![HexBytes(vec![0x00, 0xB2, 0x01, 0x0C])],
+                    when: vec![],
+                },
             ],
         },
     });

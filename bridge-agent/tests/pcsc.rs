@@ -367,6 +367,60 @@ async fn a_full_emv_read_runs_through_the_reader_thread() {
     note(bench.test, &format!("EMV read of {BANK_CARD}: {served} APDUs in {read_time:?}"));
 }
 
+/// A read with the profile the last read on the terminal taught (`card::emv::Profile`): its
+/// identity, the batches it took and the session (for its predicted GENERATE AC).
+async fn read_predicted(
+    handle: &ReaderHandle,
+    atr: &[u8],
+    profile: Option<&card::emv::Profile>,
+) -> (CardIdentity, usize, ReadSession) {
+    let (mut session, mut batch) = ReadSession::start_predicted(atr, card::emv::Terminal::now(), profile);
+    let mut batches = 0;
+    loop {
+        let (_, groups) = transmit(handle, Some(READER), batch).await.expect("the batch ran");
+        batches += 1;
+        match session.advance(groups).expect("the read understands the card") {
+            Next::Send(next) => batch = next,
+            Next::Done(identity) => return (identity, batches, session),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_card_like_the_last_one_reads_in_one_batch_through_pcscd() {
+    use card::emv::cryptogram::{check_arqc, parse_response, request_arqc};
+    use card::sim::issuer::{TEST_ISSUER_MASTER_KEY, TEST_ISSUER_RANGES};
+    let Some(mut bench) = bench("a_card_like_the_last_one_reads_in_one_batch_through_pcscd") else { return };
+    let (handle, mut events) = spawn_backend(Some(READER));
+    for entry in sim::catalogue().into_iter().filter(|e| e.bank) {
+        let inserted = bench.insert(load(entry.name));
+        let atr = card_present(&mut events).await;
+        // As the agent does on the event: connect while the server decides.
+        handle.card_arrived(READER);
+        // The first read teaches the profile, with GENERATE AC for a card of the test issuer (the
+        // server predicts it only after the cryptogram verified; the card crate tests that).
+        let (first, _, session) = read_predicted(&handle, &atr, None).await;
+        let issued = TEST_ISSUER_RANGES.iter().any(|r| entry.expected_number.starts_with(r));
+        let profile = session.learned(issued.then_some(card::emv::IIN_DIGITS)).expect("a profile");
+
+        let (identity, batches, session) = read_predicted(&handle, &atr, Some(&profile)).await;
+        bench.remove(inserted);
+        card_removed(&mut events).await;
+
+        assert_eq!(number(&first), entry.expected_number, "{}", entry.name);
+        assert_eq!(number(&identity), entry.expected_number, "{}", entry.name);
+        assert_eq!(batches, 1, "{}", entry.name);
+        assert_eq!(session.predicted_generate_ac().is_some(), issued, "{}", entry.name);
+        if let (Some((sent, raw)), CardIdentity::Bank { pan, auth, .. }) = (session.predicted_generate_ac(), &identity) {
+            let request = request_arqc(auth.cdol1.as_deref().unwrap(), session.terminal()).unwrap();
+            assert_eq!(sent, &request, "{}", entry.name);
+            let key = card::crypto::derive_icc_master_key(&TEST_ISSUER_MASTER_KEY, pan.as_str(), auth.psn.unwrap_or(0)).unwrap();
+            let response = parse_response(raw).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+            assert!(check_arqc(&key, &request.terminal_data, auth.aip.unwrap(), &response), "{}", entry.name);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_card_pulled_mid_batch_is_card_removed_and_the_next_tap_reads() {
     let Some(mut bench) = bench("a_card_pulled_mid_batch_is_card_removed_and_the_next_tap_reads") else { return };

@@ -136,6 +136,31 @@ pub struct ApduBatch {
 pub struct ApduGroup {
     pub mode: GroupMode,
     pub apdus: Vec<HexBytes>,
+    /// Since protocol version 3: the group runs only if every condition holds on the responses
+    /// of the earlier groups of the batch; otherwise it is skipped and answers no response.
+    /// Absent (empty): the group always runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Condition>,
+}
+
+/// A condition on an earlier group of the same batch. It compares bytes and nothing else: the
+/// agent never interprets a response. A condition naming a group that is not an earlier one, or an
+/// APDU that did not run, does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Group `group` ran (was not skipped).
+    Ran { group: u16 },
+    /// The response (data and status word) to APDU `apdu` of group `group` is `len` bytes long and
+    /// holds each segment's bytes at the segment's offset; other bytes may be anything.
+    Response { group: u16, apdu: u16, len: u16, segments: Vec<Segment> },
+}
+
+/// Bytes expected at offset `at` of a response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub at: u16,
+    pub bytes: HexBytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -588,7 +588,7 @@ mod tests {
         let body = CommandBody::Transmit {
             reader: None,
             batch: ApduBatch {
-                groups: vec![ApduGroup { mode: GroupMode::Sequence, apdus: vec![HexBytes(vec![0, 0xA4])] }],
+                groups: vec![ApduGroup { mode: GroupMode::Sequence, apdus: vec![HexBytes(vec![0, 0xA4])], when: vec![] }],
             },
         };
         let text = crate::encode(&body);

@@ -39,7 +39,9 @@ pub use bytes::HexBytes;
 /// Version of the wire protocol. Bumped on any incompatible change; peers refuse other versions.
 ///
 /// Version 2: commands carry the `session` of the connection they were issued for.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: batch groups may carry conditions (`when`); an agent that ignored them would run
+/// commands the server meant to skip.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Decode one JSON text frame into a message, with a typed error.
 pub fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DecodeError> {

@@ -165,6 +165,7 @@ impl Application {
             login_limiter,
             assets,
             read_timings: Default::default(),
+            read_profiles: Default::default(),
             throttles,
             bank,
             sms: Arc::new(crate::binding::OutboxSms),

@@ -31,9 +31,14 @@ use card::purse::keys::PurseKeys;
 use card::purse::{CardSerial, MasterKeys};
 use serde::Deserialize;
 
-/// Which key the bank issued a card under (a name, not the key).
+/// Which key the bank issued a card under (a name, not the key), and how many leading digits of
+/// a card number its range names: every card whose number starts with those digits is under it
+/// (or under a narrower key of the bank).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRef(pub String);
+pub struct KeyRef {
+    pub id: String,
+    pub prefix_digits: usize,
+}
 
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// The issuer key that covers this card, if the bank issued it.
@@ -173,11 +178,11 @@ impl SoftKeyStore {
 
 impl KeyStore for SoftKeyStore {
     fn issuer_key(&self, pan: &Pan) -> Option<KeyRef> {
-        self.key_for(pan).map(|k| KeyRef(k.key_id.clone()))
+        self.key_for(pan).map(|k| KeyRef { id: k.key_id.clone(), prefix_digits: k.prefix.len() })
     }
 
     fn verify_arqc(&self, key: &KeyRef, pan: &Pan, pan_sequence: u8, terminal_data: &[u8], aip: [u8; 2], response: &AcResponse) -> bool {
-        let Some(issuer) = self.key_for(pan).filter(|k| k.key_id == key.0) else { return false };
+        let Some(issuer) = self.key_for(pan).filter(|k| k.key_id == key.id) else { return false };
         match derive_icc_master_key(&issuer.imk_ac, pan.as_str(), pan_sequence) {
             Ok(icc_key) => check_arqc(&icc_key, terminal_data, aip, response),
             Err(_) => false,
@@ -215,8 +220,8 @@ mod tests {
              [[issuer]]\nprefix = \"620000\"\nkey_id = \"narrow\"\nimk_ac = \"0123456789ABCDEFFEDCBA9876543210\"\n",
         )
         .unwrap();
-        assert_eq!(store.issuer_key(&Pan::parse("6200000000000005").unwrap()), Some(KeyRef("narrow".into())));
-        assert_eq!(store.issuer_key(&Pan::parse("6250947000000014").unwrap()), Some(KeyRef("wide".into())));
+        assert_eq!(store.issuer_key(&Pan::parse("6200000000000005").unwrap()), Some(KeyRef { id: "narrow".into(), prefix_digits: 6 }));
+        assert_eq!(store.issuer_key(&Pan::parse("6250947000000014").unwrap()), Some(KeyRef { id: "wide".into(), prefix_digits: 2 }));
         assert_eq!(store.issuer_key(&Pan::parse("4761735025003981").unwrap()), None);
         assert!(format!("{store:?}").contains("narrow") && !format!("{store:?}").contains("0123"));
     }

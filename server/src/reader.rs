@@ -264,9 +264,19 @@ pub async fn read_card_explained(state: &AppState, terminal_id: &str, card: &Pre
 
 async fn read_card_untimed(state: &AppState, terminal_id: &str, card: &PresentCard) -> Result<Read, FailedRead> {
     let terminal = Terminal::at(state.now_ms() as u64 / 1000, unpredictable_number());
-    let (mut session, mut batch) = ReadSession::start_with(&card.atr, terminal.clone());
+    let profile = state.read_profiles.get(terminal_id);
+    let (mut session, mut batch) = ReadSession::start_predicted(&card.atr, terminal.clone(), profile.as_deref());
     let identity = loop {
-        let groups = transmit(&state.router, terminal_id, card, &batch).await?;
+        let groups = match transmit(&state.router, terminal_id, card, &batch).await {
+            // A terminal whose local policy refuses GENERATE AC refuses a batch that carries one:
+            // read without the prediction, and forget it for this terminal.
+            Err(ReadFailure::PolicyRefused) if session.sends_generate_ac() => {
+                state.read_profiles.forget(terminal_id);
+                (session, batch) = ReadSession::start_with(&card.atr, terminal.clone());
+                continue;
+            }
+            groups => groups?,
+        };
         match session.advance(groups) {
             Ok(Next::Send(next)) => batch = next,
             Ok(Next::Done(identity)) => break identity,
@@ -280,15 +290,65 @@ async fn read_card_untimed(state: &AppState, terminal_id: &str, card: &PresentCa
         }
     };
     let auth = match &identity {
-        CardIdentity::Bank { pan, auth, .. } => authenticate(state, terminal_id, card, &terminal, pan, auth).await?,
+        CardIdentity::Bank { pan, auth, .. } => authenticate(state, terminal_id, card, &session, pan, auth).await?,
         CardIdentity::Uid { .. } => CardAuth::NotIssued,
     };
+    let issuer_digits = match (&auth, &identity) {
+        (CardAuth::Verified, CardIdentity::Bank { pan, .. }) => state.keys.issuer_key(pan).map(|key| key.prefix_digits),
+        _ => None,
+    };
+    if let Some(learned) = session.learned(issuer_digits) {
+        state.read_profiles.learned(terminal_id, learned);
+    }
     if let (CardAuth::Failed(reason), CardIdentity::Bank { pan, .. }) = (&auth, &identity) {
         tracing::warn!(terminal_id, card = %pan.masked(), %reason, "card authentication failed");
         let detail = format!("{}: {reason}", pan.masked());
         audit_refused_read(state, terminal_id, "card.auth_failed", &detail).await;
     }
     Ok(Read { identity, auth })
+}
+
+/// What the last bank read on each terminal taught about its card's product
+/// (`card::emv::Profile`, no card data): the next card like it is read, and if the bank issued it
+/// authenticated, in one round trip. In this instance's memory only: a terminal that reconnects
+/// to another instance reads its first card in the usual rounds and teaches that one.
+#[derive(Debug, Default)]
+pub struct ReadProfiles(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<card::emv::Profile>>>);
+
+impl ReadProfiles {
+    /// Terminals remembered at most; past it one is forgotten for each new one.
+    const MAX: usize = 20_000;
+
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::sync::Arc<card::emv::Profile>>> {
+        // A panic while holding it cannot leave the map half-changed (single calls only).
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The profile the terminal's last bank read taught, if any.
+    pub fn get(&self, terminal_id: &str) -> Option<std::sync::Arc<card::emv::Profile>> {
+        self.map().get(terminal_id).cloned()
+    }
+
+    /// Keep what a read on the terminal just taught (see [`card::emv::Profile::replaces`]).
+    pub fn learned(&self, terminal_id: &str, profile: card::emv::Profile) {
+        let mut map = self.map();
+        match map.get(terminal_id) {
+            Some(old) if !profile.replaces(old) => return,
+            Some(_) => {}
+            None if map.len() >= Self::MAX => {
+                if let Some(any) = map.keys().next().cloned() {
+                    map.remove(&any);
+                }
+            }
+            None => {}
+        }
+        map.insert(terminal_id.to_string(), std::sync::Arc::new(profile));
+    }
+
+    /// Forget the terminal's profile (its policy refused a batch that carried a predicted GENERATE AC).
+    pub fn forget(&self, terminal_id: &str) {
+        self.map().remove(terminal_id);
+    }
 }
 
 async fn audit_refused_read(state: &AppState, terminal_id: &str, action: &str, detail: &str) {
@@ -306,12 +366,15 @@ fn unpredictable_number() -> [u8; 4] {
     un
 }
 
-/// GENERATE AC (ARQC, amount 0) for a card the bank issued, and the issuer-side check.
+/// GENERATE AC (ARQC, amount 0) for a card the bank issued, and the issuer-side check. A
+/// predicted read's batch may already have carried the GENERATE AC (`card::emv::Profile`): its
+/// answer counts only if the command is exactly the one built here, from the read's CDOL1 and
+/// the read's terminal data with this read's unpredictable number.
 async fn authenticate(
     state: &AppState,
     terminal_id: &str,
     card: &PresentCard,
-    terminal: &Terminal,
+    session: &ReadSession,
     pan: &card::pan::Pan,
     auth: &card::emv::AuthData,
 ) -> Result<CardAuth, ReadFailure> {
@@ -319,14 +382,24 @@ async fn authenticate(
     let (Some(cdol1), Some(aip)) = (auth.cdol1.as_deref(), auth.aip) else {
         return Ok(CardAuth::Failed("the card gave no CDOL1 or AIP".into()));
     };
-    let request = match cryptogram::request_arqc(cdol1, terminal) {
+    let request = match cryptogram::request_arqc(cdol1, session.terminal()) {
         Ok(r) => r,
         Err(e) => return Ok(CardAuth::Failed(e.to_string())),
     };
-    let batch = Batch { groups: vec![Group::sequence(vec![request.apdu.clone()])] };
-    let groups = transmit(&state.router, terminal_id, card, &batch).await?;
-    let Some(raw) = groups.first().and_then(|g| g.first()) else {
-        return Ok(CardAuth::Failed("no answer to GENERATE AC".into()));
+    let answered;
+    let raw = match session.predicted_generate_ac() {
+        Some((sent, raw)) if sent.apdu == request.apdu => raw,
+        // The conditions of a predicted GENERATE AC make this unreachable; should it happen, the
+        // card's answer is to another command and proves nothing.
+        Some(_) => return Ok(CardAuth::Failed("the GENERATE AC sent with the read is not the one its CDOL1 asks for".into())),
+        None => {
+            let batch = Batch { groups: vec![Group::sequence(vec![request.apdu.clone()])] };
+            answered = transmit(&state.router, terminal_id, card, &batch).await?;
+            let Some(raw) = answered.first().and_then(|g| g.first()) else {
+                return Ok(CardAuth::Failed("no answer to GENERATE AC".into()));
+            };
+            raw.as_slice()
+        }
     };
     let response = match cryptogram::parse_response(raw) {
         Ok(r) => r,
@@ -335,7 +408,7 @@ async fn authenticate(
     if state.keys.verify_arqc(&key, pan, auth.psn.unwrap_or(0), &request.terminal_data, aip, &response) {
         Ok(CardAuth::Verified)
     } else {
-        Ok(CardAuth::Failed(format!("the cryptogram does not verify under {}", key.0)))
+        Ok(CardAuth::Failed(format!("the cryptogram does not verify under {}", key.id)))
     }
 }
 
@@ -369,6 +442,20 @@ pub async fn transmit(router: &crate::router::Router, terminal_id: &str, card: &
 }
 
 fn to_wire(batch: &card::batch::Batch) -> ApduBatch {
+    use card::batch::Condition as C;
+    use protocol::agent::{Condition, Segment};
+    // Indexes and lengths beyond u16 do not occur (a few dozen groups, responses of at most
+    // 65 538 bytes); one cut short would name nothing, and a condition that names nothing fails.
+    let n = |x: usize| u16::try_from(x).unwrap_or(u16::MAX);
+    let condition = |c: &C| match c {
+        C::Ran { group } => Condition::Ran { group: n(*group) },
+        C::Response { group, apdu, len, segments } => Condition::Response {
+            group: n(*group),
+            apdu: n(*apdu),
+            len: n(*len),
+            segments: segments.iter().map(|s| Segment { at: n(s.at), bytes: HexBytes(s.bytes.clone()) }).collect(),
+        },
+    };
     ApduBatch {
         groups: batch
             .groups
@@ -379,6 +466,7 @@ fn to_wire(batch: &card::batch::Batch) -> ApduBatch {
                     card::batch::GroupMode::FirstSuccess => GroupMode::FirstSuccess,
                 },
                 apdus: g.apdus.iter().map(|a| HexBytes(a.clone())).collect(),
+                when: g.when.iter().map(condition).collect(),
             })
             .collect(),
     }

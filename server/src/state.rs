@@ -43,6 +43,8 @@ pub struct Inner {
     pub throttles: crate::throttle::Throttles,
     /// Recent read timings (card present → number → submit).
     pub read_timings: crate::metrics::ReadTimings,
+    /// Per terminal, what its last bank read taught about the card's product (predicted reads).
+    pub read_profiles: crate::reader::ReadProfiles,
     /// Where "now" comes from for every time decision (a manual clock in tests).
     pub clock: Arc<dyn crate::clock::Clock>,
     /// The demo's in-process bank (`demo_bank`), which an admin may unplug and plug back in.

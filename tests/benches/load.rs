@@ -493,19 +493,8 @@ fn execute(card: &mut Option<Box<dyn card::sim::SimCard>>, body: &CommandBody) -
     let failed = |error, message: &str| Outcome::Failed { error, message: message.into() };
     let CommandBody::Transmit { batch, .. } = body else { return failed(AgentError::Unsupported, "not a simulated reader") };
     let Some(card) = card.as_mut() else { return failed(AgentError::NoCard, "no card") };
-    let batch = card::batch::Batch {
-        groups: batch
-            .groups
-            .iter()
-            .map(|g| card::batch::Group {
-                mode: match g.mode {
-                    protocol::agent::GroupMode::Sequence => card::batch::GroupMode::Sequence,
-                    protocol::agent::GroupMode::FirstSuccess => card::batch::GroupMode::FirstSuccess,
-                },
-                apdus: g.apdus.iter().map(|a| a.0.clone()).collect(),
-            })
-            .collect(),
-    };
+    // As the agent runs it, group conditions included.
+    let batch = cardbridge_agent::to_card_batch(batch);
     let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, std::convert::Infallible> { Ok(card.transmit(apdu)) };
     match card::batch::execute(&batch, &mut transmit) {
         Ok(groups) => Outcome::Transmitted {

@@ -247,9 +247,64 @@ async fn a_database_failure_is_reported_as_unavailable(engine: Engine) {
     app.stop().await;
 }
 
+/// A card under another name in the virtual reader (a clone tapped after the genuine card).
+struct Named(&'static str, Box<dyn card::sim::SimCard>);
+
+impl card::sim::SimCard for Named {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.1.atr()
+    }
+    fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.1.transmit(apdu)
+    }
+    fn reset(&mut self) {
+        self.1.reset()
+    }
+}
+
+/// Predicted reads (`card::emv::Profile`): after the genuine card, a clone of it is read in one
+/// round trip with the predicted GENERATE AC — and its cryptogram still does not verify, so it
+/// still discloses nothing; the genuine card tapped again is read in one round trip and
+/// authenticates.
+async fn a_predicted_read_still_tells_a_clone_from_the_card(engine: Engine) {
+    let Some(app) = spawn_app(engine, AppOptions::default()).await else { return };
+    app.seed_demo().await;
+    let mut reader = cardbridge_agent::backend::VirtualReader::new();
+    reader.insert_card(Box::new(Named("clone", card::sim::cloned("unionpay-debit").expect("a clone"))));
+    cardbridge_agent::backend::ReaderBackend::simulate_remove(&mut reader).expect("out of the field until tapped");
+    let agent = app.start_terminal_on("Branch PC 21", Box::new(reader)).await;
+    let (browser, mut page) = armed_page(&app, &agent, ConsentDecision::AllowAlways).await;
+    // Commands to the agent for one tap: the tap itself, then the read's batches.
+    let mut tap = async |card: &str| {
+        let sent = app.state.hub.commands_sent(&agent.terminal_id);
+        page.send(&PageToServer::DemoTap { card: card.into() }).await;
+        let (read_id, number) = page.card_number().await;
+        let result: QueryResult = query(&browser, &number, Some(read_id), RequestKind::Balance).await.json().await.unwrap();
+        page.send(&PageToServer::Arm).await;
+        page.expect("waiting for a card", |f| matches!(f, ServerToPage::WaitingForCard).then_some(())).await;
+        (number, result.disclosure, app.state.hub.commands_sent(&agent.terminal_id) - sent)
+    };
+
+    let first = tap("unionpay-debit").await;
+    let clone = tap("clone").await;
+    let again = tap("unionpay-debit").await;
+
+    assert_eq!(first, (expected("unionpay-debit"), Disclosure::Full, 1 + 3), "round 1, round 2, GENERATE AC");
+    assert_eq!(clone, (expected("unionpay-debit"), Disclosure::Masked, 1 + 1), "one predicted batch");
+    assert_eq!(again, (expected("unionpay-debit"), Disclosure::Full, 1 + 1), "one predicted batch");
+    let events = app.store().audit_events(100).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.action == "card.auth_failed").count(), 1, "the clone's cryptogram failed");
+    agent.stop().await;
+    app.stop().await;
+}
+
 both_databases!(
     a_recorded_card_without_issuer_keys_stays_masked,
     a_cloned_card_does_not_disclose_the_customer_data,
+    a_predicted_read_still_tells_a_clone_from_the_card,
     allow_once_is_one_read,
     a_card_is_read_once_per_tap,
     an_open_page_socket_stops_working_after_logout,

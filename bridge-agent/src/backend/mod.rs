@@ -135,6 +135,12 @@ pub trait ReaderBackend: Send + 'static {
     /// The readers and what is in them now.
     fn readers(&mut self) -> Vec<ReaderStatus>;
 
+    /// A card arrived in `reader`: get ready for the batches that may follow (a PC/SC backend
+    /// connects to it), without sending the card anything. Failures are left to the first batch.
+    fn card_arrived(&mut self, reader: &str) {
+        let _ = reader;
+    }
+
     /// Run a batch on the card in `reader`, or on the only card present when `reader` is `None`.
     /// Returns the reader used and the responses, group by group.
     fn transmit(

@@ -5,9 +5,11 @@
 //! - The reader thread ([`super::ReaderHandle`]) owns [`PcscReader`] and the context every
 //!   connect and transmit goes through. A batch runs inside a PC/SC transaction on a shared-mode
 //!   connection, so no other application can slip a command between two of ours and the card
-//!   stays usable by others between batches. The connection is kept between batches (an EMV read
-//!   or a purse load is several batches; the card's selection and session must survive), until
-//!   the card leaves, is reset, or pcscd goes away.
+//!   stays usable by others between batches. The connection is made as soon as a card arrives
+//!   ([`ReaderBackend::card_arrived`], while the server decides whether to read it; nothing is
+//!   sent to the card), and kept between batches (an EMV read or a purse load is several
+//!   batches; the card's selection and session must survive), until the card leaves, is reset,
+//!   or pcscd goes away.
 //! - The watch thread ([`watch`]) owns a second context, waits on `SCardGetStatusChange` with
 //!   short timeouts (readers and the `\\?PnP?\Notification` pseudo-reader for hot-plug) and
 //!   pushes [`BackendEvent`]s. It stops when the backend is dropped.
@@ -59,6 +61,8 @@ pub struct PcscReader {
     /// Reader names of the last successful listing, reported unavailable while pcscd is away.
     known: Vec<String>,
     watcher: Option<watch::Watcher>,
+    /// Receives each response of a batch (allocated once, not per batch).
+    buffer: Vec<u8>,
 }
 
 /// A shared-mode connection to the card in one reader.
@@ -241,7 +245,14 @@ fn observe(context: &Context, only: Option<&str>) -> Result<Vec<Observed>, pcsc:
 impl PcscReader {
     /// All readers, or only the one named.
     pub fn new(only: Option<String>) -> PcscReader {
-        PcscReader { only, context: None, connections: HashMap::new(), known: Vec::new(), watcher: None }
+        PcscReader {
+            only,
+            context: None,
+            connections: HashMap::new(),
+            known: Vec::new(),
+            watcher: None,
+            buffer: vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED],
+        }
     }
 
     /// The reader thread's context, established if there is none.
@@ -280,6 +291,24 @@ impl PcscReader {
         Ok(observed)
     }
 
+    /// The state of the reader called `name`, in one call to pcscd.
+    fn observe_one(&mut self, name: &str) -> Result<Observed, Fail> {
+        let context = self.context()?;
+        let reader = CString::new(name).map_err(|_| BackendError::NoReader(name.into()))?;
+        let mut states = [pcsc::ReaderState::new(reader, State::UNAWARE)];
+        match context.get_status_change(Duration::ZERO, &mut states) {
+            Ok(()) | Err(pcsc::Error::Timeout) => {}
+            Err(pcsc::Error::UnknownReader) => return Err(BackendError::NoReader(name.into()).into()),
+            Err(error) => return Err(error.into()),
+        }
+        let [state] = &states;
+        Ok(Observed {
+            name: name.to_string(),
+            state: reader_state(state.event_state(), state.atr()),
+            event_count: state.event_count(),
+        })
+    }
+
     /// Pick the reader for a batch and make sure it has a live connection; nothing reaches the
     /// card here, so a stale context can be replaced and this tried again.
     fn prepare(&mut self, reader: Option<&str>) -> Result<String, Fail> {
@@ -296,7 +325,12 @@ impl PcscReader {
                 return Ok(name.to_string());
             }
         }
-        let observed = self.try_readers()?;
+        let named = reader.or(self.only.as_deref()).map(str::to_string);
+        let observed = match named {
+            // A named reader: its state alone, without listing the others.
+            Some(name) => vec![self.observe_one(&name)?],
+            None => self.try_readers()?,
+        };
         let chosen = match reader.or(self.only.as_deref()) {
             Some(name) => {
                 observed.iter().find(|r| r.name == name).ok_or_else(|| BackendError::NoReader(name.into()))?
@@ -359,7 +393,7 @@ impl PcscReader {
             other => other?,
         };
         let connection = self.connections.get_mut(&name).ok_or(Fail::Backend(BackendError::NoCard))?;
-        match run_batch(&mut connection.card, batch) {
+        match run_batch(&mut connection.card, batch, &mut self.buffer) {
             Ok(groups) => Ok((name, groups)),
             Err(fail) => {
                 if fail.service_gone() {
@@ -409,11 +443,10 @@ fn connect(context: &Context, reader: &CStr) -> Result<pcsc::Card, Fail> {
 }
 
 /// Run a batch inside one transaction: no other application's command can come between ours.
-fn run_batch(card: &mut pcsc::Card, batch: &card::batch::Batch) -> Result<GroupResponses, Fail> {
+fn run_batch(card: &mut pcsc::Card, batch: &card::batch::Batch, buffer: &mut [u8]) -> Result<GroupResponses, Fail> {
     let transaction = card.transaction()?;
-    let mut buffer = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
     let mut transmit =
-        |apdu: &[u8]| -> Result<Vec<u8>, pcsc::Error> { transaction.transmit(apdu, &mut buffer).map(<[u8]>::to_vec) };
+        |apdu: &[u8]| -> Result<Vec<u8>, pcsc::Error> { transaction.transmit(apdu, buffer).map(<[u8]>::to_vec) };
     let groups = card::batch::execute(batch, &mut transmit).map_err(|error| match error {
         // Kept raw: whether the context is dead is decided from it.
         ExchangeError::Transport(error) => Fail::Pcsc(error),
@@ -438,6 +471,18 @@ fn close(card: pcsc::Card) {
 impl ReaderBackend for PcscReader {
     fn name(&self) -> &'static str {
         "pcsc"
+    }
+
+    /// Connect to the card that just arrived, while the server checks whether it may read it:
+    /// the read's first batch then finds the connection made. Nothing is sent to the card.
+    fn card_arrived(&mut self, reader: &str) {
+        let result = pcsc_call(|| self.prepare(Some(reader)));
+        if let Err(fail) = result {
+            if fail.service_gone() {
+                self.forget_context();
+            }
+            tracing::debug!(error = %fail.into_backend_error(), "connecting to a new card failed; the first batch tries again");
+        }
     }
 
     fn attach(&mut self, events: EventSink) {

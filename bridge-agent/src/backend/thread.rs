@@ -13,6 +13,9 @@ use super::{BackendError, BackendEvent, EventSink, GroupResponses, ReaderBackend
 
 enum Request {
     Readers(oneshot::Sender<Vec<ReaderStatus>>),
+    CardArrived {
+        reader: String,
+    },
     Transmit {
         reader: Option<String>,
         batch: card::batch::Batch,
@@ -40,6 +43,7 @@ impl std::fmt::Debug for Request {
         // Never APDUs or card names in debug output.
         f.write_str(match self {
             Request::Readers(_) => "Readers",
+            Request::CardArrived { .. } => "CardArrived",
             Request::Transmit { .. } => "Transmit",
             Request::SimulateTap { .. } => "SimulateTap",
             Request::SimulateRemove { .. } => "SimulateRemove",
@@ -81,6 +85,12 @@ impl ReaderHandle {
         receiver.await.map_err(|_| thread_gone())
     }
 
+    /// A card arrived in `reader`: let the backend get ready for the read that may follow (see
+    /// [`ReaderBackend::card_arrived`]). Does not wait; a batch sent after it runs after it.
+    pub fn card_arrived(&self, reader: &str) {
+        let _ = self.requests.send(Request::CardArrived { reader: reader.to_string() });
+    }
+
     pub async fn transmit(
         &self,
         reader: Option<String>,
@@ -111,6 +121,7 @@ fn serve(backend: &mut dyn ReaderBackend, inbox: std_mpsc::Receiver<Request>) {
             Request::Readers(answer) => {
                 let _ = answer.send(backend.readers());
             }
+            Request::CardArrived { reader } => backend.card_arrived(&reader),
             Request::Transmit { reader, batch, answer } => {
                 let _ = answer.send(backend.transmit(reader.as_deref(), &batch));
             }

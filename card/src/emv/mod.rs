@@ -1,4 +1,4 @@
-//! The server-side card-number read: a state machine that emits APDU batches so a read costs at most 3 agent round trips, usually 2
+//! The server-side card-number read: a state machine that emits APDU batches so a read costs at most 3 agent round trips, usually 2, and 1 for a card like the last one
 //!
 //! # Rounds
 //!
@@ -46,9 +46,20 @@
 //! Every card in the simulator catalogue reads in at most 3 (tested, with the exact count per
 //! card). Records read speculatively but not named by the AFL are a last resort, used only after
 //! the AFL records.
+//!
+//! # Predicted reads
+//!
+//! A card like the last one read on a terminal (same product: same answers but for the card's own
+//! values) reads in 1, GENERATE AC included for a card of the same issuer that authenticated:
+//! [`ReadSession::start_predicted`] appends the later rounds a [`Profile`] learned
+//! ([`ReadSession::learned`]) to round 1 under byte conditions the agent checks, and
+//! [`ReadSession::advance`] takes their answers only where the read's own next round is the
+//! predicted one (see [`predict`]). Any other card skips them and reads as above: a prediction
+//! never costs a round trip, nor changes what a read finds.
 
 mod card_data;
 pub mod cryptogram;
+mod predict;
 mod terminal;
 
 use std::collections::BTreeMap;
@@ -61,15 +72,21 @@ use crate::tlv::{self, Tlv};
 
 pub use card_data::{AflEntry, Candidate};
 pub use cryptogram::AuthData;
+pub use predict::{Profile, IIN_DIGITS};
 pub use terminal::Terminal;
 
 use card_data::{Fci, GpoData};
+use cryptogram::ArqcRequest;
+use predict::{LearnedAc, LearnedRound, Predicted, Shape};
 
 /// The round-trip budget every catalogue card meets (most take 2).
 pub const TARGET_ROUND_TRIPS: usize = 3;
 /// Hard limit: the budget plus the two documented extra rounds.
 pub const MAX_ROUND_TRIPS: usize = 5;
 
+/// Round 1's group that asks for the UID: a card's UID is its own, so a prediction never depends
+/// on it.
+const UID_GROUP: usize = 2;
 const PPSE: &[u8] = b"2PAY.SYS.DDF01";
 const PSE: &[u8] = b"1PAY.SYS.DDF01";
 /// Records read from a payment system directory file.
@@ -213,6 +230,8 @@ enum Stage {
     Gpo {
         app: App,
         layout: Vec<Vec<(u8, u8)>>,
+        /// The PDOL the GPO's data was built for.
+        pdol: Vec<u8>,
     },
     Records {
         app: App,
@@ -224,15 +243,40 @@ enum Stage {
     Over,
 }
 
+/// One round of the read as the read itself decided it, and the card's answers. No Debug: the
+/// answers hold card numbers.
+struct Round {
+    batch: Batch,
+    responses: Vec<Vec<Vec<u8>>>,
+    gpo_pdol: Option<Vec<u8>>,
+}
+
 /// One card-number read. Start it with the card's ATR, run each batch it emits on the card
 /// (`batch::execute`), feed the responses back with [`ReadSession::advance`].
 pub struct ReadSession {
     stage: Stage,
-    /// The batch whose responses are awaited, to check their shape.
+    /// The batch whose responses are awaited, to check their shape (with any predicted rounds).
     sent: Batch,
+    /// The round of the read at the head of `sent`, as the read decided it.
+    current: Batch,
+    /// The PDOL of the GPO in `current`, if it has one.
+    pdol_in_flight: Option<Vec<u8>>,
     round_trips: usize,
     terminal: Terminal,
     contactless: bool,
+    atr: Vec<u8>,
+    /// Rounds appended to `sent` after `current` ([`predict`]), in order.
+    predicted: Vec<Predicted>,
+    /// The GENERATE AC appended last to `sent`, if any.
+    predicted_ac: Option<ArqcRequest>,
+    /// The GENERATE AC a batch carried and the card's answer, once it ran.
+    ac_answer: Option<(ArqcRequest, Vec<u8>)>,
+    /// The rounds so far, for [`ReadSession::learned`].
+    history: Vec<Round>,
+    /// The CDOL1 of a finished bank read.
+    cdol1: Option<Vec<u8>>,
+    /// The read gave a bank card's identity.
+    bank_read: bool,
 }
 
 impl ReadSession {
@@ -242,33 +286,114 @@ impl ReadSession {
 
     /// Like [`ReadSession::start`] with given terminal data (fixed dates in tests).
     pub fn start_with(atr: &[u8], terminal: Terminal) -> (ReadSession, Batch) {
-        let batch = Batch {
-            groups: vec![
-                Group::sequence(vec![Apdu::select_by_name(PPSE).to_bytes()]),
-                Group::sequence(
-                    std::iter::once(Apdu::select_by_name(PSE).to_bytes())
-                        .chain((1..=DIRECTORY_RECORDS).map(|r| Apdu::read_record(r, 1).to_bytes()))
-                        .collect(),
-                ),
-                Group::sequence(vec![Apdu::get_uid().to_bytes()]),
-                // Last, so that its selection is the one in force after the batch.
-                Group::first_success(
-                    known_aids()
-                        .iter()
-                        .map(|aid| Apdu::select_by_name(aid).to_bytes())
-                        .collect(),
-                ),
-            ],
-        };
+        let batch = round_1();
         let session = ReadSession {
             stage: Stage::Directory,
             sent: batch.clone(),
+            current: batch.clone(),
+            pdol_in_flight: None,
             round_trips: 1,
             terminal,
             contactless: is_contactless_atr(atr),
+            atr: atr.to_vec(),
+            predicted: Vec::new(),
+            predicted_ac: None,
+            ac_answer: None,
+            history: Vec::new(),
+            cdol1: None,
+            bank_read: false,
         };
         (session, batch)
     }
+
+    /// Like [`ReadSession::start_with`], with the later rounds of a read like `profile`'s (the
+    /// last read on the same terminal, see [`ReadSession::learned`]) appended to round 1 under
+    /// conditions, and its GENERATE AC if it has one: a card of the same product (and, for
+    /// GENERATE AC, the same issuer) is read in one round trip. A profile learned from a card
+    /// with another ATR is not used.
+    pub fn start_predicted(atr: &[u8], terminal: Terminal, profile: Option<&Profile>) -> (ReadSession, Batch) {
+        let (mut session, batch) = ReadSession::start_with(atr, terminal);
+        let Some(profile) = profile.filter(|p| p.atr == atr) else { return (session, batch) };
+        let Some((full, predicted, ac)) = predict::extend(&batch, profile, &session.terminal) else {
+            return (session, batch);
+        };
+        session.sent = full.clone();
+        session.predicted = predicted;
+        session.predicted_ac = ac;
+        (session, full)
+    }
+
+    /// After a bank read: what it taught about the card's product (see [`predict`]), for the
+    /// next read on the same terminal. For a card that authenticated (its cryptogram verified),
+    /// `issuer_digits` says how many leading digits of its number tell the issuer key that covers
+    /// it (at least [`IIN_DIGITS`] are used): the profile then predicts GENERATE AC for cards whose
+    /// numbers start with the same digits. `None` before the read is done, for a read that gave no
+    /// bank card, and for a card whose answers are not all BER-TLV.
+    pub fn learned(&self, issuer_digits: Option<usize>) -> Option<Profile> {
+        if !self.bank_read || self.history.len() < 2 {
+            return None;
+        }
+        let shapes = |round: usize, number_bytes: usize| -> Option<Vec<(usize, usize, Shape)>> {
+            let Round { responses, gpo_pdol, .. } = &self.history[round];
+            let mut out = Vec::new();
+            for (g, answers) in responses.iter().enumerate() {
+                if round == 0 && g == UID_GROUP {
+                    continue;
+                }
+                for (i, raw) in answers.iter().enumerate() {
+                    let gpo = gpo_pdol.is_some() && (g, i) == (0, 0);
+                    out.push((g, i, Shape::of(raw, gpo, number_bytes)?));
+                }
+            }
+            Some(out)
+        };
+        let mut rounds = Vec::with_capacity(self.history.len() - 1);
+        for (r, round) in self.history.iter().enumerate().skip(1) {
+            let mut groups = round.batch.groups.clone();
+            if round.gpo_pdol.is_some() {
+                // Rebuilt with each read's terminal data.
+                if let Some(gpo) = groups.first_mut().and_then(|g| g.apdus.first_mut()) {
+                    gpo.clear();
+                }
+            }
+            rounds.push(LearnedRound {
+                groups,
+                gpo_pdol: round.gpo_pdol.clone(),
+                after: shapes(r - 1, 0)?,
+            });
+        }
+        let ac = match (&self.cdol1, issuer_digits) {
+            (Some(cdol1), Some(digits)) => {
+                // Whole bytes: an odd count keeps one digit more, never one less.
+                let number_bytes = digits.max(IIN_DIGITS).div_ceil(2);
+                let mut after = Vec::new();
+                for r in 1..self.history.len() {
+                    after.extend(shapes(r, number_bytes)?.into_iter().map(|(g, i, shape)| (r, g, i, shape)));
+                }
+                Some(LearnedAc { cdol1: cdol1.clone(), after })
+            }
+            _ => None,
+        };
+        Some(Profile { atr: self.atr.clone(), rounds, ac })
+    }
+
+    /// Whether the batch awaiting its answers carries a predicted GENERATE AC (a terminal whose
+    /// local policy refuses the command refuses the whole batch).
+    pub fn sends_generate_ac(&self) -> bool {
+        self.predicted_ac.is_some()
+    }
+
+    /// The GENERATE AC a predicted read's batch carried, and the card's answer, if it ran. Use the
+    /// answer only for the very command the read's own CDOL1 and terminal data give.
+    pub fn predicted_generate_ac(&self) -> Option<(&ArqcRequest, &[u8])> {
+        self.ac_answer.as_ref().map(|(request, raw)| (request, raw.as_slice()))
+    }
+
+    /// The terminal data the read sends (PDOL, CDOL1), with its unpredictable number.
+    pub fn terminal(&self) -> &Terminal {
+        &self.terminal
+    }
+
 
     /// Batches emitted so far (the first one included); once done, the read's round trips.
     pub fn round_trips(&self) -> usize {
@@ -281,16 +406,91 @@ impl ReadSession {
     }
 
     /// Take the responses to the last batch, shaped as `batch::execute` returns them.
+    ///
+    /// The answers of a predicted round are taken only where the read's own next round is that
+    /// very round; from the first round that was skipped (its conditions did not hold) the read
+    /// sends its rounds as usual. A predicted round that ran although the read needs another
+    /// one (it never happens with the conditions [`predict`] writes) starts the read over.
     pub fn advance(&mut self, responses: Vec<Vec<Vec<u8>>>) -> Result<Next, ReadError> {
         // Any error ends the read: the stage stays `Over`.
-        let stage = std::mem::replace(&mut self.stage, Stage::Over);
+        let mut stage = std::mem::replace(&mut self.stage, Stage::Over);
         if matches!(stage, Stage::Over) {
             return Err(ReadError::UnexpectedResponse(
                 "the read is already over".into(),
             ));
         }
         batch::check_shape(&self.sent, &responses).map_err(ReadError::UnexpectedResponse)?;
-        let step = match stage {
+        let mut answers = responses.into_iter();
+        let mut part: Vec<Vec<Vec<u8>>> = answers.by_ref().take(self.current.groups.len()).collect();
+        let predicted: Vec<(Predicted, Vec<Vec<Vec<u8>>>)> = std::mem::take(&mut self.predicted)
+            .into_iter()
+            .map(|p| {
+                let part = answers.by_ref().take(p.n_groups).collect();
+                (p, part)
+            })
+            .collect();
+        if let Some(request) = self.predicted_ac.take() {
+            if let Some(raw) = answers.next().and_then(|group| group.into_iter().next()) {
+                self.ac_answer = Some((request, raw));
+            }
+        }
+        let mut predicted = predicted.into_iter();
+        loop {
+            let step = self.step(stage, &part)?;
+            self.history.push(Round {
+                batch: std::mem::take(&mut self.current),
+                responses: part,
+                gpo_pdol: self.pdol_in_flight.take(),
+            });
+            match step {
+                Step::Done(identity) => {
+                    if let CardIdentity::Bank { auth, .. } = &identity {
+                        self.bank_read = true;
+                        self.cdol1 = auth.cdol1.clone();
+                    }
+                    return Ok(Next::Done(identity));
+                }
+                Step::Send(next, batch) => match predicted.next() {
+                    Some((round, answers)) if answers.first().is_some_and(|g| !g.is_empty()) => {
+                        if round.batch != batch {
+                            return self.start_over();
+                        }
+                        self.current = batch;
+                        self.pdol_in_flight = round.gpo_pdol;
+                        stage = next;
+                        part = answers;
+                    }
+                    _ => return self.send(next, batch),
+                },
+            }
+        }
+    }
+
+    /// Send `batch`, a round of the read, for real.
+    fn send(&mut self, stage: Stage, batch: Batch) -> Result<Next, ReadError> {
+        if self.round_trips >= MAX_ROUND_TRIPS {
+            return Err(ReadError::TooManyRoundTrips);
+        }
+        self.round_trips += 1;
+        self.pdol_in_flight = match &stage {
+            Stage::Gpo { pdol, .. } => Some(pdol.clone()),
+            _ => None,
+        };
+        self.stage = stage;
+        self.current = batch.clone();
+        self.sent = batch.clone();
+        Ok(Next::Send(batch))
+    }
+
+    /// Start the read over with round 1: the card ran commands the read did not decide on.
+    fn start_over(&mut self) -> Result<Next, ReadError> {
+        self.history.clear();
+        self.ac_answer = None;
+        self.send(Stage::Directory, round_1())
+    }
+
+    fn step(&mut self, stage: Stage, responses: &[Vec<Vec<u8>>]) -> Result<Step, ReadError> {
+        match stage {
             Stage::Over => Err(ReadError::UnexpectedResponse(
                 "the read is already over".into(),
             )),
@@ -305,7 +505,7 @@ impl ReadSession {
                 },
             ),
             Stage::Select { candidates, uid } => self.after_select(responses, candidates, uid),
-            Stage::Gpo { app, layout } => self.after_gpo(responses, app, layout),
+            Stage::Gpo { app, layout, .. } => self.after_gpo(responses, app, layout),
             Stage::Records {
                 app,
                 gpo,
@@ -320,22 +520,10 @@ impl ReadSession {
                 }
                 finish(app, gpo.as_ref(), gpo_sw, &records)
             }
-        }?;
-        match step {
-            Step::Done(identity) => Ok(Next::Done(identity)),
-            Step::Send(stage, batch) => {
-                if self.round_trips >= MAX_ROUND_TRIPS {
-                    return Err(ReadError::TooManyRoundTrips);
-                }
-                self.round_trips += 1;
-                self.stage = stage;
-                self.sent = batch.clone();
-                Ok(Next::Send(batch))
-            }
         }
     }
 
-    fn after_directory(&mut self, responses: Vec<Vec<Vec<u8>>>) -> Result<Step, ReadError> {
+    fn after_directory(&mut self, responses: &[Vec<Vec<u8>>]) -> Result<Step, ReadError> {
         let uid = responses[2]
             .first()
             .and_then(|r| success_data(r))
@@ -424,7 +612,7 @@ impl ReadSession {
 
     fn after_select(
         &mut self,
-        responses: Vec<Vec<Vec<u8>>>,
+        responses: &[Vec<Vec<u8>>],
         candidates: Vec<Candidate>,
         uid: Option<Vec<u8>>,
     ) -> Result<Step, ReadError> {
@@ -467,12 +655,12 @@ impl ReadSession {
                 layout.push(at);
             }
         }
-        Ok(Step::Send(Stage::Gpo { app, layout }, Batch { groups }))
+        Ok(Step::Send(Stage::Gpo { app, layout, pdol }, Batch { groups }))
     }
 
     fn after_gpo(
         &mut self,
-        responses: Vec<Vec<Vec<u8>>>,
+        responses: &[Vec<Vec<u8>>],
         app: App,
         layout: Vec<Vec<(u8, u8)>>,
     ) -> Result<Step, ReadError> {
@@ -551,6 +739,28 @@ impl fmt::Debug for ReadSession {
 enum Step {
     Send(Stage, Batch),
     Done(CardIdentity),
+}
+
+/// Round 1: directories, UID, and the speculative selection of the known AIDs.
+fn round_1() -> Batch {
+    Batch {
+        groups: vec![
+            Group::sequence(vec![Apdu::select_by_name(PPSE).to_bytes()]),
+            Group::sequence(
+                std::iter::once(Apdu::select_by_name(PSE).to_bytes())
+                    .chain((1..=DIRECTORY_RECORDS).map(|r| Apdu::read_record(r, 1).to_bytes()))
+                    .collect(),
+            ),
+            Group::sequence(vec![Apdu::get_uid().to_bytes()]),
+            // Last, so that its selection is the one in force after the batch.
+            Group::first_success(
+                known_aids()
+                    .iter()
+                    .map(|aid| Apdu::select_by_name(aid).to_bytes())
+                    .collect(),
+            ),
+        ],
+    }
 }
 
 /// [`KNOWN_AIDS`] as bytes, in order.

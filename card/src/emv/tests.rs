@@ -502,3 +502,307 @@ fn two_different_numbers_on_one_card_are_refused() {
     let result = crate::emv::read_card(&atr, &mut transmit);
     assert!(matches!(result, Err(crate::emv::ReadCardError::Read(ReadError::InconsistentNumber))), "{result:?}");
 }
+
+// ---- predicted reads ----
+
+/// The commands a card received, and what it answered.
+struct Logged<'a> {
+    card: &'a mut dyn SimCard,
+    seen: Vec<Vec<u8>>,
+}
+
+impl SimCard for Logged<'_> {
+    fn name(&self) -> &str {
+        self.card.name()
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.card.atr()
+    }
+    fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.seen.push(apdu.to_vec());
+        self.card.transmit(apdu)
+    }
+    fn reset(&mut self) {
+        self.card.reset()
+    }
+}
+
+/// A read as the server runs it: with the terminal's profile if any, each batch through
+/// `batch::execute`. Returns the result, the session and the commands the card received.
+fn read_with(
+    card: &mut dyn SimCard,
+    terminal: Terminal,
+    profile: Option<&Profile>,
+) -> (Result<CardIdentity, ReadError>, ReadSession, Vec<Vec<u8>>) {
+    let atr = card.atr();
+    let mut logged = Logged { card, seen: Vec::new() };
+    let (mut session, mut batch) = ReadSession::start_predicted(&atr, terminal, profile);
+    let result = loop {
+        let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, Infallible> { Ok(logged.transmit(apdu)) };
+        let responses = batch::execute(&batch, &mut transmit).unwrap();
+        match session.advance(responses) {
+            Ok(Next::Send(next)) => batch = next,
+            Ok(Next::Done(identity)) => break Ok(identity),
+            Err(e) => break Err(e),
+        }
+    };
+    (result, session, logged.seen)
+}
+
+fn is_generate_ac(apdu: &[u8]) -> bool {
+    apdu.starts_with(&[0x80, 0xAE])
+}
+
+/// The card authenticates as the server would have it: a card in the test issuer's ranges whose
+/// cryptogram over `session`'s terminal data verifies under its derived key. Uses the predicted
+/// GENERATE AC when the read carried it, else sends one.
+fn authenticates(card: &mut dyn SimCard, identity: &CardIdentity, session: &ReadSession) -> bool {
+    use crate::emv::cryptogram::{check_arqc, parse_response, request_arqc};
+    use crate::sim::issuer::{TEST_ISSUER_MASTER_KEY, TEST_ISSUER_RANGES};
+    let CardIdentity::Bank { pan, auth, .. } = identity else { return false };
+    if !TEST_ISSUER_RANGES.iter().any(|r| pan.as_str().starts_with(r)) {
+        return false;
+    }
+    let (Some(cdol1), Some(aip)) = (auth.cdol1.as_deref(), auth.aip) else { return false };
+    let Ok(request) = request_arqc(cdol1, session.terminal()) else { return false };
+    let raw = match session.predicted_generate_ac() {
+        Some((sent, raw)) => {
+            assert_eq!(sent, &request, "the predicted GENERATE AC is the one the read's CDOL1 gives");
+            raw.to_vec()
+        }
+        None => {
+            let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, Infallible> { Ok(card.transmit(apdu)) };
+            crate::apdu::exchange(&request.apdu, &mut transmit).unwrap()
+        }
+    };
+    let key = crate::crypto::derive_icc_master_key(&TEST_ISSUER_MASTER_KEY, pan.as_str(), auth.psn.unwrap_or(0)).unwrap();
+    parse_response(&raw).is_ok_and(|r| check_arqc(&key, &request.terminal_data, aip, &r))
+}
+
+/// What a terminal learns from reading `name` (its first tap there), as the server learns it.
+fn learn(name: &str) -> Profile {
+    let mut card = crate::sim::load(name).unwrap();
+    let (result, session, _) = read_with(card.as_mut(), terminal(), None);
+    let identity = result.unwrap();
+    let verified = authenticates(card.as_mut(), &identity, &session);
+    session.learned(verified.then_some(IIN_DIGITS)).unwrap_or_else(|| panic!("{name}: nothing learned"))
+}
+
+fn another_terminal() -> Terminal {
+    Terminal::at(1_795_400_000, [0xA5, 0x5A, 0x0F, 0xF0])
+}
+
+#[test]
+fn a_card_like_the_last_one_reads_and_authenticates_in_one_round_trip() {
+    for entry in crate::sim::catalogue().into_iter().filter(|e| e.bank) {
+        let profile = learn(entry.name);
+        let mut card = crate::sim::load(entry.name).unwrap();
+        let (plain, _, _) = read_with(crate::sim::load(entry.name).unwrap().as_mut(), another_terminal(), None);
+
+        let (result, session, seen) = read_with(card.as_mut(), another_terminal(), Some(&profile));
+
+        let identity = result.unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        assert_eq!(identity, plain.unwrap(), "{}", entry.name);
+        assert_eq!(session.round_trips(), 1, "{}", entry.name);
+        let issued = profile.predicts_generate_ac();
+        assert_eq!(session.predicted_generate_ac().is_some(), issued, "{}", entry.name);
+        assert_eq!(seen.iter().filter(|c| is_generate_ac(c)).count(), usize::from(issued), "{}", entry.name);
+        assert_eq!(authenticates(card.as_mut(), &identity, &session), issued, "{}", entry.name);
+        // The read learns the same again: the next card is predicted as well.
+        assert_eq!(session.learned(issued.then_some(IIN_DIGITS)).as_ref(), Some(&profile), "{}", entry.name);
+    }
+}
+
+#[test]
+fn a_prediction_never_changes_a_read_nor_asks_a_foreign_card_for_a_cryptogram() {
+    // Every catalogue card read on a terminal whose last card was any other (the ATR check set
+    // aside, so that the conditions alone decide): the same identity (or failure) as a plain read,
+    // never more round trips, GENERATE AC only on an issued card of the learned card's issuer,
+    // and then one whose cryptogram verifies.
+    let catalogue: Vec<_> = crate::sim::catalogue().into_iter().filter(|e| e.bank).collect();
+    let profiles: Vec<(&str, Profile)> = catalogue.iter().map(|e| (e.name, learn(e.name))).collect();
+    for entry in &catalogue {
+        let mut card = crate::sim::load(entry.name).unwrap();
+        let atr = card.atr();
+        let (plain, plain_session, _) = read_with(crate::sim::load(entry.name).unwrap().as_mut(), another_terminal(), None);
+        for (learned_from, profile) in &profiles {
+            let mut profile = profile.clone();
+            profile.atr = atr.clone();
+            let mut card = crate::sim::load(entry.name).unwrap();
+
+            let (result, session, seen) = read_with(card.as_mut(), another_terminal(), Some(&profile));
+
+            let case = format!("{} after {learned_from}", entry.name);
+            assert_eq!(result, plain, "{case}");
+            assert!(session.round_trips() <= plain_session.round_trips(), "{case}");
+            if seen.iter().any(|c| is_generate_ac(c)) {
+                let identity = result.as_ref().unwrap();
+                let CardIdentity::Bank { pan, .. } = identity else { unreachable!() };
+                assert!(profile.predicts_generate_ac(), "{case}");
+                assert_eq!(pan.as_str()[..IIN_DIGITS], entry.expected_number[..IIN_DIGITS], "{case}");
+                assert!(authenticates(card.as_mut(), identity, &session), "{case}");
+            }
+        }
+        let _ = card.as_mut();
+    }
+}
+
+const ISSUED_CDOL1: &str = "9F02069F03069F1A0295055F2A029A039C019F37049F35019F3403";
+
+/// A contactless UnionPay debit card like `unionpay-debit` (qUICS GPO with a cryptogram, the
+/// number and CDOL1 in SFI 1, offline data authentication records in SFI 2), with its own number,
+/// PDOL and CDOL1, keyed like the test issuer's cards.
+fn debit_like(pan: &str, pdol: &str, cdol1: &str) -> ModelCard {
+    let records = BTreeMap::from([
+        (
+            (1, 1),
+            t(
+                0x70,
+                &[
+                    t(0x5A, &bcd_pan(pan)),
+                    t(0x5F24, &h("301231")),
+                    t(0x5F34, &[0x01]),
+                    t(0x8C, &h(cdol1)),
+                ]
+                .concat(),
+            ),
+        ),
+        ((2, 1), t(0x70, &[t(0x8F, &[0x0B]), t(0x90, &[0x5A; 64])].concat())),
+        ((2, 2), t(0x70, &t(0x9F46, &[0xA5; 48]))),
+    ]);
+    let app = AppSpec {
+        aid: h("A000000333010101"),
+        label: "UnionPay Debit",
+        priority: Some(1),
+        pdol: h(pdol),
+        needs_contactless_ttq: true,
+        gpo: GpoFormat::Two {
+            extra: [t(0x9F36, &[0x00, 0x11]), t(0x9F26, &h("0102030405060708")), t(0x9F27, &[0x80])].concat(),
+        },
+        aip: [0x7C, 0x00],
+        afl: h("0801010010010200"),
+        records,
+        icc_key: crate::sim::issuer::icc_key(pan, 1),
+    };
+    contactless(vec![app])
+}
+
+const DEBIT_PDOL: &str = "9F66049F02069F1A025F2A02";
+
+fn learn_card(card: &mut dyn SimCard) -> Profile {
+    let (result, session, _) = read_with(card, terminal(), None);
+    let identity = result.unwrap();
+    let verified = authenticates(card, &identity, &session);
+    session.learned(verified.then_some(IIN_DIGITS)).expect("a profile")
+}
+
+#[test]
+fn a_foreign_card_of_the_same_product_is_read_in_one_round_trip_and_never_asked_for_a_cryptogram() {
+    let profile = learn_card(&mut debit_like("6200000000000005", DEBIT_PDOL, ISSUED_CDOL1));
+    assert!(profile.predicts_generate_ac());
+    // Same product, another issuer (not in the test issuer's ranges).
+    let mut foreign = debit_like("6210000000000013", DEBIT_PDOL, ISSUED_CDOL1);
+
+    let (result, session, seen) = read_with(&mut foreign, another_terminal(), Some(&profile));
+
+    assert_eq!(pan_of(&result.unwrap()), "6210000000000013");
+    assert_eq!(session.round_trips(), 1);
+    assert!(!seen.iter().any(|c| is_generate_ac(c)), "a foreign card was asked for a cryptogram");
+    assert!(session.predicted_generate_ac().is_none());
+
+    // Another card of the issuer, same first eight digits: one round trip, authenticated.
+    let mut ours = debit_like("6200000000000013", DEBIT_PDOL, ISSUED_CDOL1);
+    let (result, session, seen) = read_with(&mut ours, another_terminal(), Some(&profile));
+    let identity = result.unwrap();
+    assert_eq!(session.round_trips(), 1);
+    assert_eq!(seen.iter().filter(|c| is_generate_ac(c)).count(), 1);
+    assert!(authenticates(&mut ours, &identity, &session));
+
+    // Of the issuer's range but not of the first eight digits: one round trip for the read, and
+    // GENERATE AC on its own after it, as without a prediction.
+    let mut cousin = debit_like("6200001200000013", DEBIT_PDOL, ISSUED_CDOL1);
+    let (result, session, seen) = read_with(&mut cousin, another_terminal(), Some(&profile));
+    let identity = result.unwrap();
+    assert_eq!(session.round_trips(), 1);
+    assert!(!seen.iter().any(|c| is_generate_ac(c)));
+    assert!(authenticates(&mut cousin, &identity, &session));
+}
+
+#[test]
+fn a_card_that_answers_otherwise_is_read_as_without_a_prediction() {
+    let profile = learn_card(&mut debit_like("6200000000000005", DEBIT_PDOL, ISSUED_CDOL1));
+
+    // Another CDOL1 (one more element): the read is predicted, GENERATE AC is not.
+    let mut other_cdol = debit_like("6200000000000013", DEBIT_PDOL, &format!("{ISSUED_CDOL1}9F4501"));
+    let (result, session, seen) = read_with(&mut other_cdol, another_terminal(), Some(&profile));
+    let identity = result.unwrap();
+    assert_eq!(session.round_trips(), 1);
+    assert!(!seen.iter().any(|c| is_generate_ac(c)));
+    assert!(authenticates(&mut other_cdol, &identity, &session), "GENERATE AC on its own, with the card's CDOL1");
+
+    // Another PDOL: nothing after round 1 runs; the read takes its usual two round trips.
+    let mut other_pdol = debit_like("6200000000000013", "9F66049F02069F1A025F2A029F3704", ISSUED_CDOL1);
+    let (result, session, seen) = read_with(&mut other_pdol, another_terminal(), Some(&profile));
+    assert_eq!(pan_of(&result.unwrap()), "6200000000000013");
+    assert_eq!(session.round_trips(), 2);
+    assert_eq!(seen.iter().filter(|c| c.starts_with(&[0x80, 0xA8])).count(), 1, "one GPO, with the card's own PDOL");
+    assert!(!seen.iter().any(|c| is_generate_ac(c)));
+
+    // Another application first in the directory: the read selects it as it would anyway.
+    let (plain, plain_session, _) = read_with(&mut co_badged(), another_terminal(), None);
+    let (result, session, seen) = read_with(&mut co_badged(), another_terminal(), Some(&profile));
+    assert_eq!(result, plain);
+    assert_eq!(session.round_trips(), plain_session.round_trips());
+    assert!(!seen.iter().any(|c| is_generate_ac(c)));
+}
+
+#[test]
+fn a_predicted_round_the_read_would_not_send_starts_the_read_over() {
+    let mut profile = learn("unionpay-debit");
+    // A round whose conditions hold but which is not the round the read decides on.
+    profile.rounds[0].groups.pop();
+    let mut card = crate::sim::load("unionpay-debit").unwrap();
+
+    let (result, session, seen) = read_with(card.as_mut(), another_terminal(), Some(&profile));
+
+    let identity = result.unwrap();
+    assert_eq!(pan_of(&identity), "6200000000000005");
+    assert_eq!(session.round_trips(), 3, "the predicted batch, then round 1 and 2 again");
+    assert!(session.predicted_generate_ac().is_none(), "a GENERATE AC before the read started over is void");
+    assert_eq!(seen.iter().filter(|c| c.starts_with(&[0x80, 0xA8])).count(), 2);
+    assert!(authenticates(card.as_mut(), &identity, &session));
+}
+
+#[test]
+fn answers_claimed_for_a_skipped_round_are_refused() {
+    // An agent that runs a predicted round whose conditions do not hold (or skips one whose
+    // conditions hold) answers a batch the read did not send.
+    let profile = learn("unionpay-debit");
+    let mut card = debit_like("6200000000000005", "9F66049F02069F1A025F2A029F3704", ISSUED_CDOL1);
+    let (mut session, batch) = ReadSession::start_predicted(&card.atr(), another_terminal(), Some(&profile));
+    let mut transmit = |apdu: &[u8]| -> Result<Vec<u8>, Infallible> { Ok(card.transmit(apdu)) };
+    let mut responses = batch::execute(&batch, &mut transmit).unwrap();
+    assert!(responses[4].is_empty(), "the GPO's conditions do not hold");
+    responses[4] = vec![h("6985")];
+
+    assert!(matches!(session.advance(responses), Err(ReadError::UnexpectedResponse(_))));
+}
+
+#[test]
+fn a_profile_holds_no_card_data() {
+    let profile = learn("unionpay-debit");
+    let (_, session, _) = read_with(crate::sim::load("unionpay-debit").unwrap().as_mut(), terminal(), Some(&profile));
+    let (_, batch) = ReadSession::start_predicted(&h("3B8080010101"), terminal(), Some(&profile));
+    let sent = format!("{batch:?}");
+    // The number beyond its first 8 digits, the expiry (291231) and the qUICS cryptogram's
+    // counter are nowhere in the conditions.
+    for secret in ["0000000000000005", "291231"] {
+        let bytes = h(&format!("{secret}{}", if secret.len() % 2 == 1 { "F" } else { "" }));
+        assert!(!batch.groups.iter().flat_map(|g| &g.when).any(|c| match c {
+            crate::batch::Condition::Response { segments, .. } => segments.iter().any(|s| s.bytes.windows(bytes.len()).any(|w| w == bytes.as_slice())),
+            _ => false,
+        }), "{secret} in {sent}");
+    }
+    assert!(format!("{profile:?}").len() < 80);
+    let _ = session;
+}
