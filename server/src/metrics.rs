@@ -196,6 +196,8 @@ pub struct ReadTiming {
     pub card_present: Instant,
     /// The server held the card number.
     pub number_obtained: Instant,
+    /// The read was recorded and the number handed to the page's connection.
+    pub delivered: Option<Instant>,
     /// The page's submit carrying this read id arrived (first time).
     pub submitted: Option<Instant>,
 }
@@ -215,7 +217,14 @@ impl ReadTimings {
         if entries.len() == KEEP {
             entries.pop_front();
         }
-        entries.push_back(ReadTiming { read_id: read_id.to_string(), card_present, number_obtained: Instant::now(), submitted: None });
+        entries.push_back(ReadTiming { read_id: read_id.to_string(), card_present, number_obtained: Instant::now(), delivered: None, submitted: None });
+    }
+
+    pub fn delivered(&self, read_id: &str) {
+        let now = Instant::now();
+        if let Some(entry) = self.lock().iter_mut().rev().find(|e| e.read_id == read_id) {
+            entry.delivered.get_or_insert(now);
+        }
     }
 
     pub fn submitted(&self, read_id: &str) {

@@ -498,22 +498,22 @@ async fn deliver(state: &AppState, terminal_id: &str, page: &PageRef, read: Read
     };
     state.read_timings.read_done(&record.read_id, card_present);
     let last4 = number[number.len().saturating_sub(4)..].to_string();
-    if let Err(e) = state.store.record_card_read(&record, &last4, READ_TTL_MS, state.now_ms()).await {
-        tracing::error!(error = %crate::util::ErrorChain(&e), "recording a card read");
-        state.router.to_page(page, ServerToPage::ReadFailed { reason: ReadFailure::ReaderError }, false).await;
-        return;
-    }
     let detail = match &read.auth {
         CardAuth::Verified => format!("{masked} authenticated"),
         CardAuth::NotIssued => format!("{masked} not authenticated (not issued here)"),
         CardAuth::Failed(_) => format!("{masked} not authenticated (cryptogram failed)"),
     };
-    if let Err(e) = state.store.audit(&page.user_id, "card.read", terminal_id, &detail).await {
-        tracing::error!(error = %crate::util::ErrorChain(&e), "auditing a card read");
+    // The read, its audit event and the allow-once consent it spends: one commit, before the page
+    // has the number (a read nobody can audit, or a consent still there to allow another, never
+    // reaches a page).
+    let audit = crate::store::ReadAudit { detail: &detail, session_hash: &page.session_hash };
+    if let Err(e) = state.store.record_card_read(&record, &last4, READ_TTL_MS, state.now_ms(), audit).await {
+        tracing::error!(error = %crate::util::ErrorChain(&e), "recording a card read");
+        state.router.to_page(page, ServerToPage::ReadFailed { reason: ReadFailure::ReaderError }, false).await;
+        return;
     }
     tracing::info!(terminal_id, card = %masked, authenticated, "card read");
-    if let Err(e) = state.store.set_consent_once(&page.session_hash, terminal_id, false, state.now_ms()).await {
-        tracing::error!(error = %crate::util::ErrorChain(&e), "spending an allow-once consent");
-    }
-    state.router.to_page(page, ServerToPage::CardNumber { read_id: record.read_id, card_number: number, kind }, true).await;
+    let read_id = record.read_id;
+    state.router.to_page(page, ServerToPage::CardNumber { read_id: read_id.clone(), card_number: number, kind }, true).await;
+    state.read_timings.delivered(&read_id);
 }

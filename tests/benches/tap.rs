@@ -170,6 +170,8 @@ async fn main() {
     // read's usual rounds, GENERATE AC apart) — the before and after of predicted reads.
     let mut b = Vec::with_capacity(n);
     let mut c = Vec::with_capacity(n);
+    // Card present → the read recorded and the number handed to the page's socket.
+    let mut d = Vec::with_capacity(n);
     let mut b_plain = Vec::with_capacity(n);
     let mut c_plain = Vec::with_capacity(n);
     // Agent round trips per read, plain and predicted.
@@ -184,9 +186,12 @@ async fn main() {
         let inserted = card::sim::vpcd::insert(card::sim::load(CARD).unwrap(), SLOT).expect("vpcd slot 0");
         let timing = cardbridge_tests::eventually("the submit of this tap", || {
             let snapshot = app.state.read_timings.snapshot();
-            async move { snapshot.get(seen).filter(|t| t.submitted.is_some()).cloned() }
+            async move { snapshot.get(seen).filter(|t| t.submitted.is_some() && t.delivered.is_some()).cloned() }
         })
         .await;
+        if predicted {
+            d.push(timing.delivered.unwrap() - timing.card_present);
+        }
         let (b, c) = if predicted { (&mut b, &mut c) } else { (&mut b_plain, &mut c_plain) };
         b.push(timing.number_obtained - timing.card_present);
         c.push(timing.submitted.unwrap() - timing.card_present);
@@ -261,6 +266,7 @@ async fn main() {
         ("A local read (pcsc crate)", &a),
         ("B server-driven read (agent), predicted", &b),
         ("C tap to submit (Chromium), predicted", &c),
+        ("part of C: read recorded, number handed to the page socket, predicted", &d),
         ("B without prediction (interleaved taps)", &b_plain),
         ("C without prediction (interleaved taps)", &c_plain),
         ("probe: one 1-APDU batch via the agent", &trip),

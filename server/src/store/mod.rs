@@ -25,7 +25,7 @@ pub use bank::{BankCard, CardTransaction};
 pub use checkpoint::AuditCheckpoint;
 pub use purse_cards::{PurseCardListing, PurseCardRecord, PurseCardStatus, TopUpTotals};
 pub use topups::StoredTopUp;
-pub use terminals::{BrowserPairing, CardRead, Terminal};
+pub use terminals::{BrowserPairing, CardRead, ReadAudit, Terminal};
 pub use users::{Role, StoredConsent, User};
 
 use anyhow::Context;

@@ -58,6 +58,15 @@ pub struct CardRead {
     pub authenticated: bool,
 }
 
+/// What the record of a read also writes: the audit event's detail (the brand, the masked number,
+/// whether the card authenticated; never the full number) and the page session whose allow-once
+/// consent the read spends.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadAudit<'a> {
+    pub detail: &'a str,
+    pub session_hash: &'a str,
+}
+
 /// The one-time secrets a terminal hands out.
 #[derive(Debug, Clone, Copy)]
 enum OneTime {
@@ -196,8 +205,12 @@ impl Store {
         Ok(rows.into_iter().map(pairing_from).collect())
     }
 
-    /// Remember a read made at `now` (unix ms), live for `ttl_ms`.
-    pub async fn record_card_read(&self, read: &CardRead, last4: &str, ttl_ms: i64, now: i64) -> StoreResult<()> {
+    /// Remember a read made at `now` (unix ms), live for `ttl_ms` — S400's record of a read, in one transaction (one commit on the critical path of a tap):
+    /// the read itself (keyed hash, last four digits, whether the card authenticated), its audit
+    /// event, and the spending of the allow-once consent of the page's session that it used (a
+    /// consent given "once" allows exactly this read).
+    pub async fn record_card_read(&self, read: &CardRead, last4: &str, ttl_ms: i64, now: i64, audit: ReadAudit<'_>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "insert into card_read (read_id, terminal_id, user_id, pan_hash, last4, kind, created_at, expires_at, authenticated) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -211,9 +224,15 @@ impl Store {
         .bind(now)
         .bind(now + ttl_ms)
         .bind(flag(read.authenticated))
-        .execute(&self.pool)
+        .execute(tx.conn())
         .await?;
-        Ok(())
+        sqlx::query("delete from consent_once where session_hash = $1 and terminal_id = $2")
+            .bind(audit.session_hash)
+            .bind(&read.terminal_id)
+            .execute(tx.conn())
+            .await?;
+        tx.audit(&read.user_id, "card.read", &read.terminal_id, audit.detail).await?;
+        tx.commit().await
     }
 
     /// A card read that has not expired at `now` (unix ms), for this user. Reads may back several
