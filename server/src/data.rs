@@ -26,9 +26,6 @@ pub async fn query(
     paired_terminal: Option<&str>,
     request: &QueryRequest,
 ) -> Result<QueryResult, ApiError> {
-    if let Some(read_id) = request.read_id.as_deref() {
-        state.read_timings.submitted(read_id);
-    }
     // The error names what is wrong (digits, length, check digit), never the number.
     let pan = normalise_number(&request.card_number).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let number = pan.as_str();

@@ -198,7 +198,8 @@ pub struct ReadTiming {
     pub number_obtained: Instant,
     /// The read was recorded and the number handed to the page's connection.
     pub delivered: Option<Instant>,
-    /// The page's submit carrying this read id arrived (first time).
+    /// The page's submit carrying this read id arrived at the server (first time), before its
+    /// session was checked.
     pub submitted: Option<Instant>,
 }
 
@@ -227,8 +228,9 @@ impl ReadTimings {
         }
     }
 
-    pub fn submitted(&self, read_id: &str) {
-        let now = Instant::now();
+    /// The page's submit carrying `read_id` arrived at `at` (the first one counts).
+    pub fn submitted(&self, read_id: &str, at: Instant) {
+        let now = at;
         if let Some(entry) = self.lock().iter_mut().rev().find(|e| e.read_id == read_id) {
             entry.submitted.get_or_insert(now);
         }

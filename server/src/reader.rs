@@ -42,32 +42,28 @@ fn unavailable(what: &str, terminal_id: &str, e: &StoreError) -> Refusal {
 /// expired), the browser's pairing not revoked, the terminal permitted, the consent given, the
 /// agent online. `Ok` says whether the consent was "allow once" (it covers one read).
 pub async fn authorize(state: &AppState, terminal_id: &str, page: &PageRef) -> Result<ConsentState, Refusal> {
-    match state.store.session_user(&page.session_hash, state.now_ms()).await {
-        Ok(user) if user.user_id == page.user_id => {}
-        Ok(_) | Err(StoreError::NotFound) => return Err(Refusal::NotLoggedIn),
-        Err(e) => return Err(unavailable("checking a session for authorization", terminal_id, &e)),
-    }
-    match state.store.pairing(&page.pairing_id).await {
-        Ok(p) if p.terminal_id == terminal_id && p.revoked_at.is_none() => {}
-        Ok(_) | Err(StoreError::NotFound) => return Err(Refusal::NotPaired),
-        Err(e) => return Err(unavailable("checking a pairing for authorization", terminal_id, &e)),
-    }
-    let terminal = match state.store.terminal(terminal_id).await {
-        Ok(t) => t,
-        Err(StoreError::NotFound) => return Err(Refusal::NotPaired),
-        Err(e) => return Err(unavailable("loading a terminal for authorization", terminal_id, &e)),
+    // One statement: the checks see one snapshot, and a tap waits for one database trip.
+    let access = match state.store.access(&page.session_hash, state.now_ms(), &page.pairing_id, terminal_id, &page.user_id).await {
+        Ok(access) => access,
+        Err(e) => return Err(unavailable("checking a page's access to a terminal", terminal_id, &e)),
     };
-    if terminal.revoked_at.is_some() {
-        return Err(Refusal::TerminalRevoked);
+    if access.session_user.as_deref() != Some(page.user_id.as_str()) {
+        return Err(Refusal::NotLoggedIn);
     }
-    if !terminal.permitted {
-        return Err(Refusal::TerminalForbidden);
+    match &access.pairing {
+        Some((paired, false)) if paired == terminal_id => {}
+        _ => return Err(Refusal::NotPaired),
     }
-    let consent = match consent_state(state, &page.user_id, &page.session_hash, terminal_id).await {
-        Ok(c @ (ConsentState::AllowedOnce | ConsentState::AllowedAlways)) => c,
-        Ok(ConsentState::Denied) => return Err(Refusal::ConsentDenied),
-        Ok(ConsentState::Unknown) => return Err(Refusal::ConsentRequired),
-        Err(e) => return Err(unavailable("loading consent", terminal_id, &e)),
+    let consent = match access.terminal {
+        None => return Err(Refusal::NotPaired),
+        Some((_, true)) => return Err(Refusal::TerminalRevoked),
+        Some((false, false)) => return Err(Refusal::TerminalForbidden),
+        Some((true, false)) => match (access.consent, access.consent_once) {
+            (Some(StoredConsent::Always), _) => ConsentState::AllowedAlways,
+            (Some(StoredConsent::Deny), _) => return Err(Refusal::ConsentDenied),
+            (None, true) => ConsentState::AllowedOnce,
+            (None, false) => return Err(Refusal::ConsentRequired),
+        },
     };
     if state.router.agent_status(terminal_id).await.is_none() {
         return Err(Refusal::AgentOffline);

@@ -172,11 +172,17 @@ fn schedule_reconnect(app: &Shared) {
     );
 }
 
-/// Feed one event to the machine, show the result, then carry out its effects. No borrow is held
-/// while the page runs its own code (event listeners, the submit handler).
+/// Feed one event to the machine, carry out its effects, then show the result: a card number is
+/// filled in and submitted before the page's status is redrawn, so the submit waits for nothing.
+/// No borrow is held while the page runs its own code (event listeners, the submit handler).
 fn step(app: &Shared, event: impl FnOnce(&mut Machine) -> Vec<Effect>) -> Result<(), JsValue> {
     let effects = event(&mut app.borrow_mut().machine);
+    let done = carry_out(app, effects);
     render(app, false)?;
+    done
+}
+
+fn carry_out(app: &Shared, effects: Vec<Effect>) -> Result<(), JsValue> {
     for effect in effects {
         match effect {
             Effect::Send(message) => {

@@ -28,6 +28,20 @@ pub struct Form<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
+/// When the request reached its handler, before any other extractor runs (the session's, for
+/// one, reads the database): read timings say when a page's submit arrived, not when it was
+/// authenticated. Put it first among a handler's arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived(pub std::time::Instant);
+
+impl<S: Send + Sync> FromRequestParts<S> for Arrived {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(_parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Arrived(std::time::Instant::now()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

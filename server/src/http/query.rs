@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::check_origin;
 use super::error::ApiError;
-use super::extract::{Form, Json};
+use super::extract::{Arrived, Form, Json};
 use crate::auth::{paired_terminal, AuthUser};
 use crate::state::AppState;
 use crate::store::Role;
@@ -39,12 +39,16 @@ pub fn router() -> Router<AppState> {
     ),
 )]
 async fn query_json(
+    Arrived(arrived): Arrived,
     State(state): State<AppState>,
     headers: HeaderMap,
     jar: CookieJar,
     user: AuthUser,
     Json(body): Json<QueryRequest>,
 ) -> Result<Json<QueryResult>, ApiError> {
+    if let Some(read_id) = &body.read_id {
+        state.read_timings.submitted(read_id, arrived);
+    }
     check_origin(&state, &headers)?;
     user.require(&[Role::Cardholder, Role::Staff, Role::Admin])?;
     let terminal = paired_terminal(&state, &jar).await?;
@@ -80,12 +84,16 @@ struct QueryForm {
     ),
 )]
 async fn query_form(
+    Arrived(arrived): Arrived,
     State(state): State<AppState>,
     headers: HeaderMap,
     jar: CookieJar,
     user: AuthUser,
     Form(form): Form<QueryForm>,
 ) -> Result<Html<String>, ApiError> {
+    if let Some(read_id) = &form.read_id {
+        state.read_timings.submitted(read_id, arrived);
+    }
     check_origin(&state, &headers)?;
     let request = match form.request.as_str() {
         "balance" => RequestKind::Balance,

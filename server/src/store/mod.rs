@@ -26,7 +26,7 @@ pub use checkpoint::AuditCheckpoint;
 pub use purse_cards::{PurseCardListing, PurseCardRecord, PurseCardStatus, TopUpTotals};
 pub use topups::StoredTopUp;
 pub use terminals::{BrowserPairing, CardRead, ReadAudit, Terminal};
-pub use users::{Role, StoredConsent, User};
+pub use users::{Access, Role, StoredConsent, User};
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

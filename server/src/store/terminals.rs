@@ -205,8 +205,8 @@ impl Store {
         Ok(rows.into_iter().map(pairing_from).collect())
     }
 
-    /// Remember a read made at `now` (unix ms), live for `ttl_ms` — S400's record of a read, in one transaction (one commit on the critical path of a tap):
-    /// the read itself (keyed hash, last four digits, whether the card authenticated), its audit
+    /// S400: remember a read made at `now` (unix ms), live for `ttl_ms`, in one transaction (one
+    /// commit on the critical path of a tap): the read itself (keyed hash, last four digits, whether the card authenticated), its audit
     /// event, and the spending of the allow-once consent of the page's session that it used (a
     /// consent given "once" allows exactly this read).
     pub async fn record_card_read(&self, read: &CardRead, last4: &str, ttl_ms: i64, now: i64, audit: ReadAudit<'_>) -> StoreResult<()> {

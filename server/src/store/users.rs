@@ -57,6 +57,21 @@ pub enum StoredConsent {
     Deny,
 }
 
+/// What [`Store::access`] read, as of one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The user of the session, if it is live.
+    pub session_user: Option<String>,
+    /// The pairing's terminal and whether it was revoked, if the pairing exists.
+    pub pairing: Option<(String, bool)>,
+    /// Whether the terminal is permitted and whether it was revoked, if it exists.
+    pub terminal: Option<(bool, bool)>,
+    /// The user's stored consent for the terminal.
+    pub consent: Option<StoredConsent>,
+    /// An "allow once" of the session for the terminal waits to be spent.
+    pub consent_once: bool,
+}
+
 impl Store {
     pub async fn create_user(&self, username: &str, password_hash: &str, role: Role) -> StoreResult<User> {
         let user_id = crate::util::new_id("u");
@@ -125,6 +140,41 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|(d,)| if d == "always" { StoredConsent::Always } else { StoredConsent::Deny }))
+    }
+
+    /// Everything S200 checks before a command may reach a terminal's agent, read in one
+    /// statement (one snapshot, one trip to the database on the tap's path): the live session's
+    /// user, the browser pairing, the terminal, and the consents. The same rules as
+    /// [`Store::session_user`], [`Store::pairing`], [`Store::terminal`], [`Store::consent`] and
+    /// [`Store::has_consent_once`].
+    pub async fn access(&self, session_hash: &str, now: i64, pairing_id: &str, terminal_id: &str, user_id: &str) -> StoreResult<Access> {
+        type Row = (Option<String>, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<i64>);
+        let row: Row = sqlx::query_as(
+            "select \
+               (select u.user_id from session s join app_user u on u.user_id = s.user_id \
+                 where s.session_id = $1 and s.expires_at > $2), \
+               (select terminal_id from browser_pairing where pairing_id = $3), \
+               (select revoked_at from browser_pairing where pairing_id = $3), \
+               (select permitted from terminal where terminal_id = $4), \
+               (select revoked_at from terminal where terminal_id = $4), \
+               (select decision from consent where user_id = $5 and terminal_id = $4), \
+               (select created_at from consent_once where session_hash = $1 and terminal_id = $4)",
+        )
+        .bind(session_hash)
+        .bind(now)
+        .bind(pairing_id)
+        .bind(terminal_id)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let (session_user, pairing_terminal, pairing_revoked_at, permitted, terminal_revoked_at, decision, once) = row;
+        Ok(Access {
+            session_user,
+            pairing: pairing_terminal.map(|terminal_id| (terminal_id, pairing_revoked_at.is_some())),
+            terminal: permitted.map(|p| (p != 0, terminal_revoked_at.is_some())),
+            consent: decision.map(|d| if d == "always" { StoredConsent::Always } else { StoredConsent::Deny }),
+            consent_once: once.is_some(),
+        })
     }
 
     /// Whether an "allow once" consent of this session for this terminal waits to be spent.
