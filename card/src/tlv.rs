@@ -72,48 +72,57 @@ fn parse_level(data: &[u8], base: usize, depth: usize) -> Result<Vec<Tlv>, TlvEr
             i += 1;
             continue;
         }
-        let tag = read_tag(data, &mut i, base)?;
-        let Some(&len_byte) = data.get(i) else {
-            return Err(TlvError::Truncated { offset: base + i });
-        };
-        let len_offset = i;
-        i += 1;
-        let len = if len_byte < 0x80 {
-            usize::from(len_byte)
-        } else {
-            let n = usize::from(len_byte & 0x7F);
-            if n == 0 || n > 4 {
-                return Err(TlvError::BadLength {
-                    offset: base + len_offset,
-                    byte: len_byte,
-                });
-            }
-            let Some(bytes) = data.get(i..i + n) else {
-                return Err(TlvError::Truncated { offset: base + i });
-            };
-            i += n;
-            bytes
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-        };
-        let end = match i.checked_add(len) {
-            Some(end) if end <= data.len() => end,
-            _ => return Err(TlvError::Truncated { offset: base + i }),
-        };
-        let value = &data[i..end];
+        let (tag, value) = read_object(data, &mut i, base)?;
         let children = if is_constructed_tag(tag) {
-            parse_level(value, base + i, depth + 1)?
+            parse_level(&data[value.clone()], base + value.start, depth + 1)?
         } else {
             Vec::new()
         };
         out.push(Tlv {
             tag,
-            value: value.to_vec(),
+            value: data[value].to_vec(),
             children,
         });
-        i = end;
     }
     Ok(out)
+}
+
+/// Read the data object starting at `data[*i]` (not a padding byte): its tag and where its value
+/// lies in `data`; moves `*i` past the value. `base` is `data`'s offset in the whole input, for
+/// errors. Every limit of the decoder (tag and length sizes, lengths within the input) is
+/// checked here, so whoever walks card data object by object decodes exactly what [`parse`] does.
+pub(crate) fn read_object(data: &[u8], i: &mut usize, base: usize) -> Result<(u32, std::ops::Range<usize>), TlvError> {
+    let tag = read_tag(data, i, base)?;
+    let Some(&len_byte) = data.get(*i) else {
+        return Err(TlvError::Truncated { offset: base + *i });
+    };
+    let len_offset = *i;
+    *i += 1;
+    let len = if len_byte < 0x80 {
+        usize::from(len_byte)
+    } else {
+        let n = usize::from(len_byte & 0x7F);
+        if n == 0 || n > 4 {
+            return Err(TlvError::BadLength {
+                offset: base + len_offset,
+                byte: len_byte,
+            });
+        }
+        let Some(bytes) = data.get(*i..*i + n) else {
+            return Err(TlvError::Truncated { offset: base + *i });
+        };
+        *i += n;
+        bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+    };
+    let start = *i;
+    let end = match start.checked_add(len) {
+        Some(end) if end <= data.len() => end,
+        _ => return Err(TlvError::Truncated { offset: base + start }),
+    };
+    *i = end;
+    Ok((tag, start..end))
 }
 
 /// Read the tag starting at `data[*i]` (not a padding byte) and move `*i` past it.
@@ -217,7 +226,7 @@ fn encode_length(len: usize) -> Vec<u8> {
     out
 }
 
-fn is_constructed_tag(tag: u32) -> bool {
+pub(crate) fn is_constructed_tag(tag: u32) -> bool {
     let mut first = tag;
     while first > 0xFF {
         first >>= 8;

@@ -90,8 +90,8 @@ struct Keep {
     top: bool,
 }
 
-/// Mark the structure of `data` (at `base` in the answer) and its kept values; mirrors
-/// [`tlv::parse`], which has already accepted `data`.
+/// Mark the structure of `data` (at `base` in the answer) and its kept values, object by object
+/// as [`tlv::parse`] (which has already accepted `data`) decodes it.
 fn mark(data: &[u8], base: usize, kept: &mut [bool], keep: Keep) -> Option<()> {
     let mut i = 0;
     while i < data.len() {
@@ -101,40 +101,16 @@ fn mark(data: &[u8], base: usize, kept: &mut [bool], keep: Keep) -> Option<()> {
             continue;
         }
         let start = i;
-        let mut tag = u32::from(data[i]);
-        i += 1;
-        if tag & 0x1F == 0x1F {
-            loop {
-                let b = *data.get(i)?;
-                tag = (tag << 8) | u32::from(b);
-                i += 1;
-                if b & 0x80 == 0 {
-                    break;
-                }
-            }
-        }
-        let len_byte = *data.get(i)?;
-        i += 1;
-        let len = if len_byte < 0x80 {
-            usize::from(len_byte)
-        } else {
-            let n = usize::from(len_byte & 0x7F);
-            let bytes = data.get(i..i + n)?;
-            i += n;
-            bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-        };
-        let end = i.checked_add(len).filter(|&e| e <= data.len())?;
-        kept[base + start..base + i].fill(true);
-        let value = base + i..base + end;
-        if data[start] & 0x20 != 0 {
-            mark(&data[i..end], base + i, kept, Keep { top: false, ..keep })?;
+        let (tag, value) = tlv::read_object(data, &mut i, base).ok()?;
+        kept[base + start..base + value.start].fill(true);
+        if tlv::is_constructed_tag(tag) {
+            mark(&data[value.clone()], base + value.start, kept, Keep { top: false, ..keep })?;
         } else if DECISIVE.contains(&tag) || (keep.gpo && keep.top && tag == 0x80) {
-            kept[value].fill(true);
+            kept[base + value.start..base + value.end].fill(true);
         } else if NUMBER_TAGS.contains(&tag) {
-            let n = len.min(keep.number_bytes);
-            kept[value.start..value.start + n].fill(true);
+            let n = value.len().min(keep.number_bytes);
+            kept[base + value.start..base + value.start + n].fill(true);
         }
-        i = end;
     }
     Some(())
 }
