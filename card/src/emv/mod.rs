@@ -259,8 +259,6 @@ pub struct ReadSession {
     sent: Batch,
     /// The round of the read at the head of `sent`, as the read decided it.
     current: Batch,
-    /// The PDOL of the GPO in `current`, if it has one.
-    pdol_in_flight: Option<Vec<u8>>,
     round_trips: usize,
     terminal: Terminal,
     contactless: bool,
@@ -291,7 +289,6 @@ impl ReadSession {
             stage: Stage::Directory,
             sent: batch.clone(),
             current: batch.clone(),
-            pdol_in_flight: None,
             round_trips: 1,
             terminal,
             contactless: is_contactless_atr(atr),
@@ -394,7 +391,6 @@ impl ReadSession {
         &self.terminal
     }
 
-
     /// Batches emitted so far (the first one included); once done, the read's round trips.
     pub fn round_trips(&self) -> usize {
         self.round_trips
@@ -436,12 +432,12 @@ impl ReadSession {
         }
         let mut predicted = predicted.into_iter();
         loop {
+            let gpo_pdol = match &stage {
+                Stage::Gpo { pdol, .. } => Some(pdol.clone()),
+                _ => None,
+            };
             let step = self.step(stage, &part)?;
-            self.history.push(Round {
-                batch: std::mem::take(&mut self.current),
-                responses: part,
-                gpo_pdol: self.pdol_in_flight.take(),
-            });
+            self.history.push(Round { batch: std::mem::take(&mut self.current), responses: part, gpo_pdol });
             match step {
                 Step::Done(identity) => {
                     if let CardIdentity::Bank { auth, .. } = &identity {
@@ -456,7 +452,6 @@ impl ReadSession {
                             return self.start_over();
                         }
                         self.current = batch;
-                        self.pdol_in_flight = round.gpo_pdol;
                         stage = next;
                         part = answers;
                     }
@@ -472,10 +467,6 @@ impl ReadSession {
             return Err(ReadError::TooManyRoundTrips);
         }
         self.round_trips += 1;
-        self.pdol_in_flight = match &stage {
-            Stage::Gpo { pdol, .. } => Some(pdol.clone()),
-            _ => None,
-        };
         self.stage = stage;
         self.current = batch.clone();
         self.sent = batch.clone();

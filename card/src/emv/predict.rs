@@ -188,7 +188,6 @@ pub(super) struct Predicted {
     pub n_groups: usize,
     /// The round as the read would send it on its own.
     pub batch: Batch,
-    pub gpo_pdol: Option<Vec<u8>>,
 }
 
 /// Round 1 with `profile`'s rounds appended under their conditions, and the GENERATE AC last.
@@ -220,7 +219,7 @@ pub(super) fn extend(
             let when = if k == 0 { first.clone() } else { vec![Condition::Ran { group: start }] };
             batch.groups.push(group.clone().when(when));
         }
-        predicted.push(Predicted { n_groups: groups.len(), batch: Batch { groups }, gpo_pdol: round.gpo_pdol.clone() });
+        predicted.push(Predicted { n_groups: groups.len(), batch: Batch { groups } });
         starts.push(start);
     }
     let request = match &profile.ac {
