@@ -285,13 +285,17 @@ async fn read_card_untimed(state: &AppState, terminal_id: &str, card: &PresentCa
             }
         }
     };
-    let auth = match &identity {
-        CardIdentity::Bank { pan, auth, .. } => authenticate(state, terminal_id, card, &session, pan, auth).await?,
-        CardIdentity::Uid { .. } => CardAuth::NotIssued,
-    };
-    let issuer_digits = match (&auth, &identity) {
-        (CardAuth::Verified, CardIdentity::Bank { pan, .. }) => state.keys.issuer_key(pan).map(|key| key.prefix_digits),
-        _ => None,
+    // For a card that authenticated: how many leading digits name the key that verified it.
+    let (auth, issuer_digits) = match &identity {
+        CardIdentity::Bank { pan, auth, .. } => match state.keys.issuer_key(pan) {
+            Some(key) => {
+                let result = authenticate(state, terminal_id, card, &session, &key, pan, auth).await?;
+                let digits = (result == CardAuth::Verified).then_some(key.prefix_digits);
+                (result, digits)
+            }
+            None => (CardAuth::NotIssued, None),
+        },
+        CardIdentity::Uid { .. } => (CardAuth::NotIssued, None),
     };
     if let Some(learned) = session.learned(issuer_digits) {
         state.read_profiles.learned(terminal_id, learned);
@@ -362,7 +366,7 @@ fn unpredictable_number() -> [u8; 4] {
     un
 }
 
-/// GENERATE AC (ARQC, amount 0) for a card the bank issued, and the issuer-side check. A
+/// GENERATE AC (ARQC, amount 0) for a card the bank issued under `key`, and the issuer-side check. A
 /// predicted read's batch may already have carried the GENERATE AC (`card::emv::Profile`): its
 /// answer counts only if the command is exactly the one built here, from the read's CDOL1 and
 /// the read's terminal data with this read's unpredictable number.
@@ -371,10 +375,10 @@ async fn authenticate(
     terminal_id: &str,
     card: &PresentCard,
     session: &ReadSession,
+    key: &crate::keys::KeyRef,
     pan: &card::pan::Pan,
     auth: &card::emv::AuthData,
 ) -> Result<CardAuth, ReadFailure> {
-    let Some(key) = state.keys.issuer_key(pan) else { return Ok(CardAuth::NotIssued) };
     let (Some(cdol1), Some(aip)) = (auth.cdol1.as_deref(), auth.aip) else {
         return Ok(CardAuth::Failed("the card gave no CDOL1 or AIP".into()));
     };
@@ -401,7 +405,7 @@ async fn authenticate(
         Ok(r) => r,
         Err(e) => return Ok(CardAuth::Failed(e.to_string())),
     };
-    if state.keys.verify_arqc(&key, pan, auth.psn.unwrap_or(0), &request.terminal_data, aip, &response) {
+    if state.keys.verify_arqc(key, pan, auth.psn.unwrap_or(0), &request.terminal_data, aip, &response) {
         Ok(CardAuth::Verified)
     } else {
         Ok(CardAuth::Failed(format!("the cryptogram does not verify under {}", key.id)))
